@@ -1,0 +1,49 @@
+# The two entry points of the README: `make quickstart` and `make test`.
+# Both create (or reuse) the virtual environment in .venv and are idempotent.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# torch 2.14.1 + torchvision 0.29.1 is the pair known to work together with TerraTorch 1.2.x.
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+DATA ?= ../shared/data
+
+.PHONY: setup quickstart test lint docs compat clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
+	$(BIN)/python -m pip install --quiet -e '.[test,docs]' $(TORCH_PIN)
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/python -m terratorch_hsi_peft.quickstart --data-root $(DATA)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
+clean:
+	rm -rf $(VENV) site .pytest_cache .ruff_cache
+
+# Compatibility smoke test against the newest TerraTorch release line (1.2.13 needs Python >= 3.12).
+PY312 ?= $(shell command -v python3.12 || echo $(HOME)/.pyenv/versions/3.12.1/bin/python3.12)
+COMPAT_VENV ?= .venv-compat
+COMPAT_STAMP := $(COMPAT_VENV)/.installed
+$(COMPAT_STAMP): pyproject.toml
+	test -x $(COMPAT_VENV)/bin/python || $(PY312) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(COMPAT_VENV)/bin/python -m pip install --quiet -e '.[test]' 'terratorch==1.2.13' $(TORCH_PIN)
+	touch $(COMPAT_STAMP)
+
+compat: $(COMPAT_STAMP)
+	$(COMPAT_VENV)/bin/python -m pytest -q -m compat

@@ -1,0 +1,17 @@
+"""terratorch-hsi-peft: SpectralGPT and parameter-efficient fine-tuning for hyperspectral images.
+
+Importing this package registers the plugin's backbones and model factory with TerraTorch's
+registries (once; see :mod:`terratorch_hsi_peft.registry`). A TerraTorch YAML triggers that import
+by naming any plugin class by ``class_path`` (for example the plugin's datamodules or callbacks).
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from terratorch_hsi_peft.registry import PLUGIN_NAMES
+
+try:
+    __version__ = version("terratorch-hsi-peft")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0"
+
+__all__ = ["PLUGIN_NAMES", "__version__"]

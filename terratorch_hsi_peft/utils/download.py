@@ -1,0 +1,135 @@
+"""Fetch files over HTTP(S) safely: atomic writes, size and checksum checks.
+
+A download is streamed into a temporary file next to its destination and moved into place with
+``os.replace`` only after every check passed, so an interrupted or corrupt transfer never leaves a
+file that looks whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+__all__ = ["DownloadError", "atomic_write", "download_url", "sha256sum"]
+
+_CHUNK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A download failed or its result did not match what was expected."""
+
+
+def sha256sum(path: str | os.PathLike) -> str:
+    """Return the hex sha256 digest of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; move it onto ``path`` only if the block succeeds.
+
+    On any exception the temporary file is removed and ``path`` is left untouched (an existing
+    file there survives).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def download_url(
+    url: str,
+    path: str | os.PathLike,
+    *,
+    sha256: str | None = None,
+    size: int | None = None,
+    timeout: float = 60.0,
+    overwrite: bool = False,
+) -> Path:
+    """Download ``url`` to ``path`` atomically and verify it.
+
+    Args:
+        url: HTTP(S) or ``file://`` address.
+        path: destination file.
+        sha256: expected hex digest; checked when given.
+        size: expected size in bytes; checked when given (and against ``Content-Length``).
+        timeout: socket timeout in seconds.
+        overwrite: download again even if a verified file is already at ``path`` (a file that
+            fails verification is always fetched again).
+
+    Returns:
+        The destination path.
+
+    Raises:
+        DownloadError: the transfer failed or was cut short, or the size or checksum differ. Nothing
+            is left at ``path`` in that case (an earlier file there is kept).
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        try:
+            _verify(path, sha256, size, source=str(path))
+            return path
+        except DownloadError:
+            pass  # a stale or damaged copy: fetch it again, replacing it atomically
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, atomic_write(path) as out:
+            expected = response.headers.get("Content-Length")
+            written = 0
+            digest = hashlib.sha256()
+            for chunk in iter(lambda: response.read(_CHUNK), b""):
+                out.write(chunk)
+                digest.update(chunk)
+                written += len(chunk)
+            if expected is not None and written != int(expected):
+                raise DownloadError(
+                    f"Transfer of {url} was cut short: got {written} of {expected} bytes. "
+                    "Nothing was written; run the download again."
+                )
+            _check(written, digest.hexdigest(), sha256, size, source=url)
+    except DownloadError:
+        raise
+    except OSError as err:  # URLError, HTTPError, timeouts, connection resets
+        raise DownloadError(
+            f"Could not download {url} to {path}: {err}. Check the address and your connection, "
+            "or place the file at that path by hand."
+        ) from err
+    return path
+
+
+def _verify(path: Path, sha256: str | None, size: int | None, source: str) -> None:
+    digest = sha256sum(path) if sha256 else None
+    _check(path.stat().st_size, digest, sha256, size, source)
+
+
+def _check(
+    actual_size: int, actual_sha: str | None, sha256: str | None, size: int | None, source: str
+) -> None:
+    if size is not None and actual_size != size:
+        raise DownloadError(
+            f"{source}: expected {size} bytes, got {actual_size}. The file is truncated or not the "
+            "one expected; delete it and download again."
+        )
+    if sha256 is not None and actual_sha != sha256.lower():
+        raise DownloadError(
+            f"{source}: sha256 {actual_sha} does not match the expected {sha256}. The file is "
+            "corrupt or has changed upstream; delete it and download again."
+        )
