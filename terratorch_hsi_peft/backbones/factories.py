@@ -1,0 +1,115 @@
+"""SpectralGPT backbones registered with TerraTorch: ``spectralgpt_vit_{base,large,huge}``.
+
+In a TerraTorch YAML every ``backbone_<name>`` key of ``model_args`` reaches these factories as
+``<name>``. Unknown keys are a TypeError that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from terratorch_hsi_peft.backbones.checkpoint import SPECTRALGPT_PLUS_URL, load_checkpoint
+from terratorch_hsi_peft.backbones.spectralgpt import SpectralGPTEncoder
+from terratorch_hsi_peft.registry import register_backbone
+
+__all__ = ["spectralgpt_vit_base", "spectralgpt_vit_huge", "spectralgpt_vit_large"]
+
+_COMMON_DEFAULTS: dict[str, Any] = {
+    "pretrained": False,
+    "ckpt_path": None,
+    "num_bands": 12,
+    "img_size": 128,
+    "patch_size": 8,
+    "t_patch_size": 3,
+    "out_indices": None,
+    "group_fusion": "mean",
+    "mlp_ratio": 4.0,
+    "drop_path_rate": 0.0,
+    # Read by TerraTorch's EncoderDecoderFactory (how inputs are padded to the patch size) and
+    # passed on to every backbone; the encoder itself has no use for it.
+    "padding": "reflect",
+}
+
+_KWARGS_DOC = """
+    Keyword arguments (``backbone_<name>`` in YAML), defaults in brackets:
+        pretrained (bool) [False]: load the released weights when no ``ckpt_path`` is given.
+        ckpt_path (str | None) [None]: a local checkpoint or an http(s) URL (cached under
+            ``$TERRATORCH_HSI_PEFT_CACHE`` or ``torch.hub.get_dir()/checkpoints``, downloaded
+            atomically); loaded whenever given.
+        num_bands (int) [12]: input bands (12 PCA components on the paper's route, all bands on
+            the native route); the last spectral group is zero-padded when needed.
+        img_size (int) [128]: native square input size (the checkpoint's); other multiples of
+            ``patch_size`` work by resizing the spatial position table on the fly.
+        patch_size (int) [8]: spatial patch size.
+        t_patch_size (int) [3]: bands per spectral group.
+        out_indices (list[int] | None) [None]: layers whose features are returned (negative counts
+            from the end); None: four evenly spaced layers ending with the last.
+        group_fusion (str) ["mean"]: "mean", "concat" or "learned" (see SpectralGPTEncoder).
+        embed_dim, depth, num_heads (int): width, blocks and heads [{arch}].
+        mlp_ratio (float) [4.0]: MLP hidden width / embed_dim.
+        drop_path_rate (float) [0.0]: stochastic depth, increasing linearly over the blocks.
+        padding (str) ["reflect"]: read by TerraTorch's model to pad inputs; unused here.
+"""
+
+
+def _build(name: str, arch: dict[str, int], official_url: str | None, kwargs: dict) -> Any:
+    valid = {**_COMMON_DEFAULTS, **arch}
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise TypeError(
+            f"{name} got unknown argument(s) {unknown}. Valid arguments (backbone_<name> in "
+            f"YAML): {sorted(valid)}."
+        )
+    options = {**valid, **kwargs}
+    pretrained = options.pop("pretrained")
+    ckpt_path = options.pop("ckpt_path")
+    options.pop("padding")
+    if pretrained and ckpt_path is None:
+        if official_url is None:
+            raise ValueError(
+                f"No pretrained weights were released for {name}; set ckpt_path to your own "
+                "checkpoint or use pretrained: false."
+            )
+        ckpt_path = official_url
+    model = SpectralGPTEncoder(**options)
+    if ckpt_path is not None:
+        load_checkpoint(model, ckpt_path)
+    return model
+
+
+def _documented(summary: str, arch: dict[str, int]):
+    """Give a factory its docstring: ``summary`` plus the keyword arguments with defaults."""
+
+    def decorate(factory):
+        widths = ", ".join(str(arch[k]) for k in ("embed_dim", "depth", "num_heads"))
+        factory.__doc__ = summary + "\n" + _KWARGS_DOC.format(arch=widths)
+        return factory
+
+    return decorate
+
+
+_BASE = {"embed_dim": 768, "depth": 12, "num_heads": 12}
+_LARGE = {"embed_dim": 1024, "depth": 24, "num_heads": 16}
+_HUGE = {"embed_dim": 1280, "depth": 32, "num_heads": 16}
+
+
+@register_backbone
+@_documented(
+    "SpectralGPT ViT-Base, the released model. ``pretrained=True`` without ``ckpt_path`` "
+    "downloads SpectralGPT+ (Zenodo record 8412455).",
+    _BASE,
+)
+def spectralgpt_vit_base(**kwargs: Any) -> SpectralGPTEncoder:
+    return _build("spectralgpt_vit_base", _BASE, SPECTRALGPT_PLUS_URL, kwargs)
+
+
+@register_backbone
+@_documented("SpectralGPT ViT-Large shapes (official), random init: no weights released.", _LARGE)
+def spectralgpt_vit_large(**kwargs: Any) -> SpectralGPTEncoder:
+    return _build("spectralgpt_vit_large", _LARGE, None, kwargs)
+
+
+@register_backbone
+@_documented("SpectralGPT ViT-Huge shapes (official), random init: no weights released.", _HUGE)
+def spectralgpt_vit_huge(**kwargs: Any) -> SpectralGPTEncoder:
+    return _build("spectralgpt_vit_huge", _HUGE, None, kwargs)

@@ -1,0 +1,290 @@
+"""The SpectralGPT encoder, for hyperspectral cubes with any number of bands.
+
+SpectralGPT: Spectral Remote Sensing Foundation Model. D. Hong, B. Zhang, X. Li, Y. Li, C. Li,
+J. Yao, N. Yokoya, H. Li, P. Ghamisi, X. Jia, A. Plaza, P. Gamba, J. A. Benediktsson,
+J. Chanussot. IEEE TPAMI 46(8), 2024. doi:10.1109/TPAMI.2024.3362475.
+Official code: https://github.com/danfenghong/IEEE_TPAMI_SpectralGPT
+
+The encoder is the one of the official masked autoencoder (``models_mae_spectral.py``): a 3-D
+patch embedding of spectral tubelets (``t_patch_size`` bands x ``patch_size`` x ``patch_size``
+pixels), separate learned spatial and spectral position tables summed per token, pre-norm
+transformer blocks with separate q/k/v Linears, LayerNorm eps 1e-6, no class token. Tokens are
+ordered spectral-group-major, ``(t h w)``.
+
+Band policy: a band count that is not a multiple of ``t_patch_size`` is zero-padded at the end
+of the band axis inside ``forward`` (the last spectral group holds the remaining bands plus
+zeros); ``num_groups`` and ``band_padding`` say how many groups and padded bands there are.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from terratorch_hsi_peft.backbones.layers import Block, PatchEmbed3D, layer_norm
+from terratorch_hsi_peft.backbones.pos_embed import resize_spatial_pos_embed
+
+__all__ = ["GROUP_FUSIONS", "SpectralGPTEncoder", "default_out_indices"]
+
+logger = logging.getLogger(__name__)
+
+#: How the spectral groups of a layer's tokens become the features handed to necks and decoders.
+GROUP_FUSIONS = ("mean", "concat", "learned")
+
+
+def default_out_indices(depth: int) -> list[int]:
+    """Four evenly spaced layers ending with the last: ``[2, 5, 8, 11]`` for depth 12.
+
+    Four features feed ``LearnedInterpolateToPyramidal`` + ``UNetDecoder`` directly, and the last
+    one is what classification heads read (``IdentityDecoder`` takes index -1). Shallow encoders
+    (depth < 4) repeat layers to keep four features.
+    """
+    return [max(0, (k + 1) * depth // 4 - 1) for k in range(4)]
+
+
+class SpectralGPTEncoder(nn.Module):
+    """SpectralGPT ViT encoder returning the features of selected layers (TerraTorch backbone).
+
+    Input: (B, num_bands, H, W) as TerraTorch passes images, or (B, 1, num_bands, H, W) as the
+    official code does. H and W must be multiples of ``patch_size``; a size other than
+    ``img_size`` works by resizing the spatial position table bicubically on the fly.
+
+    Output of ``forward``: one tensor per entry of ``out_indices``, tokens after group fusion:
+
+    - ``concat``: (B, num_groups * h * w, embed_dim), laid out ``(t h w)``, so that TerraTorch's
+      ``ReshapeTokensToImage(remove_cls_token=False, effective_time_dim=num_groups)`` gives
+      (B, num_groups * embed_dim, h, w) images; ``out_channels`` = num_groups * embed_dim.
+    - ``mean``: the mean over spectral groups, (B, h * w, embed_dim); ``out_channels`` =
+      embed_dim.
+    - ``learned``: a learned weighted sum over groups (``Linear(num_groups, 1)`` per selected
+      layer, as the original segmentation model; initialised to the mean), (B, h * w, embed_dim).
+
+    The final LayerNorm ``norm`` is applied to the last layer's output when it is selected.
+    Blocks after the deepest selected layer are not run (their parameters get no gradient).
+
+    Attributes:
+        patch_size: spatial patch size (an int; TerraTorch pads inputs to a multiple of it).
+        num_groups: number of spectral groups, ``ceil(num_bands / t_patch_size)``.
+        band_padding: zero bands appended to fill the last group.
+        out_channels: channels of each returned feature.
+        trainable_with_adapters: parameter-name prefixes (relative to this module) that must stay
+            trainable when the encoder is frozen for PEFT: ``["fusion_layers"]`` with the
+            learned fusion, else empty.
+        load_report: the :class:`~terratorch_hsi_peft.backbones.checkpoint.LoadReport` of the
+            checkpoint loaded into the encoder, or None.
+    """
+
+    def __init__(
+        self,
+        num_bands: int = 12,
+        img_size: int = 128,
+        patch_size: int = 8,
+        t_patch_size: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.0,
+        out_indices: Sequence[int] | None = None,
+        group_fusion: str = "mean",
+    ) -> None:
+        super().__init__()
+        _check_config(num_bands, img_size, patch_size, t_patch_size, embed_dim, depth, num_heads)
+        if group_fusion not in GROUP_FUSIONS:
+            raise ValueError(
+                f"group_fusion={group_fusion!r} is not one of {list(GROUP_FUSIONS)}; set "
+                "group_fusion (backbone_group_fusion in YAML) to one of them."
+            )
+        self.num_bands = num_bands
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.t_patch_size = t_patch_size
+        self.embed_dim = embed_dim
+        self.depth = depth
+        self.grid_size = img_size // patch_size
+        self.num_groups = math.ceil(num_bands / t_patch_size)
+        self.band_padding = self.num_groups * t_patch_size - num_bands
+        self.out_indices = _normalise_out_indices(out_indices, depth)
+        self.group_fusion = group_fusion
+
+        self.patch_embed = PatchEmbed3D(patch_size, t_patch_size, embed_dim)
+        self.pos_embed_spatial = nn.Parameter(torch.zeros(1, self.grid_size**2, embed_dim))
+        self.pos_embed_temporal = nn.Parameter(torch.zeros(1, self.num_groups, embed_dim))
+        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, drop_path=rate) for rate in rates
+        )
+        self.norm = layer_norm(embed_dim)
+        self.fusion_layers = (
+            nn.ModuleList(nn.Linear(self.num_groups, 1) for _ in self.out_indices)
+            if group_fusion == "learned"
+            else None
+        )
+        self.trainable_with_adapters: list[str] = (
+            ["fusion_layers"] if group_fusion == "learned" else []
+        )
+        width = embed_dim * self.num_groups if group_fusion == "concat" else embed_dim
+        self.out_channels = [width] * len(self.out_indices)
+        self.load_report = None
+        self._grid: tuple[int, int] | None = None
+        self._init_weights()
+        logger.info(
+            "SpectralGPT encoder: %d bands -> %d spectral groups of %d bands%s; features of "
+            "layers %s fused by %r, %s channels each.",
+            num_bands,
+            self.num_groups,
+            t_patch_size,
+            f" (last group zero-padded with {self.band_padding})" if self.band_padding else "",
+            self.out_indices,
+            group_fusion,
+            width,
+        )
+
+    def _init_weights(self) -> None:
+        # As the official MAE: xavier-uniform Linears and tubelet kernel, trunc-normal tables.
+        nn.init.trunc_normal_(self.pos_embed_spatial, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed_temporal, std=0.02)
+        kernel = self.patch_embed.proj.weight.data
+        nn.init.xavier_uniform_(kernel.view(kernel.shape[0], -1))
+        for module in self.blocks.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        if self.fusion_layers is not None:
+            for layer in self.fusion_layers:  # start as the plain mean over groups
+                nn.init.constant_(layer.weight, 1.0 / self.num_groups)
+                nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Encode a cube; return the fused tokens of each layer in ``out_indices``."""
+        cube = self._as_cube(x)
+        grid = (cube.shape[-2] // self.patch_size, cube.shape[-1] // self.patch_size)
+        self._grid = grid
+        tokens = self.patch_embed(cube) + self._pos_embed(grid)
+        features = {}
+        last = max(self.out_indices)
+        for index, block in enumerate(self.blocks[: last + 1]):
+            tokens = block(tokens)
+            if index in self.out_indices:
+                features[index] = self.norm(tokens) if index == self.depth - 1 else tokens
+        return [
+            self._fuse(features[index], position, grid)
+            for position, index in enumerate(self.out_indices)
+        ]
+
+    def prepare_features_for_image_model(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Turn the tokens ``forward`` returned into (B, out_channel, h, w) images.
+
+        For use without necks; equivalent to ``ReshapeTokensToImage(remove_cls_token=False,
+        effective_time_dim=num_groups)`` with ``concat`` and ``effective_time_dim=1`` otherwise.
+        """
+        if self._grid is None:
+            raise RuntimeError("Call forward before prepare_features_for_image_model.")
+        height, width = self._grid
+        groups = self.num_groups if self.group_fusion == "concat" else 1
+        images = []
+        for tokens in features:
+            batch, _, dim = tokens.shape
+            image = tokens.reshape(batch, groups, height, width, dim).permute(0, 1, 4, 2, 3)
+            images.append(image.reshape(batch, groups * dim, height, width))
+        return images
+
+    def _as_cube(self, x: torch.Tensor) -> torch.Tensor:
+        """Check the input; return (B, 1, bands padded to whole groups, H, W)."""
+        if x.dim() == 4:
+            x = x.unsqueeze(1)
+        elif x.dim() != 5 or x.shape[1] != 1:
+            raise ValueError(
+                f"SpectralGPT expects (B, bands, H, W) or (B, 1, bands, H, W), got shape "
+                f"{tuple(x.shape)}."
+            )
+        bands, height, width = x.shape[2:]
+        if bands != self.num_bands:
+            raise ValueError(
+                f"The input has {bands} bands but the encoder was built with "
+                f"num_bands={self.num_bands}. Set num_bands={bands} (backbone_num_bands in "
+                f"YAML), or make the data pipeline deliver {self.num_bands} bands (e.g. "
+                f"{self.num_bands} PCA components)."
+            )
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(
+                f"Input size {height}x{width} is not divisible by patch_size={self.patch_size}. "
+                f"Crop or pad images to a multiple of {self.patch_size} (TerraTorch's "
+                "EncoderDecoderFactory models pad automatically) or change patch_size."
+            )
+        if self.band_padding:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.band_padding))
+        return x
+
+    def _pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
+        """Spatial + spectral table for every token, (1, num_groups * h * w, embed_dim)."""
+        native = (self.grid_size, self.grid_size)
+        spatial = resize_spatial_pos_embed(self.pos_embed_spatial, native, grid)
+        table = self.pos_embed_temporal[:, :, None, :] + spatial[:, None, :, :]
+        return table.flatten(1, 2)
+
+    def _fuse(self, tokens: torch.Tensor, position: int, grid: tuple[int, int]) -> torch.Tensor:
+        if self.group_fusion == "concat":
+            return tokens
+        groups = tokens.unflatten(1, (self.num_groups, grid[0] * grid[1]))  # (B, t, h*w, D)
+        if self.group_fusion == "mean":
+            return groups.mean(dim=1)
+        weights = self.fusion_layers[position]
+        return weights(groups.permute(0, 2, 3, 1)).squeeze(-1)
+
+
+def _check_config(
+    num_bands: int,
+    img_size: int,
+    patch_size: int,
+    t_patch_size: int,
+    embed_dim: int,
+    depth: int,
+    num_heads: int,
+) -> None:
+    sizes = {
+        "num_bands": num_bands,
+        "img_size": img_size,
+        "patch_size": patch_size,
+        "t_patch_size": t_patch_size,
+        "embed_dim": embed_dim,
+        "depth": depth,
+        "num_heads": num_heads,
+    }
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}; set {name}.")
+    if img_size % patch_size:
+        raise ValueError(
+            f"img_size={img_size} is not divisible by patch_size={patch_size}; set img_size to a "
+            f"multiple of {patch_size} (e.g. {img_size // patch_size * patch_size or patch_size})."
+        )
+    if embed_dim % num_heads:
+        raise ValueError(
+            f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}; set num_heads to a "
+            "divisor of embed_dim."
+        )
+
+
+def _normalise_out_indices(out_indices: Sequence[int] | None, depth: int) -> list[int]:
+    if out_indices is None:
+        return default_out_indices(depth)
+    if isinstance(out_indices, int | str) or len(out_indices) == 0:
+        raise ValueError(
+            f"out_indices must be a non-empty list of layer indices, got {out_indices!r}; e.g. "
+            f"out_indices={default_out_indices(depth)}."
+        )
+    normalised = []
+    for index in out_indices:
+        if isinstance(index, bool) or not isinstance(index, int) or not -depth <= index < depth:
+            raise ValueError(
+                f"out_indices entry {index!r} is not a layer of this depth-{depth} encoder; use "
+                f"ints in [{-depth}, {depth - 1}] (negative counts from the end)."
+            )
+        normalised.append(index % depth)
+    return normalised
