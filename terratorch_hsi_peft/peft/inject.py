@@ -1,0 +1,146 @@
+"""Put adapters into a model: target matching, wrapping, freezing, merge and unmerge."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from terratorch_hsi_peft.peft.base import AdapterLinear
+from terratorch_hsi_peft.peft.config import AdapterConfig, PeftMethod
+from terratorch_hsi_peft.peft.krona import KronALinear
+from terratorch_hsi_peft.peft.lokr import LoKrLinear
+from terratorch_hsi_peft.peft.lora import LoRALinear
+from terratorch_hsi_peft.peft.qkv import split_qkv
+
+__all__ = [
+    "adapter_layers",
+    "apply_peft",
+    "find_targets",
+    "merge_adapters",
+    "unmerge_adapters",
+]
+
+ADAPTER_CLASSES: dict[PeftMethod, type[AdapterLinear]] = {
+    PeftMethod.LORA: LoRALinear,
+    PeftMethod.LORA_PLUS: LoRALinear,
+    PeftMethod.KRONA: KronALinear,
+    PeftMethod.KRONA_PLUS: KronALinear,
+    PeftMethod.LOKR: LoKrLinear,
+}
+
+
+def apply_peft(model: nn.Module, config: Mapping[str, Any] | AdapterConfig) -> nn.Module:
+    """Wrap the targeted Linear layers of ``model`` with adapters and freeze everything else.
+
+    Args:
+        model: any module (modified in place). Every parameter of it that is not an adapter
+            factor gets ``requires_grad=False``; modules outside it (e.g. a head) are untouched.
+        config: TerraTorch's ``peft_config`` dict (``method``, ``replace_qkv``,
+            ``peft_config_kwargs``) or an :class:`AdapterConfig`.
+
+    Returns:
+        ``model`` itself. The adapted layers' output equals the base layers' until training
+        changes the adapters (one factor of each update starts at zero).
+
+    Raises:
+        TypeError: bad config keys, or a target that is not an ``nn.Linear``.
+        ValueError: bad values, no matching module, factor shapes that do not fit a layer, or a
+            model that already has adapters.
+    """
+    if not isinstance(config, AdapterConfig):
+        config = AdapterConfig.from_peft_config(config)
+    if adapter_layers(model):
+        raise ValueError(
+            "The model already has adapters; apply_peft adds one set. Build a fresh model to use "
+            "another configuration."
+        )
+    if config.replace_qkv is not None:
+        split_qkv(model, config.replace_qkv)
+    adapter_class = ADAPTER_CLASSES[config.method]
+    # Build every adapter before swapping any in, so a bad shape leaves the model unchanged.
+    adapted = {
+        name: adapter_class(model.get_submodule(name), config, name=name)
+        for name in find_targets(model, config.target_modules)
+    }
+    for name, layer in adapted.items():
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, layer)
+    model.requires_grad_(False)
+    for layer in adapted.values():
+        for p in layer.adapter_parameters().values():
+            p.requires_grad_(True)
+    return model
+
+
+def find_targets(model: nn.Module, target_modules: str | tuple[str, ...] | list[str]) -> list[str]:
+    """Qualified names of the Linear layers ``target_modules`` selects.
+
+    A list entry selects a module whose name equals it or ends with ``"." + entry`` (as Hugging
+    Face peft matches); a single string is a regex that must match the whole name.
+
+    Raises:
+        ValueError: nothing matches (the message lists some Linear layer names of the model).
+        TypeError: a match is not an ``nn.Linear``.
+    """
+    if isinstance(target_modules, str):
+        pattern = re.compile(target_modules)
+
+        def selected(name: str) -> bool:
+            return pattern.fullmatch(name) is not None
+    else:
+
+        def selected(name: str) -> bool:
+            return any(name == t or name.endswith(f".{t}") for t in target_modules)
+
+    matches = [(name, m) for name, m in model.named_modules() if name and selected(name)]
+    if not matches:
+        linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+        shown = ", ".join(linears[:8]) + (", ..." if len(linears) > 8 else "")
+        raise ValueError(
+            f"target_modules={target_modules!r} matches no module of {type(model).__name__}. "
+            f"Its Linear layers are: {shown or 'none'}. Use names (or name endings) like these."
+        )
+    wrong = [f"{name} ({type(m).__name__})" for name, m in matches if not isinstance(m, nn.Linear)]
+    if wrong:
+        raise TypeError(
+            f"target_modules={target_modules!r} matches modules that are not nn.Linear: "
+            f"{', '.join(wrong[:5])}. Adapters go on Linear layers; name those inside them "
+            "(e.g. 'attn.q' rather than 'attn')."
+        )
+    return [name for name, _ in matches]
+
+
+def adapter_layers(model: nn.Module) -> dict[str, AdapterLinear]:
+    """The adapted layers of ``model`` by qualified name."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, AdapterLinear)}
+
+
+def merge_adapters(model: nn.Module) -> int:
+    """Fold every adapter's ``scaling * dW`` into its base weight; returns how many were merged.
+
+    Already merged layers are left alone (merging twice is a no-op). The forward then costs what
+    the base model costs; :func:`unmerge_adapters` restores the base weights (exactly up to
+    rounding in the weight's dtype).
+    """
+    return _switch(model, merge=True)
+
+
+def unmerge_adapters(model: nn.Module) -> int:
+    """Undo :func:`merge_adapters`; returns how many layers were unmerged (no-op if none)."""
+    return _switch(model, merge=False)
+
+
+def _switch(model: nn.Module, merge: bool) -> int:
+    layers = adapter_layers(model)
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no adapters; call apply_peft first.")
+    changed = [layer for layer in layers.values() if layer.merged != merge]
+    for layer in changed:
+        if merge:
+            layer.merge()
+        else:
+            layer.unmerge()
+    return len(changed)
