@@ -1,7 +1,7 @@
 """Resizing of SpectralGPT's two learned position tables (spatial grid and spectral groups).
 
-Both work on the tables' own device and compute in float32 (bicubic interpolation is not
-implemented for every reduced precision on every device), then cast back.
+Both work on the tables' own device and compute in at least float32 (bicubic interpolation is
+not implemented for every reduced precision on every device), then cast back.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ def resize_spatial_pos_embed(
     if tuple(old_grid) == tuple(new_grid):
         return table
     dim = table.shape[-1]
-    image = table.reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2).float()
+    image = table.reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
+    image = image.to(_compute_dtype(table))
     image = F.interpolate(image, size=tuple(new_grid), mode="bicubic", align_corners=False)
     return image.permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim).to(table.dtype)
 
@@ -35,6 +36,10 @@ def resize_spectral_pos_embed(table: torch.Tensor, num_groups: int) -> torch.Ten
     """
     if table.shape[1] == num_groups:
         return table
-    line = table.transpose(1, 2).float()
+    line = table.transpose(1, 2).to(_compute_dtype(table))
     line = F.interpolate(line, size=num_groups, mode="linear", align_corners=False)
     return line.transpose(1, 2).to(table.dtype)
+
+
+def _compute_dtype(table: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(table.dtype, torch.float32)
