@@ -117,7 +117,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises many types for damaged or foreign files
-        if "weights_only" in str(err) or "Weights only" in str(err):
+        if "Unsupported global" in str(err):  # a well-formed file with objects not allowed
             hint = (
                 "it holds Python objects other than tensors and an argparse.Namespace, which are "
                 "not loaded for safety. Re-save its state dict (torch.save(model.state_dict()))."
