@@ -6,8 +6,7 @@
   allow-listed (the official training script stores its ``args`` that way); accepts the official
   layout (weights under ``model``) or a bare state dict.
 - ``checkpoint_filter_fn`` (timm style): strips a ``module.`` prefix (DDP), drops the MAE decoder
-  by name, resizes the position
-  tables to the model, and refuses anything else that does not fit.
+  by name, resizes the position tables to the model, and refuses anything else that does not fit.
 - ``load_checkpoint``: all of it, returning a :class:`LoadReport` stored as ``model.load_report``.
 """
 
