@@ -1,0 +1,141 @@
+"""Adapter files: exact round trip, metadata, atomic writes, clear errors on any mismatch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import ALL_METHODS, ToyViT, peft_config, randomise_adapters
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from terratorch_hsi_peft.peft import (
+    adapter_file_bytes,
+    apply_peft,
+    load_adapters,
+    merge_adapters,
+    save_adapters,
+)
+
+
+class ViTWithHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = ToyViT()
+        self.head = nn.Linear(48, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x).mean(1))
+
+
+def tuned_model(method: str, seed: int, **kwargs) -> ViTWithHead:
+    torch.manual_seed(0)  # same pretrained weights for every model
+    model = ViTWithHead()
+    apply_peft(model, peft_config(method, **kwargs))
+    model.head.requires_grad_(True)
+    randomise_adapters(model, seed=seed)
+    with torch.no_grad():
+        model.head.weight.normal_(generator=torch.Generator().manual_seed(seed))
+    return model
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_round_trip_reproduces_outputs_exactly(method, tmp_path):
+    source, target = tuned_model(method, seed=1), tuned_model(method, seed=2)
+    x = torch.randn(2, 7, 48)
+    assert not torch.equal(source(x), target(x))
+    path = save_adapters(source, tmp_path / "a.safetensors", include=["head"])
+    loaded = load_adapters(target, path)
+    assert torch.equal(source(x), target(x))
+    adapters = {k for k in target.state_dict() if any(s in k for s in ("lora_", "krona_", "lokr_"))}
+    assert set(loaded) == adapters | {"head.weight", "head.bias"}
+
+
+def test_file_holds_only_tuned_tensors_and_metadata(tmp_path):
+    model = tuned_model("KRONA_PLUS", seed=1, a_shape=[6, 6])
+    path = save_adapters(model, tmp_path / "a.safetensors", include=["head"], base_model_name="toy")
+    with safe_open(path, framework="pt") as f:
+        keys, meta = set(f.keys()), f.metadata()
+    layers = [f"backbone.blocks.{i}.attn.{m}" for i in range(2) for m in "qv"]
+    expected = {f"{n}.krona_B" for n in layers} | {
+        f"{n}.parametrizations.krona_A.original" for n in layers
+    }
+    assert keys == expected | {"head.weight", "head.bias"}
+    assert meta["format_version"] == "1" and meta["method"] == "KRONA_PLUS"
+    assert meta["base_model_name"] == "toy" and meta["base_model_class"].endswith("ViTWithHead")
+    assert json.loads(meta["targets"]) == sorted(layers)
+    assert json.loads(meta["shapes"])[f"{layers[0]}.krona_B"] == [8, 8]
+    assert json.loads(meta["included"]) == ["head.bias", "head.weight"]
+    kwargs = json.loads(meta["peft_config"])["peft_config_kwargs"]
+    assert kwargs["a_shape"] == [6, 6] and kwargs["lr_ratio"] == 16.0
+    assert path.stat().st_size == adapter_file_bytes(model, include=["head"], base_model_name="toy")
+
+
+@pytest.mark.parametrize(
+    ("other", "message"),
+    [
+        (peft_config("KRONA"), "method: file KRONA_PLUS, model KRONA"),
+        (peft_config("KRONA_PLUS", lr_ratio=4.0), "lr_ratio: file 16.0, model 4.0"),
+        (peft_config("KRONA_PLUS", targets=["attn.q"]), "adapted layers differ"),
+        (peft_config("KRONA_PLUS", a_shape=[4, 4]), "a_shape"),
+    ],
+)
+def test_loading_into_a_mismatched_model_fails_clearly(other, message, tmp_path):
+    path = save_adapters(tuned_model("KRONA_PLUS", seed=1), tmp_path / "a.safetensors")
+    torch.manual_seed(0)
+    model = apply_peft(ViTWithHead(), other)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=message) as err:
+        load_adapters(model, path)
+    assert str(path) in str(err.value) and "apply_peft(model, " in str(err.value)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_loading_rejects_other_base_model_and_merged_or_plain_models(tmp_path):
+    path = save_adapters(tuned_model("LORA", seed=1), tmp_path / "a.safetensors")
+    with pytest.raises(ValueError, match="base model name"):
+        load_adapters(tuned_model("LORA", seed=2), path, base_model_name="spectralgpt_vit_base")
+    merged = tuned_model("LORA", seed=2)
+    merge_adapters(merged)
+    with pytest.raises(ValueError, match="unmerge_adapters first"):
+        load_adapters(merged, path)
+    with pytest.raises(ValueError, match="call apply_peft first"):
+        load_adapters(ViTWithHead(), path)
+    other_class = apply_peft(ToyViT(), peft_config("LORA"))
+    with pytest.raises(ValueError, match="base model class"):
+        load_adapters(other_class, path)
+
+
+def test_corrupt_foreign_and_missing_files(tmp_path):
+    model = tuned_model("LOKR", seed=1)
+    path = save_adapters(model, tmp_path / "a.safetensors")
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match=r"truncated\.safetensors is not a readable"):
+        load_adapters(model, truncated)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        load_adapters(model, garbage)
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, foreign)
+    with pytest.raises(ValueError, match="no adapter metadata"):
+        load_adapters(model, foreign)
+    with pytest.raises(FileNotFoundError, match="No adapter file"):
+        load_adapters(model, tmp_path / "missing.safetensors")
+
+
+def test_failed_save_leaves_no_file_and_keeps_an_old_one(tmp_path):
+    model = tuned_model("LORA", seed=1)
+    path = save_adapters(model, tmp_path / "a.safetensors")
+    old = path.read_bytes()
+    with pytest.raises(ValueError, match="include entry 'decoder' matches no tensor"):
+        save_adapters(model, path, include=["decoder"])
+    with pytest.raises(ValueError, match="include entry"):
+        save_adapters(model, tmp_path / "new.safetensors", include=["decoder"])
+    assert path.read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors"]
+    with pytest.raises(ValueError, match="has no adapters"):
+        save_adapters(ToyViT(), tmp_path / "b.safetensors")
