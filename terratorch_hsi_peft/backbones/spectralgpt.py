@@ -182,6 +182,7 @@ class SpectralGPTEncoder(nn.Module):
 
         For use without necks; equivalent to ``ReshapeTokensToImage(remove_cls_token=False,
         effective_time_dim=num_groups)`` with ``concat`` and ``effective_time_dim=1`` otherwise.
+        The token grid is that of the latest ``forward`` call (TerraTorch calls this right after).
         """
         if self._grid is None:
             raise RuntimeError("Call forward before prepare_features_for_image_model.")
