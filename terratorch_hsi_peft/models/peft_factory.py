@@ -1,0 +1,74 @@
+"""``PEFTEncoderDecoderFactory``: TerraTorch's EncoderDecoderFactory plus the plugin's adapters.
+
+In a TerraTorch YAML, switching an encoder-decoder pipeline to adapters takes two lines::
+
+    model_factory: PEFTEncoderDecoderFactory
+    model_args:
+      ...                                   # unchanged EncoderDecoderFactory arguments
+      peft_config:
+        method: KRONA_PLUS                  # LORA, LORA_PLUS, KRONA, KRONA_PLUS, LOKR
+        replace_qkv: null                   # e.g. qkv for a fused-qkv ViT such as Prithvi
+        peft_config_kwargs: {target_modules: [attn.q, attn.v], lr_ratio: 16}
+        adapter_path: null                  # start from an adapters.safetensors
+
+See :mod:`terratorch_hsi_peft.models.peft_config` for the keys and the ``hf`` backend.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from terratorch.models.encoder_decoder_factory import EncoderDecoderFactory
+from terratorch.models.model import Model, ModelFactory
+from torch import nn
+
+from terratorch_hsi_peft.models.adapter_file import load_adapter_file
+from terratorch_hsi_peft.models.peft_config import PeftSpec
+from terratorch_hsi_peft.models.peft_model import attach_adapters
+from terratorch_hsi_peft.registry import register_model_factory
+
+__all__ = ["PEFTEncoderDecoderFactory"]
+
+
+@register_model_factory
+class PEFTEncoderDecoderFactory(ModelFactory):
+    """Builds what ``EncoderDecoderFactory`` builds, then puts adapters on the encoder.
+
+    Encoder base weights are frozen; adapters, necks, decoder and heads train. Under
+    ``freeze_backbone: true`` the adapters stay trainable (the flag freezes the base weights,
+    which PEFT freezes anyway). Without ``peft_config`` it is ``EncoderDecoderFactory`` (full
+    fine-tuning).
+    """
+
+    def build_model(
+        self,
+        task: str,
+        backbone: str | nn.Module,
+        decoder: str | nn.Module | None = None,
+        peft_config: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Model:
+        """Build the model of ``EncoderDecoderFactory.build_model`` with adapters.
+
+        Args:
+            task, backbone, decoder, **kwargs: exactly as for ``EncoderDecoderFactory``
+                (``backbone_*``, ``decoder_*``, ``head_*``, ``necks``, ``num_classes``, ...).
+            peft_config: ``method``, ``backend``, ``replace_qkv``, ``peft_config_kwargs``,
+                ``adapter_path`` (see :class:`~terratorch_hsi_peft.models.peft_config.PeftSpec`).
+
+        Raises:
+            TypeError: unknown ``peft_config`` or ``peft_config_kwargs`` keys.
+            ValueError: an unknown method, targets matching no module, or an adapter file that
+                does not fit the model.
+        """
+        factory = EncoderDecoderFactory()
+        if peft_config is None:
+            return factory.build_model(task, backbone, decoder, **kwargs)
+        spec = PeftSpec.parse(peft_config)
+        # TerraTorch applies Hugging Face peft itself; the plugin's adapters go on afterwards.
+        hf_config = spec.terratorch_peft_config() if spec.backend == "hf" else None
+        model = factory.build_model(task, backbone, decoder, peft_config=hf_config, **kwargs)
+        attach_adapters(model, spec)
+        if spec.adapter_path is not None:
+            load_adapter_file(model, spec.adapter_path)
+        return model

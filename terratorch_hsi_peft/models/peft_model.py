@@ -1,0 +1,120 @@
+"""Adapters on a built TerraTorch model: what trains, ``freeze_encoder``, merge and unmerge.
+
+A model set up by :func:`attach_adapters` carries ``peft_trainable_encoder_params``: the names
+(relative to ``model.encoder``) of the encoder tensors that train, i.e. the adapter factors plus
+whatever the backbone lists in ``trainable_with_adapters`` (e.g. SpectralGPT's learned group
+fusion). Every other encoder tensor is frozen; necks, decoder and heads are left trainable.
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+from collections.abc import Iterable
+
+from torch import nn
+
+from terratorch_hsi_peft.models.peft_config import PeftSpec
+from terratorch_hsi_peft.peft.config import AdapterConfig
+from terratorch_hsi_peft.peft.inject import (
+    adapter_layers,
+    apply_peft,
+    merge_adapters,
+    unmerge_adapters,
+)
+
+__all__ = ["attach_adapters", "has_adapters", "merge_model_adapters", "unmerge_model_adapters"]
+
+logger = logging.getLogger(__name__)
+
+#: Attributes of a model set up by :func:`attach_adapters`: the trainable encoder tensor names,
+#: and the resolved peft_config (``backend`` plus TerraTorch's keys, defaults filled in).
+TRAINABLE_ATTR = "peft_trainable_encoder_params"
+SPEC_ATTR = "peft_config_resolved"
+
+
+def attach_adapters(model: nn.Module, spec: PeftSpec) -> nn.Module:
+    """Put the adapters of ``spec`` on ``model.encoder`` (plugin backend) and freeze its base.
+
+    With the ``hf`` backend TerraTorch's factory has already wrapped the encoder in a Hugging Face
+    ``PeftModel``; this only fixes which encoder tensors train. In both cases ``freeze_encoder``
+    of the model is replaced by one that keeps those tensors trainable (see
+    :func:`_freeze_encoder_keeping_adapters`).
+    """
+    encoder = model.encoder
+    if spec.backend == "plugin":
+        config = AdapterConfig.from_peft_config(spec.terratorch_peft_config())
+        apply_peft(encoder, config)
+        resolved = config.to_peft_config()
+        adapters = [
+            p
+            for layer in adapter_layers(encoder).values()
+            for p in layer.adapter_parameters().values()
+        ]
+    else:  # get_peft_model left exactly the Hugging Face adapter tensors trainable
+        adapters = [p for p in encoder.parameters() if p.requires_grad]
+        resolved = spec.terratorch_peft_config()
+    backbone = encoder.get_base_model() if hasattr(encoder, "get_base_model") else encoder
+    trainable = _keep_trainable(encoder, [*adapters, *_backbone_extras(backbone)])
+    setattr(model, TRAINABLE_ATTR, tuple(trainable))
+    setattr(model, SPEC_ATTR, {"backend": spec.backend, **resolved})
+    # Instance-level override: TerraTorch calls model.freeze_encoder() for freeze_backbone: true
+    # after the factory returns, and the stock one would freeze the adapters too.
+    model.freeze_encoder = types.MethodType(_freeze_encoder_keeping_adapters, model)
+    return model
+
+
+def has_adapters(model: nn.Module) -> bool:
+    """Whether ``model`` was set up by :func:`attach_adapters`."""
+    return hasattr(model, TRAINABLE_ATTR)
+
+
+def merge_model_adapters(model: nn.Module) -> None:
+    """Fold the adapters into the encoder weights (forward at the base model's cost)."""
+    encoder = model.encoder
+    if hasattr(encoder, "get_base_model"):
+        encoder.base_model.merge_adapter()
+    else:
+        merge_adapters(encoder)
+
+
+def unmerge_model_adapters(model: nn.Module) -> None:
+    """Undo :func:`merge_model_adapters` (no-op for layers that are not merged)."""
+    encoder = model.encoder
+    if hasattr(encoder, "get_base_model"):
+        encoder.base_model.unmerge_adapter()
+    else:
+        unmerge_adapters(encoder)
+
+
+def _backbone_extras(backbone: nn.Module) -> list[nn.Parameter]:
+    prefixes = tuple(f"{p}." for p in getattr(backbone, "trainable_with_adapters", ()))
+    return [p for name, p in backbone.named_parameters() if prefixes and name.startswith(prefixes)]
+
+
+def _keep_trainable(encoder: nn.Module, keep: Iterable[nn.Parameter]) -> list[str]:
+    keep_ids = {id(p) for p in keep}
+    names = []
+    for name, p in encoder.named_parameters():
+        p.requires_grad_(id(p) in keep_ids)
+        if id(p) in keep_ids:
+            names.append(name)
+    return names
+
+
+def _freeze_encoder_keeping_adapters(self: nn.Module) -> None:
+    """``freeze_backbone: true`` with adapters: freeze the base weights, keep adapters trainable.
+
+    With PEFT the pretrained encoder weights are frozen already; what ``freeze_backbone`` could
+    still freeze is the adapters, which would leave nothing to fine-tune in the encoder. So the
+    flag is honoured for the base weights and the adapters (and the backbone's
+    ``trainable_with_adapters`` tensors) stay trainable.
+    """
+    trainable = set(getattr(self, TRAINABLE_ATTR))
+    for name, p in self.encoder.named_parameters():
+        p.requires_grad_(name in trainable)
+    logger.info(
+        "freeze_backbone with PEFT adapters: encoder base weights frozen, %d adapter tensor(s) "
+        "stay trainable.",
+        len(trainable),
+    )

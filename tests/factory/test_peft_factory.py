@@ -1,0 +1,258 @@
+"""PEFTEncoderDecoderFactory: what trains, freeze_backbone, errors, hf backend, adapter files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors import safe_open
+from terratorch.models.encoder_decoder_factory import EncoderDecoderFactory
+from terratorch.registry import MODEL_FACTORY_REGISTRY
+from terratorch.tasks import SemanticSegmentationTask
+
+from terratorch_hsi_peft.models import (
+    PEFTEncoderDecoderFactory,
+    load_adapter_file,
+    merge_model_adapters,
+    save_adapter_file,
+    unmerge_model_adapters,
+)
+from terratorch_hsi_peft.peft import adapter_layers
+
+PLUGIN_METHODS = ["LORA", "LORA_PLUS", "KRONA", "KRONA_PLUS", "LOKR"]
+
+
+def build(args: dict, peft_config: dict | None, seed: int = 0, task: str = "segmentation"):
+    torch.manual_seed(seed)
+    return PEFTEncoderDecoderFactory().build_model(task, peft_config=peft_config, **args)
+
+
+def adapter_names(encoder: torch.nn.Module) -> set[str]:
+    return {
+        f"{layer_name}.{name}"
+        for layer_name, layer in adapter_layers(encoder).items()
+        for name in layer.adapter_parameters()
+    }
+
+
+def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
+    return ((value - reference).norm() / reference.norm()).item()
+
+
+def trainable(module: torch.nn.Module) -> set[str]:
+    return {name for name, p in module.named_parameters() if p.requires_grad}
+
+
+def test_factory_is_registered_for_yaml_use():
+    assert "PEFTEncoderDecoderFactory" in MODEL_FACTORY_REGISTRY
+    assert isinstance(
+        MODEL_FACTORY_REGISTRY.build("PEFTEncoderDecoderFactory"), PEFTEncoderDecoderFactory
+    )
+
+
+@pytest.mark.parametrize("method", PLUGIN_METHODS)
+def test_adapters_train_base_frozen_and_output_starts_at_stock_model(
+    method, prithvi_args, prithvi_peft
+):
+    prithvi_peft["method"] = method.lower()  # method names are case-insensitive
+    model = build(prithvi_args, prithvi_peft)
+    adapters = adapter_names(model.encoder)
+    assert len(adapter_layers(model.encoder)) == 8  # q and v of 4 blocks
+    assert trainable(model.encoder) == adapters
+    outside = [(n, p) for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    assert outside and all(p.requires_grad for _, p in outside)  # necks, decoder, head
+
+    torch.manual_seed(0)  # same seed: same base weights; adapters start as a zero update
+    stock = EncoderDecoderFactory().build_model("segmentation", **prithvi_args)
+    model.eval(), stock.eval()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model(x).output, stock(x).output, rtol=1e-5, atol=1e-6)
+
+
+def test_without_peft_config_it_is_the_stock_factory(prithvi_args):
+    model = build(prithvi_args, None)
+    torch.manual_seed(0)
+    stock = EncoderDecoderFactory().build_model("segmentation", **prithvi_args)
+    assert type(model) is type(stock)
+    for (name, value), (stock_name, stock_value) in zip(
+        model.state_dict().items(), stock.state_dict().items(), strict=True
+    ):
+        assert name == stock_name and torch.equal(value, stock_value)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_freeze_backbone_keeps_adapters_trainable(prithvi_args, prithvi_peft):
+    task = SemanticSegmentationTask(
+        model_factory="PEFTEncoderDecoderFactory",
+        model_args={**prithvi_args, "peft_config": prithvi_peft},
+        freeze_backbone=True,  # TerraTorch calls model.freeze_encoder() after the factory
+        loss="ce",
+        ignore_index=-1,
+    )
+    model = task.model
+    assert trainable(model.encoder) == adapter_names(model.encoder) != set()
+    assert all(p.requires_grad for n, p in model.named_parameters() if n.startswith("decoder."))
+
+    model.encoder.patch_embed.proj.weight.requires_grad_(True)  # a base weight thawed by hand
+    model.freeze_encoder()
+    assert trainable(model.encoder) == adapter_names(model.encoder)
+
+
+def test_learned_group_fusion_of_spectralgpt_stays_trainable(spectralgpt_args):
+    peft_config = {"method": "KRONA_PLUS", "peft_config_kwargs": {"target_modules": ["q", "v"]}}
+    model = build(spectralgpt_args, peft_config)
+    fusion = {n for n, _ in model.encoder.named_parameters() if n.startswith("fusion_layers.")}
+    assert len(fusion) == 4
+    expected = adapter_names(model.encoder) | fusion
+    assert trainable(model.encoder) == expected
+    model.freeze_encoder()
+    assert trainable(model.encoder) == expected
+
+
+@pytest.mark.parametrize(
+    ("peft_config", "error", "message"),
+    [
+        ({"method": "KRONA", "lr": 1.0}, TypeError, r"Unknown peft_config key\(s\) \['lr'\]"),
+        ({"peft_config_kwargs": {}}, ValueError, "no 'method'"),
+        ({"method": "KRONECKER"}, ValueError, "Unknown PEFT method 'KRONECKER'.*backend: hf"),
+        ({"method": "KRONA", "backend": "torch"}, ValueError, "not one of"),
+        (
+            {"method": "KRONA", "peft_config_kwargs": {"target_modules": ["attn.q"]}},
+            ValueError,
+            "matches no module",
+        ),
+        (
+            {"method": "KRONA", "peft_config_kwargs": {"target_modules": ["q_linear"], "r": 4}},
+            TypeError,
+            r"\['r'\] are not valid for KRONA",
+        ),
+        (
+            {"method": "KRONA", "adapter_path": "/nonexistent/adapters.safetensors"},
+            ValueError,
+            "is not a file",
+        ),
+    ],
+)
+def test_bad_peft_config_is_a_clear_error(prithvi_args, peft_config, error, message):
+    peft_config = {"replace_qkv": "qkv", **peft_config}
+    with pytest.raises(error, match=message):
+        build(prithvi_args, peft_config)
+
+
+def test_hf_backend_is_terratorchs_own_peft_path(prithvi_args, prithvi_peft):
+    hf_config = {**prithvi_peft, "method": "LORA", "backend": "hf"}
+    model = build(prithvi_args, hf_config)
+    torch.manual_seed(0)
+    stock_config = {k: v for k, v in hf_config.items() if k != "backend"}
+    stock = EncoderDecoderFactory().build_model(
+        "segmentation", peft_config=stock_config, **prithvi_args
+    )
+    for (name, value), (stock_name, stock_value) in zip(
+        model.state_dict().items(), stock.state_dict().items(), strict=True
+    ):
+        assert name == stock_name and torch.equal(value, stock_value)
+    encoder_trainable = trainable(model.encoder)
+    assert len(encoder_trainable) == 16  # lora_A and lora_B of q and v in 4 blocks
+    assert all(".lora_A." in n or ".lora_B." in n for n in encoder_trainable)
+    model.freeze_encoder()
+    assert trainable(model.encoder) == encoder_trainable
+
+
+def test_hf_only_method_names_pass_through_to_hf(prithvi_args, prithvi_peft):
+    model = build(prithvi_args, {**prithvi_peft, "method": "LOHA"})
+    assert type(model.encoder).__name__ == "PeftModel"
+    assert all(".hada_" in n for n in trainable(model.encoder))
+
+
+def _train_like(model: torch.nn.Module, seed: int = 1) -> None:
+    """Give every trainable tensor and every BatchNorm statistic a random value."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+        for name, buffer in model.named_buffers():
+            if "running_" in name:
+                buffer.copy_(torch.rand(buffer.shape, generator=generator) + 0.5)
+
+
+def test_adapter_file_reproduces_the_trained_model(tmp_path, prithvi_args, prithvi_peft):
+    prithvi_peft["method"] = "KRONA_PLUS"
+    trained = build(prithvi_args, prithvi_peft)
+    _train_like(trained)
+    path = save_adapter_file(trained, tmp_path / "adapters.safetensors")
+
+    fresh = build(prithvi_args, {**prithvi_peft, "adapter_path": str(path)}, seed=123)
+    trained.eval(), fresh.eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(fresh(x).output, trained(x).output)
+    with safe_open(path, framework="pt") as f:
+        keys = set(f.keys())
+    outside = {key for key in trained.state_dict() if not key.startswith("encoder.")}
+    assert keys == outside | {f"encoder.{name}" for name in adapter_names(trained.encoder)}
+
+
+def test_merged_forward_equals_unmerged(prithvi_args, prithvi_peft):
+    for method in PLUGIN_METHODS:
+        model = build(prithvi_args, {**prithvi_peft, "method": method}).eval()
+        _train_like(model)
+        x = torch.randn(2, 3, 32, 32)
+        unmerged = model(x).output
+        merge_model_adapters(model)
+        merged = model(x).output
+        unmerge_model_adapters(model)
+        assert relative_error(merged, unmerged) < 1e-5, method
+        torch.testing.assert_close(model(x).output, unmerged)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"num_classes": 4}, r"head\.head\.2\.weight: file shape \[3, 4, 1, 1\], model \[4, 4"),
+        ({"method": "LORA_PLUS"}, "method: file KRONA_PLUS, model LORA_PLUS"),
+        ({"lr_ratio": 4.0}, "lr_ratio: file 16.0, model 4.0"),
+    ],
+)
+def test_adapter_file_that_does_not_fit_is_refused(
+    tmp_path, prithvi_args, prithvi_peft, change, message
+):
+    prithvi_peft["method"] = "KRONA_PLUS"
+    path = save_adapter_file(build(prithvi_args, prithvi_peft), tmp_path / "a.safetensors")
+    args = {**prithvi_args, "num_classes": change.get("num_classes", 3)}
+    config = {**prithvi_peft, "method": change.get("method", "KRONA_PLUS")}
+    if "lr_ratio" in change:
+        config["peft_config_kwargs"] = {**config["peft_config_kwargs"], "lr_ratio": 4.0}
+    other = build(args, config)
+    with pytest.raises(ValueError, match=message):
+        load_adapter_file(other, path)
+
+
+def test_adapter_files_need_the_plugin_backend(tmp_path, prithvi_args, prithvi_peft):
+    model = build(prithvi_args, {**prithvi_peft, "method": "LORA", "backend": "hf"})
+    with pytest.raises(ValueError, match="save_pretrained"):
+        save_adapter_file(model, tmp_path / "a.safetensors")
+
+
+@pytest.mark.cuda
+def test_on_cuda_under_bf16_autocast(prithvi_args, prithvi_peft):
+    model = build(prithvi_args, {**prithvi_peft, "method": "KRONA_PLUS"}).cuda()
+    x = torch.randn(2, 3, 32, 32, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = model(x).output.float().square().mean()
+    loss.backward()
+    grads = [p.grad for p in model.encoder.parameters() if p.requires_grad]
+    assert grads and all(g is not None and g.is_cuda for g in grads)
+    _train_like_on_device(model)
+    model.eval()
+    with torch.no_grad():
+        unmerged = model(x).output
+        merge_model_adapters(model)
+        merged = model(x).output
+        unmerge_model_adapters(model)
+    assert relative_error(merged.float(), unmerged.float()) < 1e-4
+
+
+def _train_like_on_device(model: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(std=0.1)
