@@ -7,7 +7,10 @@ by naming any plugin class by ``class_path`` (for example the plugin's datamodul
 
 from importlib.metadata import PackageNotFoundError, version
 
-from terratorch_hsi_peft import backbones  # noqa: F401  (registers the backbones)
+from terratorch_hsi_peft import (
+    backbones,  # noqa: F401  (registers the backbones)
+    models,  # noqa: F401  (registers PEFTEncoderDecoderFactory)
+)
 from terratorch_hsi_peft.registry import PLUGIN_NAMES
 
 try:
