@@ -114,12 +114,12 @@ def _select_mat_array(
 
 
 def _load_mat_variables(path: Path) -> dict[str, object]:
+    import h5py
     import scipy.io
 
-    try:
-        return scipy.io.loadmat(path)
-    except NotImplementedError:  # MATLAB v7.3 files are HDF5; scipy refuses them
+    if h5py.is_hdf5(path):  # MATLAB v7.3 files are HDF5, which scipy cannot read
         return _load_mat_v73(path)
+    return scipy.io.loadmat(path)
 
 
 def _load_mat_v73(path: Path) -> dict[str, np.ndarray]:
