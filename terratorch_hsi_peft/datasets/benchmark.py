@@ -116,7 +116,7 @@ class BenchmarkScene(HyperspectralScene):
     def _fetch(self, spec: SceneFile, path: Path, ndim: int, checksum: bool) -> np.ndarray:
         # Download beside the destination and move it into place only once every check passed,
         # so an interrupted or wrong download never leaves a file that looks like the scene's.
-        partial = path.with_name(f".{path.name}.download")
+        partial = path.with_name(f".{path.stem}.download{path.suffix}")
         try:
             download_url(
                 spec.url,
