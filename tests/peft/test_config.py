@@ -1,0 +1,108 @@
+"""Configuration parsing and validation: every bad input names the problem and the fix."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import peft_config
+from torch import nn
+
+from terratorch_hsi_peft.peft import AdapterConfig, PeftMethod, apply_peft
+from terratorch_hsi_peft.peft.kron import resolve_kron_shapes
+
+
+@pytest.mark.parametrize(
+    ("name", "method"),
+    [
+        ("lora", PeftMethod.LORA),
+        ("LoRA+", PeftMethod.LORA_PLUS),
+        ("krona_plus", PeftMethod.KRONA_PLUS),
+        ("KronA+", PeftMethod.KRONA_PLUS),
+        ("LoKr", PeftMethod.LOKR),
+    ],
+)
+def test_method_names_are_case_insensitive(name, method):
+    assert PeftMethod.parse(name) is method
+
+
+def test_defaults_and_round_trip():
+    config = AdapterConfig.from_peft_config(peft_config("KRONA_PLUS", a_shape=[24, 24]))
+    assert (config.lr_ratio, config.lr_ratio_factor, config.zero_factor) == (16.0, "zero", "A")
+    assert config.a_shape == (24, 24) and config.b_shape is None and config.scale == 1.0
+    assert config.target_modules == ("attn.q", "attn.v")
+    assert AdapterConfig.from_peft_config(config.to_peft_config()) == config
+    lora = AdapterConfig.from_peft_config(
+        {
+            "method": "LORA",
+            "peft_config_kwargs": {
+                "target_modules": ["q"],
+                "r": 16,
+                "lora_alpha": 32,
+                "lora_dropout": 0.1,
+            },
+        }
+    )
+    assert (lora.r, lora.alpha, lora.dropout, lora.replace_qkv) == (16, 32, 0.1, None)
+
+
+@pytest.mark.parametrize(
+    ("config", "error", "message"),
+    [
+        ({"method": "DORA", "peft_config_kwargs": {}}, ValueError, "use one of LORA, LORA_PLUS"),
+        ({"peft_config_kwargs": {"target_modules": ["q"]}}, ValueError, "has no 'method'"),
+        ({"method": "LORA", "kwargs": {}}, TypeError, r"Unknown peft_config keys \['kwargs'\]"),
+        (peft_config("KRONA", r=4), TypeError, r"\['r'\] are not valid for KRONA; valid keys"),
+        (peft_config("LORA", lr_ratio=4), TypeError, r"\['lr_ratio'\] are not valid for LORA"),
+        (peft_config("LOKR", scale=2.0), TypeError, "valid keys: .*'alpha', 'a_shape'"),
+        ({"method": "LORA", "peft_config_kwargs": {}}, ValueError, "needs 'target_modules'"),
+        (peft_config("LORA", r=0), ValueError, "r must be a positive integer"),
+        (peft_config("LORA", r=2.5), TypeError, "r must be a positive integer"),
+        (peft_config("LORA", alpha=-1), ValueError, "alpha must be a positive"),
+        (peft_config("LORA_PLUS", lr_ratio=0), ValueError, "lr_ratio must be a positive"),
+        (peft_config("KRONA", dropout=1.0), ValueError, r"dropout must be in \[0, 1\)"),
+        (peft_config("KRONA", scale=0), ValueError, "use a non-zero scale"),
+        (peft_config("KRONA", a_shape=[24]), ValueError, "two positive integers"),
+        (peft_config("KRONA", zero_factor="C"), ValueError, "zero_factor must be 'A' or 'B'"),
+        (peft_config("KRONA_PLUS", lr_ratio_factor="W"), ValueError, "'zero', 'A' or 'B'"),
+        (peft_config("LORA", targets=[]), TypeError, "non-empty list of module names"),
+        (
+            {"method": "LORA", "peft_config_kwargs": {"target_modules": "attn.(q"}},
+            ValueError,
+            "used as a regex, but it does not compile",
+        ),
+        (
+            {
+                "method": "LORA",
+                "peft_config_kwargs": {"target_modules": ["q"], "alpha": 1, "lora_alpha": 2},
+            },
+            TypeError,
+            "either 'lora_alpha' or 'alpha'",
+        ),
+    ],
+)
+def test_bad_configs_name_problem_and_fix(config, error, message):
+    with pytest.raises(error, match=message):
+        AdapterConfig.from_peft_config(config)
+
+
+def test_kron_shapes_resolution():
+    assert resolve_kron_shapes(768, 768, None, None) == ((24, 24), (32, 32))
+    assert resolve_kron_shapes(3072, 768, None, None) == ((48, 24), (64, 32))
+    assert resolve_kron_shapes(768, 768, (32, 24), None) == ((32, 24), (24, 32))
+    assert resolve_kron_shapes(768, 768, None, (16, 48)) == ((48, 16), (16, 48))
+    assert resolve_kron_shapes(768, 768, (24, 24), (32, 32)) == ((24, 24), (32, 32))
+    for a, b in [((24, 24), (24, 32)), ((7, 24), None), (None, (5, 5))]:
+        with pytest.raises(ValueError, match=r"blk: .* Valid \(a1, b1\): \[\(1, 768\), \(2, 384"):
+            resolve_kron_shapes(768, 768, a, b, "blk")
+
+
+def test_shapes_that_do_not_fit_a_layer_leave_the_model_unchanged():
+    model = nn.Sequential(nn.Linear(48, 48), nn.Linear(48, 50))
+    before = repr(model)
+    with pytest.raises(ValueError, match=r"1: a_shape=\[6, 6\] .* 50x48 weight"):
+        apply_peft(model, peft_config("KRONA", targets=["0", "1"], a_shape=[6, 6]))
+    assert repr(model) == before
+
+
+def test_lokr_rank_above_the_factor_rank_is_an_error():
+    with pytest.raises(ValueError, match=r"r=9 exceeds the 8x8 second factor's maximum rank 8"):
+        apply_peft(nn.Sequential(nn.Linear(64, 64)), peft_config("LOKR", ["0"], r=9))
