@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 import rasterio
-import rasterio.transform
 import scipy.io
+from affine import Affine
 
 from terratorch_hsi_peft.datasets import GenericScene
 
@@ -40,7 +40,7 @@ def _write_geotiff(path, array):
         width=bands.shape[1],
         count=bands.shape[2],
         dtype=bands.dtype.name,
-        transform=rasterio.transform.from_origin(500_000, 4_000_000, 2.0, 2.0),
+        transform=Affine(2.0, 0.0, 500_000.0, 0.0, -2.0, 4_000_000.0),  # 2 m pixels
     ) as dst:
         dst.write(np.moveaxis(bands, -1, 0))
 
