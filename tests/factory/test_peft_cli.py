@@ -1,0 +1,311 @@
+"""PEFT through the real TerraTorch CLI: the two-line switch, lambda, export, predict, resume.
+
+Runs go through ``terratorch.cli_tools.build_lightning_cli(["fit", ...])`` in this process (a
+tiny Prithvi ViT + UNet, a few steps); one subprocess shows that the YAML alone loads the plugin.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback
+from safetensors.torch import load_file
+from terratorch.cli_tools import build_lightning_cli
+from torch.utils.data import DataLoader, Dataset
+
+from terratorch_hsi_peft.callbacks import MergeAdaptersForPredict
+from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory
+from terratorch_hsi_peft.peft import adapter_layers
+
+pytestmark = pytest.mark.slow
+
+LR = 1e-3
+LR_RATIO = 16.0
+#: Lambda factor: the zero-initialised one (KronA's A by default, LoRA's B), as in LoRA+.
+LAMBDA_FACTOR = {"KRONA": "krona_A", "LORA": "lora_B"}
+
+
+class RecordStart(Callback):
+    """Keeps a copy of every parameter, and of the lambda factors, as training starts."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.parameters = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
+        self.factors = {
+            name: lambda_factor(pl_module.model, name) for name in ("krona_A", "lora_B")
+        }
+
+
+class FixedSegmentationData(pl.LightningDataModule):
+    """Four fixed 3x32x32 samples in a fixed order: resumed and straight runs see the same data."""
+
+    def __init__(self, num_samples: int = 4, batch_size: int = 2) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(7)
+        self.images = torch.randn(num_samples, 3, 32, 32, generator=generator)
+        self.masks = torch.randint(0, 3, (num_samples, 32, 32), generator=generator)
+        self.batch_size = batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_Samples(self.images, self.masks), batch_size=self.batch_size)
+
+
+class _Samples(Dataset):
+    def __init__(self, images: torch.Tensor, masks: torch.Tensor) -> None:
+        self.images, self.masks = images, masks
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"image": self.images[index], "mask": self.masks[index]}
+
+
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def lambda_factor(model: torch.nn.Module, name: str) -> torch.Tensor | None:
+    """All adapters' effective ``name`` factor (``lr_ratio * P`` for the "+" methods), flat."""
+    layers = [layer for layer in adapter_layers(model).values() if hasattr(layer, name)]
+    if not layers:
+        return None
+    return torch.cat([getattr(layer, name).detach().flatten() for layer in layers])
+
+
+def stock_config(root: Path, model_args: dict, max_steps: int = 2) -> dict:
+    """An ordinary EncoderDecoderFactory config: tiny Prithvi + UNet on DummyDataModule."""
+    return {
+        "seed_everything": 0,
+        "trainer": {
+            "accelerator": "cpu",
+            "max_steps": max_steps,
+            "logger": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "num_sanity_val_steps": 0,
+            "limit_val_batches": 1,
+            "default_root_dir": str(root),
+            "callbacks": [{"class_path": class_path(RecordStart)}],
+        },
+        "data": {
+            "class_path": "terratorch.datamodules.dummy_datamodule.DummyDataModule",
+            "init_args": {
+                "batch_size": 2,
+                "num_workers": 0,
+                "train_samples": 4,
+                "val_samples": 2,
+                "test_samples": 2,
+                "channels": 3,
+                "height": 32,
+                "width": 32,
+                "segmentation": True,
+                "num_classes": 3,
+            },
+        },
+        "model": {
+            "class_path": "terratorch.tasks.SemanticSegmentationTask",
+            "init_args": {
+                "model_factory": "EncoderDecoderFactory",
+                "model_args": copy.deepcopy(model_args),
+                "loss": "ce",
+                "ignore_index": -1,
+                "optimizer": "AdamW",
+                "lr": LR,
+            },
+        },
+    }
+
+
+def to_peft(config: dict, peft_config: dict) -> dict:
+    """The two-line switch (plus the callback that exports adapters and loads the plugin)."""
+    config = copy.deepcopy(config)
+    task = config["model"]["init_args"]
+    task["model_factory"] = "PEFTEncoderDecoderFactory"
+    task["model_args"]["peft_config"] = copy.deepcopy(peft_config)
+    adapter_checkpoint = {"class_path": "terratorch_hsi_peft.callbacks.AdapterCheckpoint"}
+    config["trainer"]["callbacks"].append(adapter_checkpoint)
+    return config
+
+
+def fit(config: dict, path: Path, *args: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    return build_lightning_cli(["fit", "--config", str(path), *args])
+
+
+def record(cli) -> RecordStart:
+    return next(c for c in cli.trainer.callbacks if isinstance(c, RecordStart))
+
+
+def changed(cli) -> set[str]:
+    start = record(cli).parameters
+    return {n for n, p in cli.model.named_parameters() if not torch.equal(p, start[n])}
+
+
+def test_prithvi_yaml_switches_to_krona_export_reload_and_merged_predict(
+    tmp_path, prithvi_args, prithvi_peft
+):
+    stock = stock_config(tmp_path / "stock", prithvi_args)
+    stock_cli = fit(stock, tmp_path / "stock.yaml")
+    assert any(name.startswith("model.encoder.") for name in changed(stock_cli))
+
+    peft = to_peft(stock, prithvi_peft)
+    peft["trainer"]["default_root_dir"] = str(tmp_path / "peft")
+    peft["model"]["init_args"]["output_on_inference"] = "logits"  # (logits, "logits") per batch
+    cli = fit(peft, tmp_path / "peft.yaml")
+    model = cli.model.model
+    adapters = {
+        f"model.encoder.{layer_name}.{name}"
+        for layer_name, layer in adapter_layers(model.encoder).items()
+        for name in layer.adapter_parameters()
+    }
+    outside = {n for n, _ in cli.model.named_parameters() if not n.startswith("model.encoder.")}
+    assert len(adapters) == 16
+    assert {n.split(".")[1] for n in outside} == {"neck", "decoder", "head"}
+    assert changed(cli) == adapters | outside  # and no encoder base weight
+
+    # The run left adapters.safetensors beside its checkpoint and one beside the best checkpoint.
+    checkpoint_dir = Path(cli.trainer.checkpoint_callback.dirpath)
+    best = Path(cli.trainer.checkpoint_callback.best_model_path)
+    assert (checkpoint_dir / "adapters.safetensors").is_file()
+    assert best.with_name(best.stem + ".adapters.safetensors").is_file()
+
+    peft_config = {**prithvi_peft, "adapter_path": str(checkpoint_dir / "adapters.safetensors")}
+    torch.manual_seed(99)  # other base init: the file must carry everything that trained
+    fresh = PEFTEncoderDecoderFactory().build_model(
+        "segmentation", peft_config=peft_config, **prithvi_args
+    )
+    fresh.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if k.startswith("encoder.")}, strict=False
+    )  # the same pretrained backbone
+    model.eval(), fresh.eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(fresh(x).output, model(x).output)
+
+    images = [{"image": image} for image in x]
+    loader = DataLoader(images, batch_size=2)
+    plain = pl.Trainer(logger=False, enable_progress_bar=False, accelerator="cpu")
+    unmerged = torch.cat([out[0][0] for out in plain.predict(cli.model, loader)])
+    merging = pl.Trainer(
+        logger=False,
+        enable_progress_bar=False,
+        accelerator="cpu",
+        callbacks=[MergeAdaptersForPredict()],
+    )
+    merged = torch.cat([out[0][0] for out in merging.predict(cli.model, loader)])
+    assert ((merged - unmerged).norm() / unmerged.norm()).item() < 1e-5
+    assert not any(layer.merged for layer in adapter_layers(model).values())  # unmerged after
+
+
+def test_freeze_backbone_true_still_trains_adapters(tmp_path, prithvi_args, prithvi_peft):
+    config = to_peft(stock_config(tmp_path, prithvi_args), prithvi_peft)
+    config["model"]["init_args"]["freeze_backbone"] = True
+    cli = fit(config, tmp_path / "frozen.yaml")
+    encoder_changed = {n for n in changed(cli) if n.startswith("model.encoder.")}
+    assert len(encoder_changed) == 16
+    assert all(".krona_" in n for n in encoder_changed)
+
+
+@pytest.mark.parametrize("optimizer_setup", ["task", "lightning_cli"])
+@pytest.mark.parametrize("method", ["KRONA", "LORA"])
+def test_lambda_moves_the_factor_lr_ratio_times_as_far(
+    tmp_path, prithvi_args, method, optimizer_setup
+):
+    """One AdamW step from the same seed: Delta(factor) under "+" / under plain = lr_ratio."""
+    factor = LAMBDA_FACTOR[method]
+    displacement = {}
+    for variant in (method, f"{method}_PLUS"):
+        kwargs = {"target_modules": ["q_linear", "v_linear"]}
+        if variant.endswith("_PLUS"):
+            kwargs["lr_ratio"] = LR_RATIO
+        peft_config = {"method": variant, "replace_qkv": "qkv", "peft_config_kwargs": kwargs}
+        config = to_peft(stock_config(tmp_path / variant, prithvi_args, 1), peft_config)
+        config["trainer"].update(limit_val_batches=0, enable_checkpointing=False)
+        config["trainer"]["callbacks"] = [{"class_path": class_path(RecordStart)}]
+        if optimizer_setup == "task":  # task-level optimizer, lr and lr_overrides
+            config["model"]["init_args"]["lr_overrides"] = {"decoder": 10 * LR}
+        else:  # LightningCLI's optimizer block replaces the task's parameter groups
+            config["optimizer"] = {"class_path": "torch.optim.AdamW", "init_args": {"lr": LR}}
+        cli = fit(config, tmp_path / f"{variant}.yaml")
+        start = record(cli).factors[factor]
+        displacement[variant] = lambda_factor(cli.model.model, factor) - start
+    plain, plus = displacement[method], displacement[f"{method}_PLUS"]
+    # Adam's first step moves every element by about lr: the factor moves by about lr per element.
+    assert plain.abs().mean().item() == pytest.approx(LR, rel=0.05)
+    ratio = (plus.norm() / plain.norm()).item()
+    assert ratio == pytest.approx(LR_RATIO, rel=0.02)  # tolerance: Adam's eps, 2%
+
+
+def test_resumed_run_reaches_the_uninterrupted_adapters_and_optimizer_state(
+    tmp_path, prithvi_args, prithvi_peft
+):
+    peft_config = {**prithvi_peft, "method": "KRONA_PLUS"}
+
+    def config(name: str, max_epochs: int) -> dict:
+        base = to_peft(stock_config(tmp_path / name, prithvi_args), peft_config)
+        base["data"] = {"class_path": class_path(FixedSegmentationData)}
+        base["trainer"].update(
+            max_steps=-1,
+            max_epochs=max_epochs,  # 2 steps per epoch
+            limit_val_batches=0,
+            deterministic=True,
+        )
+        checkpoint = {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {"dirpath": str(tmp_path / name / "ckpt"), "save_last": True},
+        }
+        base["trainer"]["callbacks"].append(checkpoint)
+        return base
+
+    fit(config("straight", 2), tmp_path / "straight.yaml")
+    fit(config("resumed", 1), tmp_path / "first.yaml")
+    last = tmp_path / "resumed" / "ckpt" / "last.ckpt"
+    first_half = load_file(tmp_path / "resumed" / "ckpt" / "adapters.safetensors")
+    fit(config("resumed", 2), tmp_path / "second.yaml", "--ckpt_path", str(last))
+
+    straight = load_file(tmp_path / "straight" / "ckpt" / "adapters.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "ckpt" / "adapters.safetensors")
+    assert straight.keys() == resumed.keys()
+    adapter_keys = [k for k in straight if k.startswith("encoder.")]
+    assert len(adapter_keys) == 16
+    assert any(not torch.equal(resumed[k], first_half[k]) for k in adapter_keys)
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=1e-6)
+
+    states = [
+        torch.load(tmp_path / name / "ckpt" / "last.ckpt", weights_only=True)
+        for name in ("straight", "resumed")
+    ]
+    assert states[0]["global_step"] == states[1]["global_step"] == 4
+    optimizer_states = [s["optimizer_states"][0]["state"] for s in states]
+    assert optimizer_states[0].keys() == optimizer_states[1].keys()
+    for index, state in optimizer_states[0].items():
+        for name, value in state.items():
+            torch.testing.assert_close(optimizer_states[1][index][name], value, rtol=0, atol=1e-6)
+
+
+def test_a_fresh_terratorch_process_finds_the_plugin_from_the_yaml(
+    tmp_path, prithvi_args, prithvi_peft
+):
+    config = to_peft(stock_config(tmp_path, prithvi_args), prithvi_peft)
+    config["trainer"]["callbacks"] = config["trainer"]["callbacks"][1:]  # only AdapterCheckpoint
+    path = tmp_path / "peft.yaml"
+    path.write_text(yaml.safe_dump(config))
+    terratorch = Path(sys.executable).with_name("terratorch")
+    result = subprocess.run(
+        [str(terratorch), "fit", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list(tmp_path.rglob("adapters.safetensors"))
