@@ -47,7 +47,10 @@ class TrainableParameterReport:
 
 
 def trainable_parameter_report(
-    model: nn.Module, backbone: nn.Module | None = None, include: Sequence[str] = ()
+    model: nn.Module,
+    backbone: nn.Module | None = None,
+    include: Sequence[str] = (),
+    base_model_name: str | None = None,
 ) -> TrainableParameterReport:
     """Count trainable parameters of ``model`` against the size of ``backbone``.
 
@@ -55,6 +58,7 @@ def trainable_parameter_report(
         model: the adapted model (a backbone, or a full model holding one and a head).
         backbone: the module whose pretrained size is the reference; defaults to ``model``.
         include: passed to ``save_adapters`` when sizing the file (e.g. ``["head"]``).
+        base_model_name: passed to ``save_adapters`` when sizing the file (it is in the metadata).
     """
     backbone = model if backbone is None else backbone
     adapter_ids = {
@@ -78,5 +82,5 @@ def trainable_parameter_report(
         adapter=adapter,
         backbone_total=backbone_total,
         percent=100.0 * trainable / backbone_total,
-        adapter_file_bytes=adapter_file_bytes(model, include=include),
+        adapter_file_bytes=adapter_file_bytes(model, include, base_model_name),
     )
