@@ -1,21 +1,88 @@
 """The plugin registers its documented names with TerraTorch, exactly once."""
 
-import pytest
-from terratorch.registry import TERRATORCH_BACKBONE_REGISTRY
+from __future__ import annotations
 
+import importlib
+import re
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+from terratorch.registry import (
+    BACKBONE_REGISTRY,
+    MODEL_FACTORY_REGISTRY,
+    TERRATORCH_BACKBONE_REGISTRY,
+)
+
+import terratorch_hsi_peft
 from terratorch_hsi_peft import registry
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.compat
 
+#: The names docs/plugin.md promises, by registry.
+DOCUMENTED = {
+    "backbone": ["spectralgpt_vit_base", "spectralgpt_vit_large", "spectralgpt_vit_huge"],
+    "model_factory": ["PEFTEncoderDecoderFactory"],
+}
+
+
+def test_documented_names_are_registered():
+    assert terratorch_hsi_peft.PLUGIN_NAMES == DOCUMENTED
+    for name in DOCUMENTED["backbone"]:
+        assert name in TERRATORCH_BACKBONE_REGISTRY
+        assert name in BACKBONE_REGISTRY  # the multi-source view TerraTorch's factories use
+        assert f"terratorch_{name}" in BACKBONE_REGISTRY
+    for name in DOCUMENTED["model_factory"]:
+        assert name in MODEL_FACTORY_REGISTRY
+
+
+def test_docs_table_lists_the_registered_names():
+    page = (REPO_ROOT / "docs" / "plugin.md").read_text()
+    for names in DOCUMENTED.values():
+        for name in names:
+            assert re.search(rf"`{name}`", page), f"docs/plugin.md does not document {name}"
+
+
+def test_importing_again_registers_nothing_twice():
+    sizes = (len(TERRATORCH_BACKBONE_REGISTRY), len(MODEL_FACTORY_REGISTRY))
+    first = {name: TERRATORCH_BACKBONE_REGISTRY[name] for name in DOCUMENTED["backbone"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for module in ("terratorch_hsi_peft.backbones.factories", "terratorch_hsi_peft.models"):
+            importlib.reload(importlib.import_module(module))
+        importlib.reload(terratorch_hsi_peft)
+    assert (len(TERRATORCH_BACKBONE_REGISTRY), len(MODEL_FACTORY_REGISTRY)) == sizes
+    assert {name: TERRATORCH_BACKBONE_REGISTRY[name] for name in first} == first
+    assert terratorch_hsi_peft.PLUGIN_NAMES == DOCUMENTED
+
+
+def test_plugin_import_is_silent_and_leaves_terratorch_alone():
+    """A fresh interpreter: importing the plugin warns nothing; importing TerraTorch alone does
+    not import the plugin (no cost for people who never use it)."""
+    code = (
+        "import sys, warnings\n"
+        "import terratorch\n"
+        "assert 'terratorch_hsi_peft' not in sys.modules\n"
+        "warnings.simplefilter('error')\n"
+        "import terratorch_hsi_peft\n"
+        "from terratorch.registry import BACKBONE_REGISTRY\n"
+        "assert 'spectralgpt_vit_base' in BACKBONE_REGISTRY\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
+
 
 def test_register_once_refuses_foreign_clash():
-    def spectralgpt_clash():  # a component registered by someone else under a plugin name
+    def spectralgpt_clash():  # registered by someone else under a name the plugin wants
         return None
 
     TERRATORCH_BACKBONE_REGISTRY.register(spectralgpt_clash)
     try:
 
-        def spectralgpt_clash():
+        def spectralgpt_clash():  # same name, another module/qualname
             return None
 
         spectralgpt_clash.__qualname__ = "other.spectralgpt_clash"
