@@ -13,6 +13,9 @@ from terratorch.models import EncoderDecoderFactory
 
 import terratorch_hsi_peft  # noqa: F401  (registers the backbones)
 
+# Also run against the newest TerraTorch on Python 3.12 (make compat).
+pytestmark = pytest.mark.compat
+
 TINY = {
     "backbone_embed_dim": 24,
     "backbone_depth": 4,

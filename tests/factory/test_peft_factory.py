@@ -18,6 +18,9 @@ from terratorch_hsi_peft.models import (
 )
 from terratorch_hsi_peft.peft import adapter_layers
 
+# Also run against the newest TerraTorch on Python 3.12 (make compat).
+pytestmark = pytest.mark.compat
+
 PLUGIN_METHODS = ["LORA", "LORA_PLUS", "KRONA", "KRONA_PLUS", "LOKR"]
 
 
