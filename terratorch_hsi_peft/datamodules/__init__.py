@@ -1,0 +1,19 @@
+"""Lightning datamodules that turn a hyperspectral scene into TerraTorch batches and back."""
+
+from terratorch_hsi_peft.datamodules.base import IGNORE_INDEX, HyperspectralDataModule
+from terratorch_hsi_peft.datamodules.patch import HyperspectralPatchDataModule, PixelPatchDataset
+from terratorch_hsi_peft.datamodules.scene import (
+    HyperspectralSceneDataModule,
+    SceneTileDataset,
+    tile_grid,
+)
+
+__all__ = [
+    "IGNORE_INDEX",
+    "HyperspectralDataModule",
+    "HyperspectralPatchDataModule",
+    "HyperspectralSceneDataModule",
+    "PixelPatchDataset",
+    "SceneTileDataset",
+    "tile_grid",
+]

@@ -1,0 +1,344 @@
+"""What both hyperspectral datamodules share: the scene, its split, the band route and its state.
+
+The scene's cube is loaded once and kept in memory. The split and the band route are resolved
+lazily, when a dataloader is built, because Lightning restores a checkpoint's datamodule state
+only after ``setup()``: state restored by :meth:`load_state_dict` therefore always wins over a
+fresh fit, and ``test``/``predict`` in a new process use the training run's exact statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import nn
+
+from terratorch_hsi_peft.datasets import HyperspectralScene, Split, load_scene, make_split
+from terratorch_hsi_peft.transforms import BandRoute, BandRouteName, MissingBandPolicy
+
+__all__ = ["HyperspectralDataModule"]
+
+logger = logging.getLogger(__name__)
+
+_SETS = ("train", "val", "test")
+
+#: Label of pixels the loss and the metrics skip (set the task's ``ignore_index`` to it).
+IGNORE_INDEX = -1
+
+
+class HyperspectralDataModule(LightningDataModule):
+    """Base of ``HyperspectralPatchDataModule`` and ``HyperspectralSceneDataModule``.
+
+    Subclasses build their datasets in ``_make_dataset(stage)`` from :meth:`routed_cube` and
+    :attr:`split`, and paste predictions back into a scene map in ``paste_predictions``.
+    """
+
+    def __init__(
+        self,
+        scene: str | HyperspectralScene = "indian_pines",
+        root: str | None = None,
+        download: bool = False,
+        scene_options: dict[str, Any] | None = None,
+        split: dict[str, Any] | None = None,
+        split_file: str | None = None,
+        band_route: BandRouteName = "pca",
+        num_components: int = 12,
+        pca_whiten: bool = True,
+        wavelengths: list[float] | None = None,
+        missing_bands: MissingBandPolicy = "zero",
+        min_coverage: float = 0.25,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        class_weights: bool = False,
+    ) -> None:
+        super().__init__()
+        if isinstance(scene, str) and root is None:
+            raise ValueError(
+                f"scene={scene!r} needs root: the folder holding (or receiving, with "
+                "download: true) the scene's files."
+            )
+        if split is not None and split_file is not None:
+            raise ValueError(
+                "Give either split (to draw one) or split_file (to load one), not both."
+            )
+        if batch_size < 1 or num_workers < 0:
+            raise ValueError(f"batch_size={batch_size} must be >= 1, num_workers >= 0.")
+        self.scene_spec = scene
+        self.root = root
+        self.download = download
+        self.scene_options = dict(scene_options or {})
+        self.split_config = dict(split or {"protocol": "per_class"})
+        self.split_file = split_file
+        self.band_route = band_route
+        self.num_components = num_components
+        self.pca_whiten = pca_whiten
+        self.wavelengths = wavelengths
+        self.missing_bands = missing_bands
+        self.min_coverage = min_coverage
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.class_weights = class_weights
+
+        self._scene: HyperspectralScene | None = scene if not isinstance(scene, str) else None
+        self._split: Split | None = None
+        self._route: BandRoute | None = None
+        self._cube: torch.Tensor | None = None
+        self.predict_dataset: Any = None
+
+    # -- the scene and what the model config needs --------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Download the scene's files when ``download`` is set (loading verifies them)."""
+        if self.download:
+            self.scene  # noqa: B018 - loading fetches and verifies missing files
+
+    @property
+    def scene(self) -> HyperspectralScene:
+        """The loaded scene (its cube is read once and kept)."""
+        if self._scene is None:
+            self._scene = load_scene(
+                self.scene_spec, self.root, download=self.download, **self.scene_options
+            )
+        return self._scene
+
+    @property
+    def num_classes(self) -> int:
+        """K: set the task's ``model_args.num_classes`` to it."""
+        return self.scene.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names of class indices 0..K-1 (raw labels 1..K)."""
+        return list(self.scene.class_names)
+
+    @property
+    def num_bands(self) -> int:
+        """Bands the model receives after the band route: set ``backbone_num_bands`` to it."""
+        if self._route is not None:
+            return self._route.num_bands_out
+        return {"pca": self.num_components, "sentinel2": 12}.get(
+            self.band_route, self.scene.num_bands
+        )
+
+    def setup(self, stage: str) -> None:
+        """Load the scene and check it against the task's model config (when attached)."""
+        if stage in ("fit", "validate", "test") and not self.scene.has_labels:
+            raise ValueError(
+                f"Scene {self.scene.name!r} has no labels, so it cannot be used to {stage}; "
+                "give label_path (generic scenes) or only run predict."
+            )
+        self._check_model_config()
+
+    def _check_model_config(self) -> None:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        model_args = getattr(module, "hparams", {}).get("model_args") or {}
+        expected = {"num_classes": self.num_classes, "backbone_num_bands": self.num_bands}
+        for key, value in expected.items():
+            given = model_args.get(key)
+            if given is not None and given != value:
+                raise ValueError(
+                    f"The task's model_args.{key} is {given} but the data give {value} "
+                    f"({self.scene.name}, band_route {self.band_route!r}); set {key}: {value}."
+                )
+
+    # -- split --------------------------------------------------------------------------------
+
+    @property
+    def split(self) -> Split:
+        """The train/val/test split: restored from a checkpoint, else loaded, else drawn."""
+        if self._split is None:
+            labels = self.scene.labels
+            if labels is None:
+                raise ValueError(f"Scene {self.scene.name!r} has no labels and so no split.")
+            if self.split_file is not None:
+                split = Split.load(self.split_file)
+            else:
+                config = dict(self.split_config)
+                protocol = config.pop("protocol", "per_class")
+                seed = config.pop("seed", 0)
+                split = make_split(labels, protocol, seed, **self._split_defaults(protocol, config))
+            split.validate(labels)
+            self._split = split
+        return self._split
+
+    def _split_defaults(self, protocol: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Protocol parameters the datamodule fills in; subclasses add their own."""
+        return params
+
+    def targets(self, pixels: np.ndarray) -> np.ndarray:
+        """Class indices (raw label - 1) of flat pixel indices."""
+        return self.scene.labels.reshape(-1)[pixels] - 1
+
+    # -- band route -----------------------------------------------------------------------------
+
+    @property
+    def route(self) -> BandRoute:
+        """The fitted band route: restored from a checkpoint, or fitted on training pixels only."""
+        if self._route is None:
+            pixels = self.scene.image.reshape(-1, self.scene.num_bands)[self.split.train]
+            wavelengths = self.wavelengths
+            if wavelengths is None and self.scene.wavelengths is not None:
+                wavelengths = self.scene.wavelengths
+            self._route = BandRoute.fit(
+                self.band_route,
+                pixels,
+                num_components=self.num_components,
+                whiten=self.pca_whiten,
+                wavelengths=wavelengths,
+                missing_bands=self.missing_bands,
+                min_coverage=self.min_coverage,
+            )
+            logger.info(
+                "%s: %r band route fitted on %d training pixels: %d -> %d bands.",
+                type(self).__name__,
+                self.band_route,
+                len(self.split.train),
+                self._route.num_bands_in,
+                self._route.num_bands_out,
+            )
+        return self._route
+
+    def routed_cube(self) -> torch.Tensor:
+        """The whole scene through the band route: one (k, H, W) float32 tensor, built once."""
+        if self._cube is None:
+            cube = torch.from_numpy(self.scene.image).permute(2, 0, 1)
+            self._cube = self.route(cube).contiguous()
+        return self._cube
+
+    # -- class weights --------------------------------------------------------------------------
+
+    def class_weight_values(self) -> list[float]:
+        """Loss weights ``n_train / (K * n_c)`` from training counts (0 for absent classes)."""
+        counts = np.bincount(self.targets(self.split.train), minlength=self.num_classes)
+        with np.errstate(divide="ignore"):
+            weights = np.where(counts > 0, counts.sum() / (self.num_classes * counts), 0.0)
+        return weights.tolist()
+
+    def _install_class_weights(self) -> None:
+        """Give the attached task's cross-entropy the training-count weights (``class_weights``)."""
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if not self.class_weights or module is None:
+            return
+        criterion = getattr(module, "criterion", None)
+        if module.hparams.get("class_weights") is not None:
+            raise ValueError(
+                "class_weights is set both in the task and in the datamodule; keep one of them."
+            )
+        if not isinstance(criterion, nn.CrossEntropyLoss):
+            raise ValueError(
+                f"class_weights: true needs the task's loss 'ce', not {type(criterion).__name__}; "
+                "set loss: ce or put the weights in the task's class_weights list."
+            )
+        weight = torch.tensor(self.class_weight_values(), dtype=torch.float32)
+        # Not persistent: the checkpoint stays loadable by a task built without the weights.
+        criterion.register_buffer("weight", weight.to(module.device), persistent=False)
+
+    # -- dataloaders ----------------------------------------------------------------------------
+
+    def _make_dataset(self, stage: str) -> Any:
+        raise NotImplementedError
+
+    def _loader(self, stage: str, shuffle: bool = False) -> torch.utils.data.DataLoader:
+        dataset = self._make_dataset(stage)
+        if stage == "predict":
+            self.predict_dataset = dataset
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=_already_batched,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        """Batches around training pixels, reshuffled every epoch."""
+        self._install_class_weights()
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        """Batches around validation pixels (empty when the split has none)."""
+        self._install_class_weights()
+        return self._loader("val")
+
+    def test_dataloader(self) -> torch.utils.data.DataLoader:
+        """Batches around test pixels."""
+        return self._loader("test")
+
+    def predict_dataloader(self) -> torch.utils.data.DataLoader:
+        """Batches covering every pixel of the scene, labelled or not."""
+        return self._loader("predict")
+
+    def paste_predictions(
+        self, class_map: np.ndarray, indices: list[int], predictions: torch.Tensor
+    ) -> None:
+        """Write predicted class indices of predict samples ``indices`` into ``class_map``."""
+        if self.predict_dataset is None:
+            raise RuntimeError("No predict dataloader was built; run trainer.predict first.")
+        self.predict_dataset.paste(class_map, indices, predictions)
+
+    # -- checkpoint state -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The fitted band route and the split, saved in every Lightning checkpoint."""
+        if self._split is None and self._route is None:
+            return {}
+        state: dict[str, Any] = {"band_route": self.route.state_dict()}
+        if self.scene.has_labels:
+            split = self.split
+            state["split"] = {
+                **{
+                    name: torch.from_numpy(getattr(split, name))
+                    for name in ("train", "val", "test")
+                },
+                "protocol": split.protocol,
+                "seed": int(split.seed),
+                "params": json.dumps(split.params, default=str),
+                "shape": list(split.shape or self.scene.shape),
+            }
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the band route and, for the same scene size, the split; they win over a refit."""
+        if not state_dict:
+            return
+        self._route = BandRoute.from_state_dict(state_dict["band_route"])
+        self._cube = None
+        saved = state_dict.get("split")
+        if saved is None:
+            return
+        if tuple(saved["shape"]) != self.scene.shape or not self.scene.has_labels:
+            logger.info("Checkpoint split is for another scene size; the configured one is used.")
+            return
+        restored = Split(
+            **{name: saved[name].numpy().astype(np.int64) for name in _SETS},
+            protocol=saved["protocol"],
+            seed=saved["seed"],
+            params=json.loads(saved["params"]),
+            shape=tuple(saved["shape"]),
+        )
+        restored.validate(self.scene.labels)
+        configured = (
+            self.split_config.get("protocol", "per_class"),
+            self.split_config.get("seed", 0),
+        )
+        if self.split_file is None and configured != (restored.protocol, restored.seed):
+            warnings.warn(
+                f"The checkpoint's split ({restored.protocol}, seed {restored.seed}) replaces the "
+                f"configured one ({configured[0]}, seed {configured[1]}), so the model is "
+                "evaluated on pixels it was not trained on. To evaluate another split, train a "
+                "model on it.",
+                UserWarning,
+                stacklevel=2,
+            )
+        self._split = restored
+
+
+def _already_batched(batch: Any) -> Any:
+    """Collate function for datasets whose ``__getitems__`` returns a whole batch."""
+    return batch

@@ -1,0 +1,226 @@
+"""Pixel classification: the patch around each pixel, for TerraTorch's ``ClassificationTask``."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from terratorch_hsi_peft.datamodules.base import HyperspectralDataModule
+from terratorch_hsi_peft.datamodules.windows import gather_windows
+from terratorch_hsi_peft.datasets import HyperspectralScene
+from terratorch_hsi_peft.transforms import BandRouteName, MissingBandPolicy
+
+__all__ = ["HyperspectralPatchDataModule", "PixelPatchDataset"]
+
+
+class PixelPatchDataset(torch.utils.data.Dataset):
+    """``patch_size x patch_size`` windows centred on given pixels of one reflect-padded cube.
+
+    A batch is cut in one advanced-indexing gather (``__getitems__``), never pixel by pixel.
+
+    Args:
+        padded: (k, H + 2r, W + 2r) cube, reflect-padded by ``r = patch_size // 2``.
+        pixels: flat row-major indices (into the unpadded H x W raster) of the centre pixels.
+        width: W, the unpadded scene width.
+        patch_size: window side (odd).
+        targets: class index of each centre pixel, or ``None`` (prediction).
+    """
+
+    def __init__(
+        self,
+        padded: torch.Tensor,
+        pixels: np.ndarray,
+        width: int,
+        patch_size: int,
+        targets: np.ndarray | None = None,
+    ) -> None:
+        self.padded = padded
+        self.pixels = torch.as_tensor(pixels, dtype=torch.int64)
+        self.width = width
+        self.patch_size = patch_size
+        self.targets = None if targets is None else torch.as_tensor(targets, dtype=torch.int64)
+        self._offsets = torch.arange(patch_size)
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """The batch of samples ``indices``: ``image`` (B, k, p, p) and ``label`` (B,)."""
+        centres = self.pixels[torch.as_tensor(indices, dtype=torch.int64)]
+        # Row r of the scene is row r + radius of the padded cube, so a window starts at r.
+        rows = (centres // self.width)[:, None] + self._offsets
+        cols = (centres % self.width)[:, None] + self._offsets
+        batch = {"image": gather_windows(self.padded, rows, cols)}
+        if self.targets is not None:
+            batch["label"] = self.targets[torch.as_tensor(indices, dtype=torch.int64)]
+        return batch
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {key: value[0] for key, value in self.__getitems__([index]).items()}
+
+    def paste(self, class_map: np.ndarray, indices: list[int], predictions: torch.Tensor) -> None:
+        """Write the predicted class of each sample's centre pixel into ``class_map`` (H, W)."""
+        if predictions.ndim != 1:
+            raise ValueError(
+                f"Patch predictions must be one class index per sample, got shape "
+                f"{tuple(predictions.shape)}; use ClassificationTask's default predict output."
+            )
+        class_map.reshape(-1)[self.pixels[indices].numpy()] = predictions.cpu().numpy()
+
+
+class HyperspectralPatchDataModule(HyperspectralDataModule):
+    """Patch classification of a hyperspectral scene for TerraTorch's ``ClassificationTask``.
+
+    Every sample is the ``patch_size x patch_size`` window around one pixel (the scene is
+    reflect-padded once, so border pixels get full windows) with the pixel's class as its label.
+    Windows are cut from the band-routed cube in one vectorised gather per batch and resized to
+    ``img_size`` after the batch reached the device (on the GPU when there is one).
+
+    Batches: ``image`` (B, k, img_size, img_size) float32 with k = :attr:`num_bands`, and
+    ``label`` (B,) int64 class indices 0..K-1 (raw label - 1). Training, validation and test
+    samples are the split's pixels; ``predict`` covers every pixel of the scene, labelled or not,
+    in row-major order (pair it with :class:`~terratorch_hsi_peft.callbacks.ClassMapWriter`).
+
+    Model config: ``model_args.num_classes`` = :attr:`num_classes` (16 for Indian Pines) and
+    ``backbone_num_bands`` = :attr:`num_bands` (``num_components`` for ``pca``, 12 for
+    ``sentinel2``, the scene's band count otherwise), ``backbone_img_size`` = ``img_size``.
+    ``setup`` raises a ValueError naming the fix when the task's values differ.
+
+    Band-route statistics are fitted on training pixels only and saved with the split in every
+    Lightning checkpoint (:meth:`state_dict`); ``test``/``predict`` with ``ckpt_path`` reuse them.
+
+    Args:
+        scene: name of a benchmark scene (``indian_pines``, ``pavia_university``, ...;
+            ``generic`` for your own files, see ``scene_options``) or a loaded
+            ``HyperspectralScene``.
+        root: folder holding the scene's files (receiving them with ``download``).
+        download: fetch missing benchmark files (checked, written atomically).
+        scene_options: more arguments for the scene loader: ``checksum`` for benchmark scenes;
+            ``image_path``, ``label_path``, ``image_key``, ``label_key``, ``wavelengths``,
+            ``class_names``, ``name``, ``gsd`` for ``generic``.
+        split: how to draw the train/val/test split: ``protocol`` (``per_class`` or
+            ``spatially_disjoint``), ``seed``, and the protocol's parameters (``train_size``,
+            ``val_size``, ``min_train_per_class``; ``block_size``, ``test_fraction``,
+            ``val_fraction``, ``patch_size`` - the latter defaults to this ``patch_size``).
+            Default: ``per_class`` with seed 0 and 10% of each class for training.
+        split_file: a split saved with ``Split.save`` (``.npz``/``.json``) instead of ``split``.
+        band_route: ``pca`` (per-band z-score, then ``num_components`` principal components,
+            whitened), ``standardize`` (per-band z-score), ``sentinel2`` (SpectralGPT's 12
+            Sentinel-2 bands simulated from the sensor's wavelengths, then z-scored) or ``none``
+            (raw values). Statistics come from training pixels only.
+        num_components: principal components kept by ``pca`` (the source paper: 12).
+        pca_whiten: scale each principal component to unit training variance.
+        wavelengths: band centres in nm, overriding the scene's (for ``sentinel2``).
+        missing_bands: Sentinel-2 bands the sensor does not cover (e.g. SWIR for ROSIS):
+            ``zero`` (fed as the training mean, with a warning), ``nearest`` (the closest sensor
+            channel, with a warning) or ``error``.
+        min_coverage: fraction of a Sentinel-2 band's Gaussian response the sensor must cover
+            for the band to be simulated.
+        batch_size: samples per batch (also for predict).
+        num_workers: DataLoader worker processes (0: cut batches in the main process, usually
+            fast enough as cutting is one gather per batch).
+        class_weights: weight the task's cross-entropy by ``n_train / (K * n_class)`` from the
+            training counts (installed on the task's ``criterion``; needs ``loss: ce`` and no
+            task ``class_weights``). :meth:`class_weight_values` gives the same list.
+        patch_size: side of the window cut around each pixel (odd, >= 1).
+        img_size: side the windows are resized to before the model (the backbone's
+            ``img_size``).
+        interpolation: resize mode: ``bilinear``, ``bicubic`` or ``nearest``.
+    """
+
+    def __init__(
+        self,
+        scene: str | HyperspectralScene = "indian_pines",
+        root: str | None = None,
+        download: bool = False,
+        scene_options: dict[str, Any] | None = None,
+        split: dict[str, Any] | None = None,
+        split_file: str | None = None,
+        band_route: BandRouteName = "pca",
+        num_components: int = 12,
+        pca_whiten: bool = True,
+        wavelengths: list[float] | None = None,
+        missing_bands: MissingBandPolicy = "zero",
+        min_coverage: float = 0.25,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        class_weights: bool = False,
+        patch_size: int = 9,
+        img_size: int = 32,
+        interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear",
+    ) -> None:
+        super().__init__(
+            scene=scene,
+            root=root,
+            download=download,
+            scene_options=scene_options,
+            split=split,
+            split_file=split_file,
+            band_route=band_route,
+            num_components=num_components,
+            pca_whiten=pca_whiten,
+            wavelengths=wavelengths,
+            missing_bands=missing_bands,
+            min_coverage=min_coverage,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            class_weights=class_weights,
+        )
+        if patch_size < 1 or patch_size % 2 == 0:
+            raise ValueError(f"patch_size={patch_size} must be odd and >= 1 (a centred window).")
+        if img_size < 1:
+            raise ValueError(f"img_size={img_size} must be >= 1.")
+        if interpolation not in ("bilinear", "bicubic", "nearest"):
+            raise ValueError(
+                f"interpolation={interpolation!r}: use 'bilinear', 'bicubic' or 'nearest'."
+            )
+        self.patch_size = patch_size
+        self.img_size = img_size
+        self.interpolation = interpolation
+        self._padded: torch.Tensor | None = None
+        self._padded_source: torch.Tensor | None = None
+
+    def _split_defaults(self, protocol: str, params: dict[str, Any]) -> dict[str, Any]:
+        # The leak buffer of a spatially disjoint split must match the windows the model sees.
+        if protocol == "spatially_disjoint":
+            return {"patch_size": self.patch_size, **params}
+        return params
+
+    def _padded_cube(self) -> torch.Tensor:
+        cube = self.routed_cube()
+        if self._padded is None or self._padded_source is not cube:
+            radius = self.patch_size // 2
+            if radius >= min(cube.shape[1:]):
+                raise ValueError(
+                    f"patch_size={self.patch_size} needs a scene larger than {radius} pixels on "
+                    f"each side (reflect padding); the scene is {tuple(cube.shape[1:])}."
+                )
+            pad = (radius, radius, radius, radius)
+            self._padded = F.pad(cube[None], pad, mode="reflect")[0] if radius else cube
+            self._padded_source = cube
+        return self._padded
+
+    def _make_dataset(self, stage: str) -> PixelPatchDataset:
+        height, width = self.scene.shape
+        if stage == "predict":
+            pixels, targets = np.arange(height * width), None
+        else:
+            pixels = getattr(self.split, stage)
+            targets = self.targets(pixels)
+        return PixelPatchDataset(self._padded_cube(), pixels, width, self.patch_size, targets)
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict:
+        """Resize the windows to ``img_size`` on the device the batch now lives on."""
+        image = batch["image"]
+        if image.shape[-1] != self.img_size or image.shape[-2] != self.img_size:
+            smooth = self.interpolation != "nearest"
+            batch["image"] = F.interpolate(
+                image,
+                size=(self.img_size, self.img_size),
+                mode=self.interpolation,
+                align_corners=False if smooth else None,
+            )
+        return batch

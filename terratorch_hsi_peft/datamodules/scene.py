@@ -1,0 +1,275 @@
+"""Sparse-label segmentation: tiles of the scene, for TerraTorch's ``SemanticSegmentationTask``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from terratorch_hsi_peft.datamodules.base import IGNORE_INDEX, HyperspectralDataModule
+from terratorch_hsi_peft.datamodules.windows import gather_windows
+from terratorch_hsi_peft.datasets import HyperspectralScene
+from terratorch_hsi_peft.transforms import BandRouteName, MissingBandPolicy
+
+__all__ = ["HyperspectralSceneDataModule", "SceneTileDataset", "tile_grid"]
+
+
+def tile_grid(length: int, tile: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tile starts along one axis and the interval of positions each tile *owns*.
+
+    Tiles start every ``stride`` pixels, the last one flush with the edge. A position is owned by
+    the tile whose centre is nearest (the first on ties), so owned intervals cover the axis once.
+
+    Returns:
+        ``(starts, lo, hi)``: tile ``i`` covers ``starts[i] .. starts[i] + tile`` and owns its
+        local positions ``lo[i] .. hi[i]`` (empty when ``lo == hi``).
+    """
+    starts = list(range(0, length - tile + 1, stride))
+    if starts[-1] != length - tile:
+        starts.append(length - tile)
+    starts = np.asarray(starts)
+    centres = starts + (tile - 1) / 2
+    owner = np.argmin(np.abs(np.arange(length)[:, None] - centres[None, :]), axis=1)
+    lo, hi = np.zeros(len(starts), np.int64), np.zeros(len(starts), np.int64)
+    for i, start in enumerate(starts):
+        owned = np.flatnonzero(owner == i)
+        if owned.size:
+            lo[i], hi[i] = owned[0] - start, owned[-1] + 1 - start
+    return starts, lo, hi
+
+
+class SceneTileDataset(torch.utils.data.Dataset):
+    """Square tiles of one cube, with a mask of the labels each tile owns.
+
+    Args:
+        cube: (k, H, W) band-routed cube (H, W >= ``tile_size``).
+        tile_size: tile side.
+        tops, lefts: (N,) tile origins.
+        own: (N, 4) owned window of each tile in tile coordinates: row_lo, row_hi, col_lo,
+            col_hi. Masks are ``IGNORE_INDEX`` outside it; predictions are pasted from it.
+        targets: (H, W) class indices with ``IGNORE_INDEX`` for pixels outside the subset, or
+            ``None`` (prediction).
+    """
+
+    def __init__(
+        self,
+        cube: torch.Tensor,
+        tile_size: int,
+        tops: np.ndarray,
+        lefts: np.ndarray,
+        own: np.ndarray,
+        targets: torch.Tensor | None = None,
+    ) -> None:
+        self.cube = cube
+        self.tile_size = tile_size
+        self.tops = torch.as_tensor(tops, dtype=torch.int64)
+        self.lefts = torch.as_tensor(lefts, dtype=torch.int64)
+        self.own = torch.as_tensor(own, dtype=torch.int64).reshape(-1, 4)
+        self.targets = targets
+        self._offsets = torch.arange(tile_size)
+
+    def __len__(self) -> int:
+        return len(self.tops)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """The batch of tiles ``indices``: ``image`` (B, k, t, t) and ``mask`` (B, t, t)."""
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        rows = self.tops[idx][:, None] + self._offsets
+        cols = self.lefts[idx][:, None] + self._offsets
+        batch = {"image": gather_windows(self.cube, rows, cols)}
+        if self.targets is not None:
+            own = self.own[idx]
+            in_rows = (self._offsets >= own[:, :1]) & (self._offsets < own[:, 1:2])
+            in_cols = (self._offsets >= own[:, 2:3]) & (self._offsets < own[:, 3:4])
+            crop = self.targets[rows[:, :, None], cols[:, None, :]]
+            owned = in_rows[:, :, None] & in_cols[:, None, :]
+            batch["mask"] = torch.where(owned, crop, torch.full_like(crop, IGNORE_INDEX))
+        return batch
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {key: value[0] for key, value in self.__getitems__([index]).items()}
+
+    def paste(self, class_map: np.ndarray, indices: list[int], predictions: torch.Tensor) -> None:
+        """Write each tile's owned window of predicted classes into ``class_map`` (H, W)."""
+        t = self.tile_size
+        if predictions.ndim != 3 or tuple(predictions.shape[1:]) != (t, t):
+            raise ValueError(
+                f"Tile predictions must be (B, {t}, {t}) class indices, got shape "
+                f"{tuple(predictions.shape)}; keep the task's output_on_inference: prediction."
+            )
+        predictions = predictions.cpu().numpy()
+        height, width = class_map.shape
+        for pred, i in zip(predictions, indices, strict=True):
+            r0, r1, c0, c1 = self.own[i].tolist()
+            top, left = int(self.tops[i]), int(self.lefts[i])
+            r1, c1 = min(r1, height - top), min(c1, width - left)
+            class_map[top + r0 : top + r1, left + c0 : left + c1] = pred[r0:r1, c0:c1]
+
+
+class HyperspectralSceneDataModule(HyperspectralDataModule):
+    """Sparse-label segmentation of a hyperspectral scene for ``SemanticSegmentationTask``.
+
+    The band-routed scene is cut into ``tile_size x tile_size`` tiles. Batches: ``image``
+    (B, k, t, t) float32 with k = :attr:`num_bands`, and ``mask`` (B, t, t) int64 holding class
+    indices 0..K-1 (raw label - 1) at the stage's pixels and -1 everywhere else: set the task's
+    ``ignore_index: -1``.
+
+    - Training tiles start every ``train_stride`` pixels; those holding at least one training
+      pixel are used, labelled at training pixels only.
+    - Validation, test and predict tiles start every ``inference_stride`` pixels; every pixel
+      belongs to exactly one of them (the one whose centre is nearest), so metrics count each
+      pixel once and the predicted map is stitched from tile centres.
+    - ``predict`` covers every pixel of the scene, labelled or not (pair it with
+      :class:`~terratorch_hsi_peft.callbacks.ClassMapWriter`).
+
+    What the model sees: during training, the spectra of *every* pixel inside a training tile -
+    including validation, test and unlabelled pixels - as spatial context (the usual transductive
+    setting of single-scene segmentation); their labels are never given. Band-route statistics
+    come from training pixels only. A ``spatially_disjoint`` split keeps test pixels out of the
+    training labels' neighbourhood, but training tiles may still overlap test blocks.
+
+    Model config: ``model_args.num_classes`` = :attr:`num_classes`, ``backbone_num_bands`` =
+    :attr:`num_bands`, ``backbone_img_size`` = ``tile_size``; the task needs ``ignore_index: -1``.
+
+    Args:
+        scene: name of a benchmark scene (``indian_pines``, ``pavia_university``, ...;
+            ``generic`` for your own files, see ``scene_options``) or a loaded
+            ``HyperspectralScene``.
+        root: folder holding the scene's files (receiving them with ``download``).
+        download: fetch missing benchmark files (checked, written atomically).
+        scene_options: more arguments for the scene loader: ``checksum`` for benchmark scenes;
+            ``image_path``, ``label_path``, ``image_key``, ``label_key``, ``wavelengths``,
+            ``class_names``, ``name``, ``gsd`` for ``generic``.
+        split: how to draw the train/val/test split: ``protocol`` (``per_class`` or
+            ``spatially_disjoint``), ``seed``, and the protocol's parameters (``train_size``,
+            ``val_size``, ``min_train_per_class``; ``block_size``, ``test_fraction``,
+            ``val_fraction``, ``patch_size``). Default: ``per_class`` with seed 0 and 10% of
+            each class for training.
+        split_file: a split saved with ``Split.save`` (``.npz``/``.json``) instead of ``split``.
+        band_route: ``pca`` (per-band z-score, then ``num_components`` principal components,
+            whitened), ``standardize`` (per-band z-score), ``sentinel2`` (SpectralGPT's 12
+            Sentinel-2 bands simulated from the sensor's wavelengths, then z-scored) or ``none``
+            (raw values). Statistics come from training pixels only.
+        num_components: principal components kept by ``pca`` (the source paper: 12).
+        pca_whiten: scale each principal component to unit training variance.
+        wavelengths: band centres in nm, overriding the scene's (for ``sentinel2``).
+        missing_bands: Sentinel-2 bands the sensor does not cover (e.g. SWIR for ROSIS):
+            ``zero`` (fed as the training mean, with a warning), ``nearest`` (the closest sensor
+            channel, with a warning) or ``error``.
+        min_coverage: fraction of a Sentinel-2 band's Gaussian response the sensor must cover
+            for the band to be simulated.
+        batch_size: tiles per batch (also for predict).
+        num_workers: DataLoader worker processes (0: cut batches in the main process).
+        class_weights: weight the task's cross-entropy by ``n_train / (K * n_class)`` from the
+            training counts (installed on the task's ``criterion``; needs ``loss: ce`` and no
+            task ``class_weights``). :meth:`class_weight_values` gives the same list.
+        tile_size: tile side in pixels (the backbone's ``img_size``; a multiple of its patch
+            size). A scene smaller than a tile is reflect-padded up to it.
+        train_stride: distance between training tile origins (default ``tile_size // 2``).
+        inference_stride: distance between validation/test/predict tile origins (default
+            ``tile_size // 2``; ``tile_size`` predicts each tile once, with less context at
+            tile borders).
+    """
+
+    def __init__(
+        self,
+        scene: str | HyperspectralScene = "indian_pines",
+        root: str | None = None,
+        download: bool = False,
+        scene_options: dict[str, Any] | None = None,
+        split: dict[str, Any] | None = None,
+        split_file: str | None = None,
+        band_route: BandRouteName = "pca",
+        num_components: int = 12,
+        pca_whiten: bool = True,
+        wavelengths: list[float] | None = None,
+        missing_bands: MissingBandPolicy = "zero",
+        min_coverage: float = 0.25,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        class_weights: bool = False,
+        tile_size: int = 32,
+        train_stride: int | None = None,
+        inference_stride: int | None = None,
+    ) -> None:
+        super().__init__(
+            scene=scene,
+            root=root,
+            download=download,
+            scene_options=scene_options,
+            split=split,
+            split_file=split_file,
+            band_route=band_route,
+            num_components=num_components,
+            pca_whiten=pca_whiten,
+            wavelengths=wavelengths,
+            missing_bands=missing_bands,
+            min_coverage=min_coverage,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            class_weights=class_weights,
+        )
+        self.tile_size = tile_size
+        self.train_stride = train_stride or max(tile_size // 2, 1)
+        self.inference_stride = inference_stride or max(tile_size // 2, 1)
+        for name in ("tile_size", "train_stride", "inference_stride"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"{name}={value} must be >= 1.")
+        if max(self.train_stride, self.inference_stride) > tile_size:
+            raise ValueError(
+                "train_stride and inference_stride must not exceed tile_size, or pixels between "
+                "tiles are never seen; lower the strides."
+            )
+        self._tiled: torch.Tensor | None = None
+        self._tiled_source: torch.Tensor | None = None
+
+    def _tiled_cube(self) -> torch.Tensor:
+        """The routed cube, reflect-padded at the bottom/right up to one tile when smaller."""
+        cube = self.routed_cube()
+        if self._tiled is None or self._tiled_source is not cube:
+            pad_rows = max(self.tile_size - cube.shape[1], 0)
+            pad_cols = max(self.tile_size - cube.shape[2], 0)
+            if pad_rows >= cube.shape[1] or pad_cols >= cube.shape[2]:
+                raise ValueError(
+                    f"tile_size={self.tile_size} is more than twice the scene's size "
+                    f"{tuple(cube.shape[1:])}; lower tile_size."
+                )
+            padding = (0, pad_cols, 0, pad_rows)
+            self._tiled = F.pad(cube[None], padding, mode="reflect")[0] if any(padding) else cube
+            self._tiled_source = cube
+        return self._tiled
+
+    def _make_dataset(self, stage: str) -> SceneTileDataset:
+        cube = self._tiled_cube()
+        t = self.tile_size
+        stride = self.train_stride if stage == "train" else self.inference_stride
+        row_starts, row_lo, row_hi = tile_grid(cube.shape[1], t, stride)
+        col_starts, col_lo, col_hi = tile_grid(cube.shape[2], t, stride)
+        if stage == "train":  # a training tile is labelled wherever it holds training pixels
+            row_lo, row_hi = np.zeros_like(row_lo), np.full_like(row_hi, t)
+            col_lo, col_hi = np.zeros_like(col_lo), np.full_like(col_hi, t)
+        i, j = np.meshgrid(np.arange(len(row_starts)), np.arange(len(col_starts)), indexing="ij")
+        i, j = i.ravel(), j.ravel()
+        own = np.stack([row_lo[i], row_hi[i], col_lo[j], col_hi[j]], axis=1)
+        tops, lefts = row_starts[i], col_starts[j]
+
+        targets = None
+        height, width = self.scene.shape
+        # A tile is kept when its owned window holds a pixel of the stage's subset.
+        wanted = np.zeros(cube.shape[1:], dtype=bool)
+        if stage == "predict":
+            wanted[:height, :width] = True
+        else:
+            pixels = getattr(self.split, stage)
+            raster = np.full(cube.shape[1:], IGNORE_INDEX, dtype=np.int64)
+            raster[pixels // width, pixels % width] = self.targets(pixels)
+            targets = torch.from_numpy(raster)
+            wanted = raster != IGNORE_INDEX
+        keep = [
+            wanted[top + r0 : top + r1, left + c0 : left + c1].any()
+            for top, left, (r0, r1, c0, c1) in zip(tops, lefts, own, strict=True)
+        ]
+        return SceneTileDataset(cube, t, tops[keep], lefts[keep], own[keep], targets)
