@@ -1,7 +1,15 @@
 """Lightning callbacks of the plugin; naming any of them by ``class_path`` imports the plugin."""
 
 from terratorch_hsi_peft.callbacks.adapter_checkpoint import AdapterCheckpoint
+from terratorch_hsi_peft.callbacks.class_map_writer import ClassMapWriter
 from terratorch_hsi_peft.callbacks.load_plugin import LoadPlugin
 from terratorch_hsi_peft.callbacks.merged_predict import MergeAdaptersForPredict
+from terratorch_hsi_peft.callbacks.metrics import HyperspectralMetrics
 
-__all__ = ["AdapterCheckpoint", "LoadPlugin", "MergeAdaptersForPredict"]
+__all__ = [
+    "AdapterCheckpoint",
+    "ClassMapWriter",
+    "HyperspectralMetrics",
+    "LoadPlugin",
+    "MergeAdaptersForPredict",
+]
