@@ -1,0 +1,268 @@
+"""The models the efficiency benchmark compares, and one training step / inference call of each.
+
+Every variant is SpectralGPT (a :class:`SpectralGPTEncoder` with the chosen geometry) plus the
+source paper's classification head (mean of the last layer's tokens -> LayerNorm -> Linear).
+Variants differ only in what is trained:
+
+- ``full``: every parameter;
+- ``floor``: only the head, but the input requires a gradient, so the backward runs through every
+  block down to the input: the cost no adapter on every block can go below;
+- ``LORA`` ... ``LOKR``: this library's adapters on ``attn.q`` and ``attn.v`` (+ the head);
+- ``peft LoRA`` / ``peft LoKr``: Hugging Face ``peft`` on the same targets (+ the head).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save as safetensors_bytes
+from torch import nn
+
+from terratorch_hsi_peft.backbones.spectralgpt import SpectralGPTEncoder
+from terratorch_hsi_peft.peft import (
+    adapter_file_bytes,
+    apply_peft,
+    merge_adapters,
+    unmerge_adapters,
+)
+
+__all__ = [
+    "FULL_GEOMETRY",
+    "PEFT_VARIANTS",
+    "QUICK_GEOMETRY",
+    "VARIANTS",
+    "Classifier",
+    "Geometry",
+    "Variant",
+    "autocast",
+    "build_variant",
+]
+
+TARGETS = ["attn.q", "attn.v"]
+#: Every variant, in table order.
+VARIANTS = [
+    "full",
+    "floor",
+    "LORA",
+    "LORA_PLUS",
+    "KRONA",
+    "KRONA_PLUS",
+    "LOKR",
+    "peft LoRA",
+    "peft LoKr",
+]
+#: The variants with adapters (merge/unmerge inference applies to them).
+PEFT_VARIANTS = VARIANTS[2:]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Model and batch sizes. Tokens per image: ``bands / 3 * (image / 8) ** 2``."""
+
+    depth: int
+    width: int
+    heads: int
+    image: int
+    batch: int
+    rank: int
+    bands: int = 12
+    classes: int = 16
+
+    @property
+    def tokens(self) -> int:
+        return self.bands // 3 * (self.image // 8) ** 2
+
+    def describe(self) -> str:
+        return (
+            f"{self.depth} blocks, width {self.width}, {self.heads} heads, {self.bands} bands at "
+            f"{self.image}x{self.image} -> {self.tokens} tokens, batch {self.batch}, "
+            f"{self.classes} classes; LoRA/LoKr rank {self.rank}"
+        )
+
+
+#: SpectralGPT-B on the source paper's 32x32 input (64 tokens), batch 8.
+FULL_GEOMETRY = Geometry(depth=12, width=768, heads=12, image=32, batch=8, rank=8)
+#: A tiny model for CI; rank 4 keeps peft's LoKr low-rank (it needs r < 16 / 2 here).
+QUICK_GEOMETRY = Geometry(depth=2, width=256, heads=4, image=16, batch=2, rank=4)
+
+
+class Classifier(nn.Module):
+    """SpectralGPT encoder + the source paper's head: token mean -> LayerNorm -> Linear."""
+
+    def __init__(self, geometry: Geometry) -> None:
+        super().__init__()
+        self.encoder = SpectralGPTEncoder(
+            num_bands=geometry.bands,
+            img_size=geometry.image,
+            embed_dim=geometry.width,
+            depth=geometry.depth,
+            num_heads=geometry.heads,
+            out_indices=[geometry.depth - 1],
+        )
+        self.head = nn.Sequential(
+            nn.LayerNorm(geometry.width), nn.Linear(geometry.width, geometry.classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x)[-1].mean(dim=1))
+
+
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` when ``bf16``, else nothing."""
+    if bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@dataclass
+class Variant:
+    """A built variant: its model, optimizer and batch, ready to step.
+
+    Attributes:
+        name: one of :data:`VARIANTS`.
+        model: the classifier (trainable parameters set as the variant requires).
+        optimizer: AdamW over the trainable parameters.
+        images: the training batch (requires a gradient for ``floor``).
+        labels: class labels of the batch.
+        backbone_parameters: parameters of the encoder without adapters.
+    """
+
+    name: str
+    model: Classifier
+    optimizer: torch.optim.Optimizer
+    images: torch.Tensor
+    labels: torch.Tensor
+    backbone_parameters: int
+
+    def train_step(self, bf16: bool) -> None:
+        """One optimisation step: forward, cross-entropy, backward, AdamW."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.images.grad = None
+        with autocast(self.images.device, bf16):
+            logits = self.model(self.images)
+        F.cross_entropy(logits.float(), self.labels).backward()
+        self.optimizer.step()
+
+    @torch.no_grad()
+    def predict(self, bf16: bool) -> torch.Tensor:
+        """Inference on the batch (eval mode, no autograd)."""
+        self.model.eval()
+        with autocast(self.images.device, bf16):
+            return self.model(self.images.detach())
+
+    @contextlib.contextmanager
+    def merged(self) -> Iterator[None]:
+        """Fold the adapters into the base weights for the duration of the block."""
+        merge, unmerge = _merge_functions(self.name)
+        merge(self.model.encoder)
+        try:
+            yield
+        finally:
+            unmerge(self.model.encoder)
+
+    def trainable_parameters(self) -> int:
+        """Parameters the optimizer updates (adapters or everything, plus the head)."""
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def file_bytes(self) -> int:
+        """Size of what must be stored per task on top of the pretrained backbone.
+
+        full: the whole model; floor: the head; ours: the ``save_adapters`` file with the head;
+        ``peft``: a safetensors file of peft's adapter state dict and the head.
+        """
+        model = self.model
+        if self.name == "full":
+            return len(safetensors_bytes(_cloned(model.state_dict())))
+        if self.name == "floor":
+            return len(safetensors_bytes(_cloned(model.head.state_dict(prefix="head."))))
+        if self.name.startswith("peft"):
+            from peft import get_peft_model_state_dict
+
+            tensors = {
+                f"encoder.{k}": v for k, v in get_peft_model_state_dict(model.encoder).items()
+            }
+            tensors.update(model.head.state_dict(prefix="head."))
+            return len(safetensors_bytes(_cloned(tensors)))
+        return adapter_file_bytes(model, include=["head"])
+
+
+def build_variant(name: str, geometry: Geometry, device: torch.device, seed: int = 0) -> Variant:
+    """Build ``name`` on ``device`` with weights, adapters and batch fixed by ``seed``."""
+    if name not in VARIANTS:
+        raise ValueError(f"Unknown variant {name!r}; use one of {VARIANTS}.")
+    torch.manual_seed(seed)
+    model = Classifier(geometry).to(device)
+    backbone_parameters = sum(p.numel() for p in model.encoder.parameters())
+    _ADAPTERS[name](model.encoder, geometry)
+    images = torch.randn(
+        geometry.batch, geometry.bands, geometry.image, geometry.image, device=device
+    )
+    labels = torch.randint(0, geometry.classes, (geometry.batch,), device=device)
+    if name == "floor":
+        images.requires_grad_(True)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+    return Variant(name, model, optimizer, images, labels, backbone_parameters)
+
+
+def _ours(method: str) -> Callable[[nn.Module, Geometry], None]:
+    def adapt(encoder: nn.Module, geometry: Geometry) -> None:
+        kwargs: dict = {"target_modules": TARGETS}
+        if method in ("LORA", "LORA_PLUS", "LOKR"):
+            kwargs.update(r=geometry.rank, alpha=float(geometry.rank))
+        apply_peft(encoder, {"method": method, "peft_config_kwargs": kwargs})
+
+    return adapt
+
+
+def _hf_peft(kind: str) -> Callable[[nn.Module, Geometry], None]:
+    def adapt(encoder: nn.Module, geometry: Geometry) -> None:
+        from peft import LoKrConfig, LoraConfig, inject_adapter_in_model
+
+        if kind == "lora":
+            config = LoraConfig(r=geometry.rank, lora_alpha=geometry.rank, target_modules=TARGETS)
+        else:
+            config = LoKrConfig(r=geometry.rank, alpha=geometry.rank, target_modules=TARGETS)
+        inject_adapter_in_model(config, encoder)
+        for pname, p in encoder.named_parameters():
+            p.requires_grad_(f"{kind}_" in pname)
+
+    return adapt
+
+
+def _frozen(encoder: nn.Module, geometry: Geometry) -> None:
+    encoder.requires_grad_(False)
+
+
+_ADAPTERS: dict[str, Callable[[nn.Module, Geometry], None]] = {
+    "full": lambda encoder, geometry: None,
+    "floor": _frozen,
+    **{method: _ours(method) for method in PEFT_VARIANTS[:5]},
+    "peft LoRA": _hf_peft("lora"),
+    "peft LoKr": _hf_peft("lokr"),
+}
+
+
+def _merge_functions(name: str) -> tuple[Callable, Callable]:
+    if name not in PEFT_VARIANTS:
+        raise ValueError(f"{name} has no adapters to merge.")
+    if not name.startswith("peft"):
+        return merge_adapters, unmerge_adapters
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    def switch(encoder: nn.Module, merge: bool) -> None:
+        for module in encoder.modules():
+            if isinstance(module, BaseTunerLayer):
+                module.merge() if merge else module.unmerge()
+
+    return (lambda e: switch(e, True)), (lambda e: switch(e, False))
+
+
+def _cloned(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors refuses views and shared storage: store contiguous CPU copies.
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
