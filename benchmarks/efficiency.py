@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from efficiency_measure import Entry, median_ratio, peak_memory_increase, round_robin
+from efficiency_measure import Entry, median_ratio, peak_memory_increases, round_robin
 from efficiency_report import PRECISIONS, markdown, plot, update_markdown_section
 from efficiency_variants import (
     FULL_GEOMETRY,
@@ -74,15 +74,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _log(f"{machine}\n{geometry.describe()}")
 
     _log("peak memory, one process per variant and precision ...")
-    memory = {
-        (name, precision): peak_memory_increase(
-            lambda name=name: build_variant(name, geometry, device),
-            lambda v, bf16=(precision == "bf16"): [v.train_step(bf16) for _ in range(MEMORY_STEPS)],
-            device,
+    memory = {}
+    for name in VARIANTS:
+        steps = {
+            precision: lambda v, bf16=(precision == "bf16"): [
+                v.train_step(bf16) for _ in range(MEMORY_STEPS)
+            ]
+            for precision in PRECISIONS
+        }
+        increases = peak_memory_increases(
+            lambda name=name: build_variant(name, geometry, device), steps, device
         )
-        for name in VARIANTS
-        for precision in PRECISIONS
-    }
+        memory.update({(name, precision): value for precision, value in increases.items()})
 
     _log("building every variant ...")
     variants = {name: build_variant(name, geometry, device) for name in VARIANTS}

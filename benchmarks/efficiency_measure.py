@@ -7,12 +7,12 @@ On CUDA each call is timed with CUDA events.
 
 Peak memory is what a training step adds on top of the built model and batch:
 
-- CPU: each measurement runs in its own forked process: the peak resident set size (``VmHWM``,
-  reset at the fork; ``ru_maxrss`` where /proc is missing) of a process that builds the variant
-  and steps, minus that of a process that builds the same variant and does not step, both
-  single-threaded (OpenMP cannot run in a forked child of a process that used it; the peak
-  barely depends on the thread count). It covers activations, gradients, optimizer state,
-  autocast weight copies, allocator slack and the runtime's first-step buffers.
+- CPU: each measurement runs in its own forked process, which builds, then resets its peak
+  resident set size to the current one (Linux ``/proc/self/clear_refs``), steps, and reports
+  ``VmHWM`` minus the resident set size before the steps. It runs single-threaded (OpenMP
+  cannot run in a forked child of a process that used it; the peak barely depends on the thread
+  count) and covers activations, gradients, optimizer state, autocast weight copies, allocator
+  slack and the runtime's first-step buffers.
 - CUDA: in this process, ``torch.cuda.max_memory_allocated`` during the steps minus
   ``memory_allocated`` before them (forking is unusable once CUDA is initialised).
 """
@@ -22,16 +22,19 @@ from __future__ import annotations
 import contextlib
 import gc
 import multiprocessing
-import resource
 import statistics
 import time
 import traceback
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 
-__all__ = ["Entry", "median_ratio", "peak_memory_increase", "round_robin", "time_call"]
+__all__ = ["Entry", "median_ratio", "peak_memory_increases", "round_robin", "time_call"]
+
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
 
 
 @dataclass
@@ -94,33 +97,24 @@ def median_ratio(numerator: list[float], denominator: list[float]) -> float:
     return statistics.median(n / d for n, d in zip(numerator, denominator, strict=True))
 
 
-def peak_memory_increase(
-    build: Callable[[], object], step: Callable[[object], None], device: torch.device
-) -> int:
-    """Bytes that ``step(build())`` adds to the peak memory of having ``build()`` done.
+def peak_memory_increases(
+    build: Callable[[], T], steps: Mapping[K, Callable[[T], object]], device: torch.device
+) -> dict[K, int]:
+    """Bytes that each ``steps[key]`` adds to the peak memory once ``build()`` is done.
 
-    See the module docstring for what is measured on CPU and on CUDA.
+    Every key builds afresh: in its own forked process on CPU, in this process on CUDA. See the
+    module docstring.
     """
-    if device.type == "cuda":
-        built = build()
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        step(built)
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device) - before
-        del built
-        gc.collect()
-        torch.cuda.empty_cache()
-        return peak
-    return _in_child(lambda: step(build())) - _in_child(build)
+    measure = _cuda_peak_increase if device.type == "cuda" else _cpu_peak_increase
+    return {key: measure(build, step, device) for key, step in steps.items()}
 
 
-def _in_child(work: Callable[[], object]) -> int:
-    """Peak RSS in bytes of a forked process that does ``work()``."""
+def _cpu_peak_increase(
+    build: Callable[[], T], step: Callable[[T], object], device: torch.device
+) -> int:
     context = multiprocessing.get_context("fork")
     queue = context.SimpleQueue()
-    process = context.Process(target=_child_main, args=(work, queue))
+    process = context.Process(target=_child_main, args=(build, step, queue))
     process.start()
     ok, value = queue.get()
     process.join()
@@ -129,28 +123,47 @@ def _in_child(work: Callable[[], object]) -> int:
     return value
 
 
-def _child_main(work: Callable[[], object], queue) -> None:
+def _cuda_peak_increase(
+    build: Callable[[], T], step: Callable[[T], object], device: torch.device
+) -> int:
+    built = build()
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    step(built)
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - before
+    del built
+    gc.collect()
+    torch.cuda.empty_cache()
+    return peak
+
+
+def _child_main(build: Callable[[], T], step: Callable[[T], object], queue) -> None:
     try:
-        _reset_peak_rss()
         # OpenMP thread pools do not survive fork (a parallel region would hang): one thread.
         torch.set_num_threads(1)
-        work()
-        queue.put((True, _peak_rss()))
+        built = build()
+        before = _reset_peak_rss()
+        step(built)
+        queue.put((True, _peak_rss() - before))
     except BaseException:
         queue.put((False, traceback.format_exc()))
 
 
-def _reset_peak_rss() -> None:
-    # A forked child starts with the parent's high-water mark; Linux resets it on request.
-    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+def _reset_peak_rss() -> int:
+    """Set the peak resident set size to the current one (Linux); return the current one."""
+    with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
+    return _status_bytes("VmRSS")
 
 
 def _peak_rss() -> int:
-    """Peak resident set size of this process in bytes (VmHWM, else ru_maxrss)."""
-    try:
-        with open("/proc/self/status") as f:
-            line = next(line for line in f if line.startswith("VmHWM:"))
-        return int(line.split()[1]) * 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak resident set size of this process in bytes."""
+    return _status_bytes("VmHWM")
+
+
+def _status_bytes(field_name: str) -> int:
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(f"{field_name}:"))
+    return int(line.split()[1]) * 1024

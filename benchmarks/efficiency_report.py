@@ -87,8 +87,9 @@ def markdown(results: dict[str, Any], plot_link: str | None = None) -> str:
         "Step: median wall time (CUDA events on a GPU) of one AdamW step (forward, "
         "cross-entropy, backward, update) on the batch. Ratios: medians of per-round ratios, "
         "every variant timed once per round in rotating order. Peak MiB: memory a training step "
-        "adds on top of the built model and batch (CPU: peak RSS of a forked process that builds "
-        "and steps twice minus that of one that only builds; CUDA: max_memory_allocated). "
+        "adds on top of the built model and batch (CPU: peak RSS during two steps minus the RSS "
+        "before them, in a forked single-threaded process per variant and precision; CUDA: "
+        "max_memory_allocated). "
         "Inference: forward in eval mode without autograd, adapters unmerged or merged into the "
         "weights, against the same model without adapters.",
         "",

@@ -1,0 +1,194 @@
+"""The efficiency benchmark: a `--quick` run end to end, its numbers and files, its tools."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BENCHMARKS = REPO_ROOT / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+from efficiency_measure import (  # noqa: E402
+    Entry,
+    median_ratio,
+    peak_memory_increases,
+    round_robin,
+)
+from efficiency_report import LABELS, update_markdown_section  # noqa: E402
+from efficiency_variants import PEFT_VARIANTS, QUICK_GEOMETRY, VARIANTS  # noqa: E402
+
+OURS = ["LORA", "LORA_PLUS", "KRONA", "KRONA_PLUS", "LOKR"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """Run ``efficiency.py --quick`` once into a results file that already has another section."""
+    folder = tmp_path_factory.mktemp("efficiency")
+    results_md = folder / "results.md"
+    results_md.write_text("# Results\n\n## Accuracy\n\nkept as it is\n")
+    command = [
+        sys.executable,
+        str(BENCHMARKS / "efficiency.py"),
+        "--quick",
+        "--threads",
+        "1",
+        "--out",
+        str(results_md),
+        "--plot",
+        str(folder / "img" / "efficiency.png"),
+        "--json",
+        str(folder / "results.json"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads((folder / "results.json").read_text())
+    return {"stdout": done.stdout, "results": results, "folder": folder}
+
+
+@pytest.mark.slow
+def test_quick_run_tables_list_every_variant(quick_run):
+    # Size table + one table per precision.
+    for name in VARIANTS:
+        assert quick_run["stdout"].count(f"| {LABELS[name]} |") == 3, name
+    assert set(quick_run["results"]["variants"]) == set(VARIANTS)
+    assert quick_run["stdout"].count("| KronA, KronA+, LoKr step <= 1.0x peft LoRA |") == 1
+
+
+@pytest.mark.slow
+def test_quick_run_parameter_counts_match_the_formulas(quick_run):
+    g = QUICK_GEOMETRY
+    w, r, layers = g.width, g.rank, 2 * g.depth  # attn.q and attn.v of every block
+    block = 4 * w + 4 * (w * w + w) + (w * 4 * w + 4 * w) + (4 * w * w + w)
+    groups, grid = g.bands // 3, (g.image // 8) ** 2
+    backbone = (w * 3 * 8 * 8 + w) + grid * w + groups * w + g.depth * block + 2 * w
+    head = 2 * w + w * g.classes + g.classes
+    k = math.isqrt(w)  # quick width is a square: Kronecker factors k x k
+    adapters = {
+        "LORA": layers * 2 * r * w,
+        "LORA_PLUS": layers * 2 * r * w,
+        "KRONA": layers * 2 * k * k,
+        "KRONA_PLUS": layers * 2 * k * k,
+        "LOKR": layers * (k * k + 2 * k * r),
+        "peft LoRA": layers * 2 * r * w,
+        "peft LoKr": layers * (k * k + 2 * k * r),
+        "floor": 0,
+        "full": backbone,
+    }
+    results = quick_run["results"]
+    assert results["backbone_parameters"] == backbone
+    assert results["head_parameters"] == head
+    for name, count in adapters.items():
+        row = results["variants"][name]
+        assert row["trainable"] == count + head, name
+        assert row["percent"] == pytest.approx(100 * (count + head) / backbone)
+
+
+@pytest.mark.slow
+def test_quick_run_numbers_are_sane(quick_run):
+    results = quick_run["results"]
+    rows = results["variants"]
+    for name, row in rows.items():
+        for precision in ("float32", "bf16"):
+            cell = row[precision]
+            for key, value in cell.items():
+                assert math.isfinite(value) and value > 0, (name, precision, key, value)
+            assert (name in PEFT_VARIANTS) == ("merged_vs_plain" in cell)
+    for precision in ("float32", "bf16"):
+        assert rows["full"][precision]["step_vs_full"] == 1.0
+        assert rows["floor"][precision]["step_vs_floor"] == 1.0
+        # Full fine-tuning alone keeps gradients and two AdamW moments of every weight.
+        state = 3 * 4 * results["backbone_parameters"] / 2**20
+        for name in ["floor", *PEFT_VARIANTS]:
+            extra = rows["full"][precision]["memory_mib"] - rows[name][precision]["memory_mib"]
+            assert extra > 0.5 * state, (name, precision, extra, state)
+    # float32 files: 4 bytes per stored number plus a header (ours: plus JSON metadata).
+    stored = results["backbone_parameters"] + results["head_parameters"]
+    assert 4 * stored < rows["full"]["file_bytes"] < 4 * stored + 2**16
+    for name in PEFT_VARIANTS:
+        assert 4 * rows[name]["trainable"] < rows[name]["file_bytes"] < rows["full"]["file_bytes"]
+    targets = results["targets"]
+    assert len(targets) == 5
+    assert all(isinstance(t[p]["met"], bool) for t in targets for p in ("float32", "bf16"))
+
+
+@pytest.mark.slow
+def test_quick_run_writes_its_section_and_plot(quick_run):
+    folder = quick_run["folder"]
+    text = (folder / "results.md").read_text()
+    assert text.startswith("# Results\n\n## Accuracy\n\nkept as it is\n")
+    assert text.count("## Efficiency") == 1
+    assert text.count("<!-- efficiency:start -->") == text.count("<!-- efficiency:end -->") == 1
+    assert "](img/efficiency.png)" in text
+    assert "python benchmarks/efficiency.py --quick --threads 1" in text
+    assert (folder / "img" / "efficiency.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_markdown_section_is_replaced_in_place(tmp_path):
+    path = tmp_path / "docs" / "results.md"
+    update_markdown_section(path, "efficiency", "## Efficiency", "first")
+    assert path.read_text() == (
+        "# Results\n\n<!-- efficiency:start -->\n## Efficiency\n\nfirst\n<!-- efficiency:end -->\n"
+    )
+    path.write_text(path.read_text() + "\n## Accuracy\n\nother team\n")
+    update_markdown_section(path, "efficiency", "## Efficiency", "second")
+    text = path.read_text()
+    assert "first" not in text and text.count("second") == 1
+    assert text.endswith("<!-- efficiency:end -->\n\n## Accuracy\n\nother team\n")
+    assert [p.name for p in path.parent.iterdir()] == ["results.md"]  # no temporary left
+
+
+def test_round_robin_rotates_and_pairs_rounds():
+    order: list[str] = []
+    entries = {key: Entry(lambda key=key: order.append(key)) for key in "abc"}
+    samples = round_robin(entries, rounds=3, warmup=1, device=torch.device("cpu"))
+    assert order == list("abcbcacababc")
+    assert {key: len(times) for key, times in samples.items()} == {"a": 3, "b": 3, "c": 3}
+    assert median_ratio([2.0, 4.0, 9.0], [1.0, 1.0, 3.0]) == 3.0
+    with pytest.raises(ValueError, match="equally long"):
+        median_ratio([1.0], [1.0, 2.0])
+
+
+def test_peak_memory_increases_see_what_each_step_allocates():
+    mib = 2**20
+
+    def allocate(size: int):
+        return lambda built: torch.ones(size // 4).add_(built.sum())  # `size` bytes alive at once
+
+    increases = peak_memory_increases(
+        lambda: torch.zeros(16),
+        {"small": allocate(32 * mib), "large": allocate(96 * mib)},
+        torch.device("cpu"),
+    )
+    assert 31 * mib < increases["small"] < 48 * mib
+    assert 63 * mib < increases["large"] - increases["small"] < 65 * mib
+
+
+def test_cuda_without_a_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    from efficiency import main
+
+    with pytest.raises(SystemExit, match="no CUDA device is available; use --device cpu"):
+        main(["--device", "cuda"])
+
+
+@pytest.mark.cuda
+@pytest.mark.slow
+def test_quick_run_on_cuda(tmp_path):
+    out = tmp_path / "results.json"
+    command = [sys.executable, str(BENCHMARKS / "efficiency.py"), "--quick", "--device", "cuda"]
+    done = subprocess.run(
+        [*command, "--json", str(out)], capture_output=True, text=True, timeout=600, cwd=REPO_ROOT
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads(out.read_text())
+    assert results["device"] == "cuda"
+    for row in results["variants"].values():
+        assert row["float32"]["step_ms"] > 0 and row["bf16"]["memory_mib"] > 0
