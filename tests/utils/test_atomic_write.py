@@ -1,0 +1,40 @@
+"""atomic_write: all or nothing, and ordinary file permissions."""
+
+import os
+import stat
+
+import pytest
+
+from terratorch_hsi_peft.utils.download import DownloadError, atomic_write, download_url
+
+
+def test_success_replaces_the_file_with_shared_permissions(tmp_path):
+    target = tmp_path / "out" / "map.npy"
+    with atomic_write(target) as f:
+        f.write(b"new")
+    assert target.read_bytes() == b"new"
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o644
+    assert os.listdir(target.parent) == ["map.npy"]
+
+
+def test_failure_keeps_the_old_file_and_leaves_no_partial(tmp_path):
+    target = tmp_path / "adapters.safetensors"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_write(target) as f:
+        f.write(b"half")
+        raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["adapters.safetensors"]
+
+
+def test_a_damaged_local_copy_is_fetched_again(tmp_path):
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"payload")
+    target = tmp_path / "cache" / "file.bin"
+    target.parent.mkdir()
+    target.write_bytes(b"payl")  # a truncated earlier copy
+    download_url(source.as_uri(), target, size=7)
+    assert target.read_bytes() == b"payload"
+    with pytest.raises(DownloadError, match="expected 9 bytes"):
+        download_url(source.as_uri(), tmp_path / "other.bin", size=9)
+    assert not (tmp_path / "other.bin").exists()
