@@ -68,6 +68,7 @@ def load_scene(
         name_or_class: a key of :data:`SCENES`, a scene class name, ``"generic"``, or a class.
         root: for a benchmark scene, the folder holding (or receiving) its files; for
             ``"generic"``, the folder that relative ``image_path``/``label_path`` are taken from.
+            A leading ``~`` is expanded (configs default to ``~/data/hsi/<scene>``).
         download: fetch missing benchmark files (not available for ``"generic"``).
         **kwargs: passed to the class: ``checksum`` for benchmark scenes; ``image_path``
             (required), ``label_path``, ``image_key``, ``label_key``, ``wavelengths``,
@@ -78,6 +79,7 @@ def load_scene(
         TypeError: a missing or unexpected keyword for the scene class.
     """
     cls = _resolve(name_or_class)
+    root = Path(root).expanduser()
     if issubclass(cls, GenericScene):
         if download:
             raise ValueError(
