@@ -1,0 +1,120 @@
+"""docs/configuration.md documents exactly the options the code takes, with the code's defaults.
+
+Each table of the page follows a ``<!-- options: <what> -->`` marker; its first column holds the
+option names, its second the defaults as YAML. They are compared with the signatures (datamodules,
+callbacks), the backbone factories' defaults and the PEFT configuration's valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import re
+from typing import Any
+
+import pytest
+import yaml
+from config_helpers import REPO_ROOT
+
+from terratorch_hsi_peft.backbones.factories import _COMMON_DEFAULTS
+from terratorch_hsi_peft.models import PEFT_CONFIG_KEYS
+from terratorch_hsi_peft.peft.config import VALID_KWARGS, AdapterConfig, PeftMethod
+
+PAGE = REPO_ROOT / "docs" / "configuration.md"
+ARCHITECTURE_KEYS = ("embed_dim", "depth", "num_heads")
+
+
+def tables() -> dict[str, list[list[str]]]:
+    """Rows (cells without backticks) of every marked table, by marker."""
+    found: dict[str, list[list[str]]] = {}
+    lines = PAGE.read_text().splitlines()
+    for i, line in enumerate(lines):
+        marker = re.fullmatch(r"<!-- options: (\S+) -->", line.strip())
+        if not marker:
+            continue
+        rows = []
+        for row in lines[i + 3 :]:  # after the header and the separator
+            if not row.startswith("|"):
+                break
+            rows.append([cell.strip().strip("`") for cell in row.strip("|").split("|")])
+        found[marker.group(1)] = rows
+    return found
+
+
+def _default(cell: str) -> Any:
+    return yaml.safe_load(cell)
+
+
+def _code_default(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+CLASSES = [
+    "terratorch_hsi_peft.datamodules.HyperspectralPatchDataModule",
+    "terratorch_hsi_peft.datamodules.HyperspectralSceneDataModule",
+    "terratorch_hsi_peft.callbacks.HyperspectralMetrics",
+    "terratorch_hsi_peft.callbacks.ClassMapWriter",
+    "terratorch_hsi_peft.callbacks.AdapterCheckpoint",
+    "terratorch_hsi_peft.callbacks.MergeAdaptersForPredict",
+    "terratorch_hsi_peft.callbacks.LoadPlugin",
+]
+
+
+def test_every_public_callback_and_datamodule_has_a_table():
+    from terratorch_hsi_peft import callbacks, datamodules
+
+    public = [f"{callbacks.__name__}.{name}" for name in callbacks.__all__]
+    public += [
+        f"{datamodules.__name__}.{name}"
+        for name in datamodules.__all__
+        if name.endswith("DataModule") and name != "HyperspectralDataModule"  # the base class
+    ]
+    assert sorted(public) == sorted(CLASSES)
+    assert set(CLASSES) <= set(tables())
+
+
+@pytest.mark.parametrize("path", CLASSES)
+def test_class_options_and_defaults(path):
+    module, name = path.rsplit(".", 1)
+    parameters = {
+        p.name: p.default
+        for p in inspect.signature(
+            getattr(importlib.import_module(module), name)
+        ).parameters.values()
+        if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    rows = tables()[path]
+    assert [row[0] for row in rows] == list(parameters)
+    for option, default, *_ in rows:
+        assert _default(default) == _code_default(parameters[option]), option
+
+
+def test_backbone_options_and_defaults():
+    rows = {row[0].removeprefix("backbone_"): row[1] for row in tables()["backbone"]}
+    assert set(rows) == {*_COMMON_DEFAULTS, *ARCHITECTURE_KEYS}
+    for option, default in _COMMON_DEFAULTS.items():
+        assert _default(rows[option]) == default, option
+    assert all(rows[key] == "architecture" for key in ARCHITECTURE_KEYS)
+
+
+def test_peft_config_keys():
+    assert [row[0] for row in tables()["peft_config"]] == list(PEFT_CONFIG_KEYS)
+
+
+def test_peft_config_kwargs_methods_and_defaults():
+    rows = tables()["peft_config_kwargs"]
+    fields = {f.name: f.default for f in dataclasses.fields(AdapterConfig)}
+    for option, default, methods, _ in rows:
+        listed = (
+            set(PeftMethod)
+            if methods == "all"
+            else {PeftMethod(m.strip()) for m in methods.split(",")}
+        )
+        assert listed == {m for m, keys in VALID_KWARGS.items() if option in keys}, option
+        expected = fields[option]
+        if expected is dataclasses.MISSING:
+            assert default == "required", option
+        else:
+            assert _default(default) == _code_default(expected), option
+    assert {row[0] for row in rows} == {key for keys in VALID_KWARGS.values() for key in keys}
