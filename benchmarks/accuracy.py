@@ -1,0 +1,655 @@
+"""Accuracy benchmark on Indian Pines: every method, both formulations, two splits, several seeds.
+
+For each split protocol (``per_class``: 10% of each class for training, the literature's;
+``spatially_disjoint``: whole 16x16 blocks held out, with a buffer so that no training window
+touches a test pixel) and each seed, it trains and tests:
+
+- the classification formulation (a patch per pixel, ``ClassificationTask``) with every method:
+  full fine-tuning (``FULL``), ``LORA``, ``LORA_PLUS``, ``KRONA``, ``KRONA_PLUS``, ``LOKR``;
+- the segmentation formulation (tiles, ``SemanticSegmentationTask`` + UNet) with the method of
+  best mean classification OA (or ``--seg-method``);
+- an RBF SVM and a random forest on the standardised spectra of the same training pixels.
+
+It prints a Markdown table of OA / AA / kappa (mean +- std over seeds, in %) and can write it into
+``docs/results.md`` (``--results-md``) with two plots (``--img-dir``): accuracy against trainable
+parameters, and class maps of seed 0 next to the ground truth.
+
+Without ``--ckpt-path`` the encoder is a small randomly initialised SpectralGPT: adapters on a
+frozen random encoder measure little, and the full fine-tuning row (trained from scratch) is the
+honest reference. ``--ckpt-path SpectralGPT+.pth`` runs the same grid with the official
+weights (ViT-Base geometry unless overridden).
+
+    python benchmarks/accuracy.py --results-md docs/results.md       # full grid
+    python benchmarks/accuracy.py --quick                             # CI smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from hsi_models import (
+    METHODS,
+    Geometry,
+    build_task,
+    fast_attention,
+    machine_description,
+    predict_patches,
+    predict_tiles,
+    trainable_parameters,
+    update_markdown_section,
+)
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from terratorch_hsi_peft.callbacks.class_map_writer import class_colours
+from terratorch_hsi_peft.datamodules import (
+    HyperspectralPatchDataModule,
+    HyperspectralSceneDataModule,
+)
+from terratorch_hsi_peft.datasets import HyperspectralScene, IndianPines, Split, make_split
+from terratorch_hsi_peft.metrics import (
+    average_accuracy,
+    cohen_kappa,
+    confusion_matrix,
+    overall_accuracy,
+)
+from terratorch_hsi_peft.utils import atomic_write
+
+SPLITS = ("per_class", "spatially_disjoint")
+#: Encoder of the CPU grid (random init) and of the official weights.
+SMALL = Geometry(embed_dim=32, depth=2, num_heads=2, img_size=16, head_dim=32)
+VIT_BASE = Geometry(embed_dim=768, depth=12, num_heads=12, img_size=32, head_dim=256)
+#: ``--quick``: a one-block encoder, one seed, two steps, on subsets of the test pixels.
+QUICK = Geometry(
+    embed_dim=16, depth=1, num_heads=2, img_size=16, head_dim=16, decoder_channels=(16, 8, 8, 8)
+)
+#: ``--quick`` scores this many test batches per model.
+QUICK_TEST_BATCHES = 4
+CLASSIC = ("SVM_RBF", "RANDOM_FOREST")
+
+
+@dataclass
+class Run:
+    """One trained and tested model (or classical baseline) on one split and seed."""
+
+    formulation: str
+    method: str
+    split: str
+    seed: int
+    oa: float
+    aa: float
+    kappa: float
+    trainable_encoder: int
+    trainable_total: int
+    train_pixels: int
+    test_pixels: int
+    fit_seconds: float
+    checkpoint_tensors: int = 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path("../shared/data"),
+        help="folder holding indian_pines/ (default: ../shared/data)",
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument(
+        "--steps", type=int, default=100, help="optimizer steps per classification model"
+    )
+    parser.add_argument(
+        "--seg-steps", type=int, default=60, help="optimizer steps per segmentation model"
+    )
+    parser.add_argument(
+        "--seg-method",
+        choices=list(METHODS),
+        help="method of the segmentation rows (default: best classification OA)",
+    )
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--ckpt-path",
+        help="official SpectralGPT checkpoint (e.g. SpectralGPT+.pth) for the encoder",
+    )
+    parser.add_argument("--embed-dim", type=int, help="encoder width (default 32; 768 with a ckpt)")
+    parser.add_argument("--depth", type=int, help="encoder blocks (default 2; 12 with a ckpt)")
+    parser.add_argument("--num-heads", type=int, help="attention heads (default 2; 12 with a ckpt)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI smoke run: tiny encoder, first seed, 2 steps, test subsets",
+    )
+    parser.add_argument(
+        "--results-md", type=Path, help="Markdown file whose Accuracy section to write"
+    )
+    parser.add_argument(
+        "--img-dir", type=Path, help="folder for the PNG plots (default: img/ beside --results-md)"
+    )
+    parser.add_argument("--json", type=Path, help="write every run and the summary as JSON")
+    args = parser.parse_args(argv)
+    for name in ("steps", "seg_steps", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1.")
+    if not (args.data_root / "indian_pines").is_dir():
+        parser.error(
+            f"{args.data_root / 'indian_pines'} does not exist; point --data-root at the folder "
+            "holding indian_pines/Indian_pines_corrected.mat and Indian_pines_gt.mat."
+        )
+    if args.ckpt_path is not None and not Path(args.ckpt_path).is_file():
+        parser.error(f"--ckpt-path {args.ckpt_path} is not a file; give the official .pth file.")
+    if args.quick:
+        args.seeds, args.steps, args.seg_steps = args.seeds[:1], 2, 2
+    if args.img_dir is None and args.results_md is not None:
+        args.img_dir = args.results_md.parent / "img"
+    return args
+
+
+def geometry_of(args: argparse.Namespace) -> Geometry:
+    """The encoder size: small random-init grid, ViT-Base with a checkpoint, flags override."""
+    base = QUICK if args.quick else VIT_BASE if args.ckpt_path else SMALL
+    overrides = {
+        name: getattr(args, name)
+        for name in ("embed_dim", "depth", "num_heads")
+        if getattr(args, name) is not None
+    }
+    return Geometry(**{**asdict(base), **overrides})
+
+
+def draw_split(scene: HyperspectralScene, protocol: str, seed: int, window: int) -> Split:
+    """The split of a (protocol, seed), drawn once and shared by every method and baseline."""
+    if protocol == "per_class":
+        return make_split(scene.labels, "per_class", seed, train_size=0.1)
+    # The leak buffer follows the classification window; tiles and baselines get the same pixels.
+    return make_split(scene.labels, "spatially_disjoint", seed, patch_size=window)
+
+
+def make_datamodule(
+    formulation: str,
+    scene: HyperspectralScene,
+    split_file: Path,
+    geometry: Geometry,
+    batch_size: int,
+) -> HyperspectralPatchDataModule | HyperspectralSceneDataModule:
+    """The patch (classification) or tile (segmentation) datamodule on the loaded scene."""
+    if formulation == "classification":
+        return HyperspectralPatchDataModule(
+            scene=scene,
+            split_file=str(split_file),
+            batch_size=batch_size,
+            patch_size=geometry.window,
+            img_size=geometry.img_size,
+        )
+    return HyperspectralSceneDataModule(
+        scene=scene, split_file=str(split_file), batch_size=8, tile_size=geometry.tile_size
+    )
+
+
+def make_trainer(steps: int, device: torch.device) -> pl.Trainer:
+    """A bare Lightning Trainer: a fixed number of optimizer steps, no validation, no files."""
+    return pl.Trainer(
+        max_steps=steps,
+        max_epochs=-1,
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+
+
+def scores(targets: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict[str, float]:
+    """OA, AA and Cohen's kappa in % from class indices."""
+    matrix = confusion_matrix(targets, predictions, num_classes)
+    return {
+        "oa": 100 * overall_accuracy(matrix),
+        "aa": 100 * average_accuracy(matrix),
+        "kappa": 100 * cohen_kappa(matrix),
+    }
+
+
+def deep_run(
+    formulation: str,
+    method: str,
+    protocol: str,
+    seed: int,
+    scene: HyperspectralScene,
+    split_file: Path,
+    geometry: Geometry,
+    args: argparse.Namespace,
+    device: torch.device,
+) -> tuple[Run, Any, Any]:
+    """Train one model on one split and seed; test it. Returns (run, task, datamodule)."""
+    datamodule = make_datamodule(formulation, scene, split_file, geometry, args.batch_size)
+    pl.seed_everything(seed, verbose=False)
+    task = build_task(
+        formulation,
+        geometry,
+        datamodule.num_bands,
+        datamodule.num_classes,
+        method,
+        args.lr,
+        args.ckpt_path,
+    )
+    encoder_params, total_params = trainable_parameters(task)
+    steps = args.steps if formulation == "classification" else args.seg_steps
+    start = time.perf_counter()
+    with fast_attention(device):
+        make_trainer(steps, device).fit(task, datamodule=datamodule)
+        fit_seconds = time.perf_counter() - start
+        predict = predict_patches if formulation == "classification" else predict_tiles
+        limit = QUICK_TEST_BATCHES if args.quick else None
+        predictions, targets = predict(task, datamodule, "test", device, limit)
+    run = Run(
+        formulation,
+        method,
+        protocol,
+        seed,
+        **scores(targets, predictions, datamodule.num_classes),
+        trainable_encoder=encoder_params,
+        trainable_total=total_params,
+        train_pixels=len(datamodule.split.train),
+        test_pixels=len(targets),
+        fit_seconds=fit_seconds,
+    )
+    report = getattr(task.model.encoder, "load_report", None)
+    if report is not None:  # encoder tensors filled from --ckpt-path
+        run.checkpoint_tensors = len(report.loaded)
+    return run, task, datamodule
+
+
+def classic_model(name: str, seed: int, quick: bool) -> Any:
+    """RBF SVM or random forest on per-band standardised spectra (statistics of training pixels)."""
+    if name == "SVM_RBF":
+        return make_pipeline(StandardScaler(), SVC(C=100.0, gamma="scale"))
+    forest = RandomForestClassifier(n_estimators=forest_trees(quick), random_state=seed, n_jobs=1)
+    return make_pipeline(StandardScaler(), forest)
+
+
+def forest_trees(quick: bool) -> int:
+    """Trees of the random forest (few in ``--quick``, where only the plumbing is checked)."""
+    return 10 if quick else 200
+
+
+def classic_run(
+    name: str, split: Split, scene: HyperspectralScene, args: argparse.Namespace
+) -> tuple[Run, Any]:
+    """Fit a classical baseline on the split's training spectra; test on its test pixels."""
+    spectra = scene.image.reshape(-1, scene.num_bands)
+    classes = scene.labels.reshape(-1) - 1
+    test = split.test[: QUICK_TEST_BATCHES * args.batch_size] if args.quick else split.test
+    model = classic_model(name, split.seed, args.quick)
+    start = time.perf_counter()
+    model.fit(spectra[split.train], classes[split.train])
+    fit_seconds = time.perf_counter() - start
+    run = Run(
+        "spectral",
+        name,
+        split.protocol,
+        split.seed,
+        **scores(classes[test], model.predict(spectra[test]), scene.num_classes),
+        trainable_encoder=0,
+        trainable_total=0,
+        train_pixels=len(split.train),
+        test_pixels=len(test),
+        fit_seconds=fit_seconds,
+    )
+    return run, model
+
+
+def best_method(runs: list[Run]) -> str:
+    """The classification method of highest OA, averaged over splits and seeds."""
+    means: dict[str, list[float]] = {}
+    for run in runs:
+        if run.formulation == "classification":
+            means.setdefault(run.method, []).append(run.oa)
+    return max(means, key=lambda method: np.mean(means[method]))
+
+
+def summarise(runs: list[Run]) -> list[dict[str, Any]]:
+    """One row per (formulation, method): per split, mean and std (over seeds) of each score."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for run in runs:
+        row = rows.setdefault(
+            (run.formulation, run.method),
+            {
+                "formulation": run.formulation,
+                "method": run.method,
+                "trainable_encoder": run.trainable_encoder,
+                "trainable_total": run.trainable_total,
+                "splits": {},
+                "fit_seconds": [],
+            },
+        )
+        row["fit_seconds"].append(run.fit_seconds)
+        per_split = row["splits"].setdefault(run.split, {"oa": [], "aa": [], "kappa": []})
+        for score in ("oa", "aa", "kappa"):
+            per_split[score].append(getattr(run, score))
+    for row in rows.values():
+        row["fit_seconds"] = float(np.mean(row["fit_seconds"]))
+        for per_split in row["splits"].values():
+            for score, values in per_split.items():
+                std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+                per_split[score] = {"mean": float(np.mean(values)), "std": std, "n": len(values)}
+    return list(rows.values())
+
+
+def markdown_table(summary: list[dict[str, Any]], splits: list[str]) -> str:
+    """The results as a Markdown table: OA / AA / kappa in %, mean +- std over seeds."""
+    titles = {"per_class": "per-class 10%", "spatially_disjoint": "spatially disjoint"}
+    header = ["Formulation", "Method", "Trainable params"]
+    for split in splits:
+        header += [f"{titles[split]} OA", "AA", "κ"]
+    header.append("Fit s/run")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in summary:
+        params = f"{row['trainable_total']:,}" if row["trainable_total"] else "-"
+        cells = [row["formulation"], row["method"], params]
+        for split in splits:
+            scores_ = row["splits"].get(split)
+            for score in ("oa", "aa", "kappa"):
+                if scores_ is None:
+                    cells.append("-")
+                else:
+                    cells.append(f"{scores_[score]['mean']:.1f} ± {scores_[score]['std']:.1f}")
+        cells.append(f"{row['fit_seconds']:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_accuracy_vs_parameters(
+    summary: list[dict[str, Any]], splits: list[str], path: Path
+) -> None:
+    """OA (mean +- std) against trainable parameters (log x), one panel per split."""
+    fig = Figure(figsize=(5.5 * len(splits), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(splits), squeeze=False)[0]
+    markers = {"classification": "o", "segmentation": "s"}
+    for ax, split in zip(axes, splits, strict=True):
+        for row in summary:
+            scores_ = row["splits"].get(split)
+            if scores_ is None:
+                continue
+            oa = scores_["oa"]
+            if row["formulation"] == "spectral":
+                ax.axhline(oa["mean"], color="grey", linestyle="--", linewidth=1)
+                ax.annotate(
+                    row["method"],
+                    (0.01, oa["mean"]),
+                    xycoords=("axes fraction", "data"),
+                    fontsize=7,
+                    color="grey",
+                    va="bottom",
+                )
+                continue
+            ax.errorbar(
+                row["trainable_total"],
+                oa["mean"],
+                yerr=oa["std"],
+                capsize=3,
+                marker=markers[row["formulation"]],
+                linestyle="none",
+            )
+            label = row["method"] + (" (seg)" if row["formulation"] == "segmentation" else "")
+            ax.annotate(
+                label,
+                (row["trainable_total"], oa["mean"]),
+                fontsize=7,
+                textcoords="offset points",
+                xytext=(4, 4),
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("trainable parameters (log)")
+        ax.set_ylabel("OA (%)")
+        ax.set_title(split.replace("_", " ") + " split")
+        ax.grid(True, which="both", alpha=0.3)
+    _save(fig, path)
+
+
+def plot_class_maps(maps: dict[str, np.ndarray], class_names: list[str], path: Path) -> None:
+    """The ground truth and each predicted map side by side (class indices; -1 = unlabelled)."""
+    colours = class_colours(len(class_names))
+    fig = Figure(figsize=(3.0 * len(maps) + 2.2, 3.4), layout="constrained")
+    axes = fig.subplots(1, len(maps), squeeze=False)[0]
+    for ax, (title, class_map) in zip(axes, maps.items(), strict=True):
+        rgb = np.ones((*class_map.shape, 3))
+        rgb[class_map >= 0] = colours[class_map[class_map >= 0]]
+        ax.imshow(rgb, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.set_axis_off()
+    handles = [Patch(color=colours[k], label=name) for k, name in enumerate(class_names)]
+    fig.legend(handles=handles, loc="outside right center", fontsize=6)
+    _save(fig, path)
+
+
+def _save(fig: Figure, path: Path) -> None:
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=120)
+
+
+def results_section(
+    args: argparse.Namespace,
+    geometry: Geometry,
+    runs: list[Run],
+    seg_method: str,
+    table: str,
+    command: str,
+    wall_seconds: float,
+) -> str:
+    """The Markdown of the Accuracy section: setup, table, plots, how to read them."""
+    weights = (
+        f"the checkpoint `{Path(args.ckpt_path).name}`"
+        if args.ckpt_path
+        else "random initialisation (no pretrained weights on this machine)"
+    )
+    sizes = []
+    for split in args.splits:
+        deep = [r for r in runs if r.split == split and r.formulation == "classification"]
+        train = np.mean([r.train_pixels for r in deep])
+        test = np.mean([r.test_pixels for r in deep])
+        epochs = args.steps * args.batch_size / train
+        sizes.append(
+            f"{split}: {train:.0f} training / {test:.0f} test pixels on average "
+            f"({epochs:.1f} classification epochs)"
+        )
+    img = os.path.relpath(args.img_dir, args.results_md.parent) if args.img_dir else None
+    honest = (
+        "Adapters on a frozen *random* encoder measure little: only the adapters and the head "
+        "learn, on top of random features. The from-scratch full fine-tuning row is the honest "
+        "reference for what this encoder size learns here; rerun with `--ckpt-path` and the "
+        "official SpectralGPT weights to compare the methods as the source paper does."
+        if not args.ckpt_path
+        else "Encoder initialised from the official SpectralGPT weights."
+    )
+    lines = [
+        f"Produced by `benchmarks/accuracy.py` in {wall_seconds / 60:.1f} min.",
+        "",
+        f"- Command: `{command}`",
+        f"- Machine: {machine_description()}",
+        "- Scene: Indian Pines (145 x 145, 200 bands, 16 classes), PCA to 12 components "
+        "fitted on training pixels only.",
+        f"- Splits: {'; '.join(sizes)}. Seeds {args.seeds} (each seed draws its own split "
+        "and initialisation). `spatially_disjoint`: 16 x 16 blocks, half the labelled pixels "
+        f"held out, a {geometry.window // 2}-pixel buffer so no training window touches a test "
+        "pixel.",
+        f"- Encoder: {geometry.describe()}; {weights}.",
+        f"- Training (CPU budget): AdamW, lr {args.lr:g}, the same number of optimizer steps "
+        f"for every model of a formulation: {args.steps} steps of {args.batch_size} patches "
+        f"(classification), {args.seg_steps} steps of 8 tiles (segmentation, UNet); no "
+        "validation set and no early stopping: the model after the last step is tested.",
+        "- PEFT: adapters on `attn.q` and `attn.v` of every block (LoRA/LoRA+/LoKr r=4, "
+        "KronA/KronA+ with automatic factor shapes, lr_ratio 16 for the + methods); encoder "
+        "base weights frozen, head trained. Segmentation rows use the classification method of "
+        f"best mean OA: {seg_method}.",
+        "- Baselines: RBF SVM (C=100, gamma='scale') and a random forest "
+        f"({forest_trees(args.quick)} trees) on the "
+        "standardised 200-band spectra of the same training pixels.",
+        "",
+        "OA / AA / κ in %, mean ± std over seeds:",
+        "",
+        table,
+        "",
+        honest,
+    ]
+    if img is not None:
+        lines += [
+            "",
+            f"![OA against trainable parameters]({img}/accuracy_vs_params.png)",
+            "",
+            f"Class maps, {args.splits[0]} split, seed {args.seeds[0]} (whole scene predicted; "
+            "white in the ground truth = unlabelled):",
+            "",
+            f"![Class maps next to the ground truth]({img}/class_maps.png)",
+        ]
+    return "\n".join(lines)
+
+
+def quiet_libraries() -> None:
+    """Keep stdout for the table: no Lightning banners, no library deprecation chatter."""
+    for name in ("lightning.pytorch", "lightning.fabric", "terratorch", "terratorch_hsi_peft"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # Validation is off (limit_val_batches=0), so the tasks' epoch-end metrics see no update.
+    warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_grid(
+    args: argparse.Namespace,
+    scene: HyperspectralScene,
+    geometry: Geometry,
+    device: torch.device,
+    split_dir: Path,
+) -> tuple[list[Run], dict[str, np.ndarray], str]:
+    """Every run of the grid. Returns (runs, class maps of the first split and seed, seg method).
+
+    Class maps are only predicted when plots are asked for (``--img-dir``).
+    """
+    started = time.perf_counter()
+    want_maps = args.img_dir is not None
+    map_key = (args.splits[0], args.seeds[0])
+    runs: list[Run] = []
+    kept: dict[str, tuple[Any, Any]] = {}  # map split and seed: method -> (task, datamodule)
+    maps: dict[str, np.ndarray] = {"ground truth": scene.labels - 1}
+    spectra = scene.image.reshape(-1, scene.num_bands)
+    split_files: dict[tuple[str, int], Path] = {}
+
+    def record(run: Run) -> None:
+        runs.append(run)
+        log(
+            f"{run.formulation:14s} {run.method:13s} {run.split:18s} seed {run.seed}: "
+            f"OA {run.oa:5.1f} AA {run.aa:5.1f} kappa {run.kappa:5.1f} "
+            f"(fit {run.fit_seconds:.1f} s, {time.perf_counter() - started:.0f} s elapsed)"
+        )
+
+    def train(formulation: str, method: str, protocol: str, seed: int) -> tuple[Any, Any]:
+        split_file = split_files[protocol, seed]
+        run, task, datamodule = deep_run(
+            formulation, method, protocol, seed, scene, split_file, geometry, args, device
+        )
+        record(run)
+        return task, datamodule
+
+    for protocol in args.splits:
+        for seed in args.seeds:
+            split = draw_split(scene, protocol, seed, geometry.window)
+            split_files[protocol, seed] = split_dir / f"{protocol}_{seed}.npz"
+            split.save(split_files[protocol, seed])
+            for method in args.methods:
+                task, datamodule = train("classification", method, protocol, seed)
+                if want_maps and (protocol, seed) == map_key:
+                    kept[method] = (task, datamodule)
+            for name in CLASSIC:
+                run, model = classic_run(name, split, scene, args)
+                record(run)
+                if want_maps and (protocol, seed) == map_key:
+                    maps[name] = model.predict(spectra).reshape(scene.shape)
+
+    seg_method = args.seg_method or best_method(runs)
+    if want_maps:
+        task, datamodule = kept.pop(seg_method)
+        kept.clear()
+        with fast_attention(device):
+            predictions, _ = predict_patches(task, datamodule, "predict", device)
+        maps[f"{seg_method} classification"] = predictions.reshape(scene.shape)
+    for protocol in args.splits:
+        for seed in args.seeds:
+            task, datamodule = train("segmentation", seg_method, protocol, seed)
+            if want_maps and (protocol, seed) == map_key:
+                with fast_attention(device):
+                    maps[f"{seg_method} segmentation"], _ = predict_tiles(
+                        task, datamodule, "predict", device
+                    )
+    return runs, maps, seg_method
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the grid, print the table, write the optional JSON, plots and Markdown section."""
+    args = parse_args(argv)
+    quiet_libraries()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    geometry = geometry_of(args)
+    scene = IndianPines(args.data_root / "indian_pines")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="accuracy_splits_") as split_dir:
+        runs, maps, seg_method = run_grid(args, scene, geometry, device, Path(split_dir))
+    wall_seconds = time.perf_counter() - started
+    want_maps = args.img_dir is not None
+
+    summary = summarise(runs)
+    table = markdown_table(summary, args.splits)
+    print(table, flush=True)
+    command = "python benchmarks/accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if want_maps:
+        plot_accuracy_vs_parameters(summary, args.splits, args.img_dir / "accuracy_vs_params.png")
+        plot_class_maps(maps, scene.class_names, args.img_dir / "class_maps.png")
+    if args.json is not None:
+        payload = {
+            "command": command,
+            "machine": machine_description(),
+            "wall_seconds": wall_seconds,
+            "geometry": asdict(geometry),
+            "ckpt_path": args.ckpt_path,
+            "seg_method": seg_method,
+            "summary": summary,
+            "runs": [asdict(run) for run in runs],
+        }
+        with atomic_write(args.json, "w") as f:
+            json.dump(payload, f, indent=1)
+    if args.results_md is not None:
+        body = results_section(args, geometry, runs, seg_method, table, command, wall_seconds)
+        update_markdown_section(args.results_md, "accuracy", "## Accuracy", body)
+    log(f"done in {wall_seconds / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,310 @@
+"""What the accuracy and scene-mapping benchmarks share: models, inference loops, report files.
+
+Both formulations use stock TerraTorch tasks built through the Python API:
+
+- classification: ``HyperspectralPatchDataModule`` (a ``window x window`` patch per pixel, resized
+  to ``img_size``) + ``ClassificationTask``; SpectralGPT -> mean of the last layer's tokens
+  (``AggregateTokens``) -> MLP head, as the source paper;
+- segmentation: ``HyperspectralSceneDataModule`` (``tile_size`` tiles) +
+  ``SemanticSegmentationTask``;
+  SpectralGPT's four features -> ``LearnedInterpolateToPyramidal`` -> ``UNetDecoder``.
+
+Adapters come from the plugin's ``PEFTEncoderDecoderFactory`` (Q and V of every block, as the
+source paper); full fine-tuning is the same factory without ``peft_config``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from terratorch.tasks import ClassificationTask, SemanticSegmentationTask
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+import terratorch_hsi_peft  # noqa: F401  (registers the backbone and the factory)
+from terratorch_hsi_peft.datamodules import (
+    IGNORE_INDEX,
+    HyperspectralPatchDataModule,
+    HyperspectralSceneDataModule,
+)
+from terratorch_hsi_peft.utils import atomic_write
+
+__all__ = [
+    "METHODS",
+    "Geometry",
+    "build_task",
+    "fast_attention",
+    "machine_description",
+    "predict_patches",
+    "predict_tiles",
+    "trainable_parameters",
+    "update_markdown_section",
+]
+
+_TARGETS = ["attn.q", "attn.v"]
+
+#: Every method of the grid: ``None`` is full fine-tuning, otherwise the factory's peft_config.
+METHODS: dict[str, dict[str, Any] | None] = {
+    "FULL": None,
+    "LORA": {"method": "LORA", "peft_config_kwargs": {"target_modules": _TARGETS, "r": 4}},
+    "LORA_PLUS": {
+        "method": "LORA_PLUS",
+        "peft_config_kwargs": {"target_modules": _TARGETS, "r": 4, "lr_ratio": 16},
+    },
+    "KRONA": {"method": "KRONA", "peft_config_kwargs": {"target_modules": _TARGETS}},
+    "KRONA_PLUS": {
+        "method": "KRONA_PLUS",
+        "peft_config_kwargs": {"target_modules": _TARGETS, "lr_ratio": 16},
+    },
+    "LOKR": {"method": "LOKR", "peft_config_kwargs": {"target_modules": _TARGETS, "r": 4}},
+}
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """SpectralGPT encoder size and the input size both formulations feed it.
+
+    Attributes:
+        embed_dim, depth, num_heads: encoder width, blocks and attention heads.
+        img_size: classification input side: the patch around each pixel is resized to it.
+        window: side of the patch cut around each pixel (classification formulation).
+        tile_size: side of the tiles of the segmentation formulation (its input side).
+        head_dim: hidden width of the classification MLP head.
+        decoder_channels: UNet decoder channels (segmentation formulation).
+    """
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    img_size: int = 32
+    window: int = 9
+    tile_size: int = 32
+    head_dim: int = 64
+    decoder_channels: tuple[int, int, int, int] = (64, 32, 16, 16)
+
+    def backbone_args(self, num_bands: int, img_size: int, ckpt_path: str | None) -> dict[str, Any]:
+        """``backbone_*`` model_args of this geometry (random init unless ``ckpt_path``)."""
+        return {
+            "backbone": "spectralgpt_vit_base",
+            "backbone_num_bands": num_bands,
+            "backbone_img_size": img_size,
+            "backbone_embed_dim": self.embed_dim,
+            "backbone_depth": self.depth,
+            "backbone_num_heads": self.num_heads,
+            "backbone_ckpt_path": ckpt_path,
+        }
+
+    def describe(self) -> str:
+        """One line naming the encoder size and inputs, for tables and logs."""
+        return (
+            f"SpectralGPT encoder embed_dim {self.embed_dim}, depth {self.depth}, "
+            f"{self.num_heads} heads, 8x8x3 tubelets; {self.window}x{self.window} patches resized "
+            f"to {self.img_size}x{self.img_size}; {self.tile_size}x{self.tile_size} tiles"
+        )
+
+
+def classification_model_args(
+    geometry: Geometry, num_bands: int, num_classes: int, ckpt_path: str | None
+) -> dict[str, Any]:
+    """model_args: last layer's tokens, mean-pooled, then an MLP head (the source paper's)."""
+    return {
+        **geometry.backbone_args(num_bands, geometry.img_size, ckpt_path),
+        "backbone_out_indices": [-1],
+        "necks": [{"name": "AggregateTokens", "pooling": "mean"}],
+        "decoder": "IdentityDecoder",
+        "head_dim_list": [geometry.head_dim],
+        "num_classes": num_classes,
+    }
+
+
+def segmentation_model_args(
+    geometry: Geometry, num_bands: int, num_classes: int, ckpt_path: str | None
+) -> dict[str, Any]:
+    """model_args: four layers -> image pyramid -> UNet decoder."""
+    return {
+        **geometry.backbone_args(num_bands, geometry.tile_size, ckpt_path),
+        "necks": [
+            {"name": "ReshapeTokensToImage", "remove_cls_token": False},
+            {"name": "LearnedInterpolateToPyramidal"},
+        ],
+        "decoder": "UNetDecoder",
+        "decoder_channels": list(geometry.decoder_channels),
+        "num_classes": num_classes,
+    }
+
+
+def build_task(
+    formulation: str,
+    geometry: Geometry,
+    num_bands: int,
+    num_classes: int,
+    method: str,
+    lr: float,
+    ckpt_path: str | None = None,
+) -> ClassificationTask | SemanticSegmentationTask:
+    """A stock TerraTorch task whose model comes from ``PEFTEncoderDecoderFactory``.
+
+    Args:
+        formulation: ``"classification"`` (patch per pixel) or ``"segmentation"`` (tiles).
+        geometry: encoder size and inputs.
+        num_bands: bands after the datamodule's band route.
+        num_classes: K.
+        method: a key of :data:`METHODS`.
+        lr: AdamW learning rate (adapters, head and decoder alike).
+        ckpt_path: SpectralGPT checkpoint (official layout) loaded into the encoder.
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose among {list(METHODS)}.")
+    builders = {
+        "classification": classification_model_args,
+        "segmentation": segmentation_model_args,
+    }
+    if formulation not in builders:
+        raise ValueError(f"formulation={formulation!r}: use 'classification' or 'segmentation'.")
+    model_args = builders[formulation](geometry, num_bands, num_classes, ckpt_path)
+    if METHODS[method] is not None:
+        model_args["peft_config"] = METHODS[method]
+    common = {
+        "model_args": model_args,
+        "model_factory": "PEFTEncoderDecoderFactory",
+        "loss": "ce",
+        "lr": lr,
+        "optimizer": "AdamW",
+        "ignore_index": IGNORE_INDEX,
+    }
+    if formulation == "classification":
+        return ClassificationTask(**common)
+    return SemanticSegmentationTask(**common, plot_on_val=False)
+
+
+def trainable_parameters(task: torch.nn.Module) -> tuple[int, int]:
+    """(trainable encoder parameters, trainable parameters in all) of a task's model."""
+    encoder = sum(p.numel() for p in task.model.encoder.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in task.model.parameters() if p.requires_grad)
+    return encoder, total
+
+
+@torch.inference_mode()
+def predict_patches(
+    task: ClassificationTask,
+    datamodule: HyperspectralPatchDataModule,
+    stage: str,
+    device: torch.device,
+    max_batches: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class index of every sample of a stage (``test``: split pixels; ``predict``: the scene).
+
+    ``max_batches`` stops early (quick smoke runs score a subset of the test pixels).
+
+    Returns:
+        ``(predictions, targets)``; ``targets`` is None for ``predict``.
+    """
+    loader = getattr(datamodule, f"{stage}_dataloader")()
+    model = task.model.to(device).eval()
+    predictions, targets = [], []
+    for index, batch in enumerate(loader):
+        if index == max_batches:
+            break
+        batch = datamodule.on_after_batch_transfer({k: v.to(device) for k, v in batch.items()}, 0)
+        predictions.append(model(batch["image"]).output.argmax(dim=1).cpu())
+        if "label" in batch:
+            targets.append(batch["label"].cpu())
+    return (
+        torch.cat(predictions).numpy(),
+        torch.cat(targets).numpy() if targets else None,
+    )
+
+
+@torch.inference_mode()
+def predict_tiles(
+    task: SemanticSegmentationTask,
+    datamodule: HyperspectralSceneDataModule,
+    stage: str,
+    device: torch.device,
+    max_batches: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predictions of a stage's tiles (the first ``max_batches`` batches when given).
+
+    Returns:
+        For ``test``: flat (predictions, targets) at the owned test pixels. For ``predict``: the
+        (H, W) class map stitched from tile centres, and None.
+    """
+    loader = getattr(datamodule, f"{stage}_dataloader")()
+    model = task.model.to(device).eval()
+    class_map = np.full(datamodule.scene.shape, -1, dtype=np.int64)
+    predictions, targets = [], []
+    start = 0
+    for index, batch in enumerate(loader):
+        if index == max_batches:
+            break
+        logits = model(batch["image"].to(device)).output
+        tiles = logits.argmax(dim=1).cpu()
+        if stage == "predict":
+            indices = list(range(start, start + len(tiles)))
+            datamodule.paste_predictions(class_map, indices, tiles)
+            start += len(tiles)
+        else:
+            owned = batch["mask"] != IGNORE_INDEX
+            predictions.append(tiles[owned])
+            targets.append(batch["mask"][owned])
+    if stage == "predict":
+        return class_map, None
+    return torch.cat(predictions).numpy(), torch.cat(targets).numpy()
+
+
+@contextlib.contextmanager
+def fast_attention(device: torch.device) -> Iterator[None]:
+    """On the CPU, run attention through PyTorch's plain "math" kernel.
+
+    For these short sequences and narrow heads, the CPU flash-attention kernel that
+    ``F.scaled_dot_product_attention`` picks by default was measured 3-4x slower than the math
+    kernel (training steps of the small grid encoder). The results are the same up to rounding.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
+
+
+def machine_description() -> str:
+    """CPU model, cores visible to this process, torch version and device: for the report."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        cpu = re.search(r"model name\s*:\s*(.+)", info).group(1).strip()
+    except (OSError, AttributeError):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{cpu}, {cores} cores visible (shared), {gpu}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}"
+    )
+
+
+def update_markdown_section(path: Path, name: str, heading: str, body: str) -> None:
+    """Replace this benchmark's section of a shared Markdown file, leaving the rest untouched.
+
+    The section lives between ``<!-- name:start -->`` and ``<!-- name:end -->`` markers; a file
+    or a section that does not exist yet is created (appended). The file is written atomically.
+    """
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    section = f"{start}\n{heading}\n\n{body.strip()}\n{end}"
+    text = path.read_text() if path.is_file() else "# Results\n"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), flags=re.DOTALL)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, "w") as f:
+        f.write(text)

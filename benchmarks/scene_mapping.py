@@ -1,0 +1,235 @@
+"""Scene-mapping throughput: pixels per second to map all of Indian Pines, both formulations.
+
+Maps every one of the 145 x 145 = 21,025 pixels, end to end as a user would: batches are cut
+from the band-routed cube by the plugin's datamodules, moved to the device, run through the
+model, and the predicted classes pasted into the (H, W) class map.
+
+- classification: one ``window x window`` patch per pixel (resized to ``img_size``),
+  ``ClassificationTask`` model, one forward sample per pixel;
+- segmentation: ``tile_size`` tiles every ``tile_size // 2`` pixels (each pixel taken from the
+  tile whose centre is nearest), ``SemanticSegmentationTask`` model with a UNet decoder.
+
+Both use the same SpectralGPT encoder size (the accuracy benchmark's, random init: speed does
+not depend on the weights). Each formulation is mapped ``--warmup`` times untimed, then
+``--repeats`` times; the table gives the median (and min-max) pixels per second.
+
+    python benchmarks/scene_mapping.py --results-md docs/results.md
+    python benchmarks/scene_mapping.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accuracy import QUICK, SMALL, VIT_BASE, quiet_libraries
+from hsi_models import (
+    Geometry,
+    build_task,
+    fast_attention,
+    machine_description,
+    predict_patches,
+    predict_tiles,
+    update_markdown_section,
+)
+
+from terratorch_hsi_peft.datamodules import (
+    HyperspectralPatchDataModule,
+    HyperspectralSceneDataModule,
+)
+from terratorch_hsi_peft.datasets import IndianPines
+from terratorch_hsi_peft.utils import atomic_write
+
+FORMULATIONS = ("classification", "segmentation")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path("../shared/data"),
+        help="folder holding indian_pines/ (default: ../shared/data)",
+    )
+    parser.add_argument(
+        "--geometry",
+        choices=("small", "vit_base"),
+        default="small",
+        help="encoder size: the accuracy grid's (small) or the released ViT-Base",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=256, help="patches per batch (classification)"
+    )
+    parser.add_argument(
+        "--tile-batch-size", type=int, default=16, help="tiles per batch (segmentation)"
+    )
+    parser.add_argument("--warmup", type=int, default=1, help="untimed maps per formulation")
+    parser.add_argument("--repeats", type=int, default=5, help="timed maps per formulation")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    parser.add_argument(
+        "--quick", action="store_true", help="CI smoke run: tiny encoder, no warm-up, one timed map"
+    )
+    parser.add_argument(
+        "--results-md", type=Path, help="Markdown file whose Scene mapping section to write"
+    )
+    parser.add_argument("--json", type=Path, help="write the timings as JSON")
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "tile_batch_size", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1.")
+    if args.warmup < 0:
+        parser.error("--warmup must be >= 0.")
+    if not (args.data_root / "indian_pines").is_dir():
+        parser.error(
+            f"{args.data_root / 'indian_pines'} does not exist; point --data-root at the folder "
+            "holding indian_pines/Indian_pines_corrected.mat and Indian_pines_gt.mat."
+        )
+    if args.quick:
+        args.warmup, args.repeats = 0, 1
+    return args
+
+
+def map_scene(formulation: str, task: Any, datamodule: Any, device: torch.device) -> np.ndarray:
+    """The (H, W) class map of the whole scene (class indices)."""
+    if formulation == "classification":
+        predictions, _ = predict_patches(task, datamodule, "predict", device)
+        return predictions.reshape(datamodule.scene.shape)
+    class_map, _ = predict_tiles(task, datamodule, "predict", device)
+    return class_map
+
+
+def time_formulation(
+    formulation: str,
+    scene: IndianPines,
+    geometry: Geometry,
+    args: argparse.Namespace,
+    device: torch.device,
+) -> dict[str, Any]:
+    """Map the scene ``warmup + repeats`` times; pixels per second of the timed maps."""
+    if formulation == "classification":
+        datamodule = HyperspectralPatchDataModule(
+            scene=scene,
+            batch_size=args.batch_size,
+            patch_size=geometry.window,
+            img_size=geometry.img_size,
+        )
+    else:
+        datamodule = HyperspectralSceneDataModule(
+            scene=scene, batch_size=args.tile_batch_size, tile_size=geometry.tile_size
+        )
+    torch.manual_seed(0)
+    task = build_task(
+        formulation, geometry, datamodule.num_bands, datamodule.num_classes, "FULL", 1e-3
+    )
+    datamodule.routed_cube()  # the band route is fitted once, before any timing
+    pixels = scene.shape[0] * scene.shape[1]
+    seconds = []
+    with fast_attention(device):
+        for index in range(args.warmup + args.repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            class_map = map_scene(formulation, task, datamodule, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if index >= args.warmup:
+                seconds.append(time.perf_counter() - start)
+    if (class_map < 0).any():
+        raise RuntimeError(f"{formulation}: {int((class_map < 0).sum())} pixels left unmapped.")
+    rates = [pixels / s for s in seconds]
+    size = geometry.img_size if formulation == "classification" else geometry.tile_size
+    return {
+        "formulation": formulation,
+        "pixels": pixels,
+        "forward_samples": len(datamodule.predict_dataset),
+        "model_input": [datamodule.num_bands, size, size],
+        "seconds": seconds,
+        "median_pixels_per_second": statistics.median(rates),
+        "min_pixels_per_second": min(rates),
+        "max_pixels_per_second": max(rates),
+        "median_seconds": statistics.median(seconds),
+    }
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    """One row per formulation: samples, seconds and pixels per second (median, min-max)."""
+    lines = [
+        "| Formulation | Forward samples | Model input | Median s / map | Pixels/s median "
+        "(min-max) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        shape = "x".join(str(v) for v in r["model_input"])
+        lines.append(
+            f"| {r['formulation']} | {r['forward_samples']:,} | {shape} | "
+            f"{r['median_seconds']:.2f} | {r['median_pixels_per_second']:,.0f} "
+            f"({r['min_pixels_per_second']:,.0f}-{r['max_pixels_per_second']:,.0f}) |"
+        )
+    return "\n".join(lines)
+
+
+def results_section(
+    args: argparse.Namespace, geometry: Geometry, table: str, speedup: float, command: str
+) -> str:
+    """The Markdown of the Scene mapping section."""
+    return "\n".join(
+        [
+            "Produced by `benchmarks/scene_mapping.py`: time to map all 145 x 145 = 21,025 "
+            "pixels of Indian Pines, from the band-routed cube to the pasted class map.",
+            "",
+            f"- Command: `{command}`",
+            f"- Machine: {machine_description()}",
+            f"- Encoder: {geometry.describe()} (same encoder in both formulations; random "
+            "weights, which do not change the speed).",
+            f"- Batches: {args.batch_size} patches (classification), {args.tile_batch_size} "
+            f"tiles (segmentation, stride {geometry.tile_size // 2}); {args.warmup} untimed "
+            f"warm-up map(s), then the median of {args.repeats} timed maps.",
+            "",
+            table,
+            "",
+            f"The segmentation formulation maps the scene {speedup:.1f}x faster: it runs one "
+            "forward per tile instead of one per pixel. Shared CPU: absolute numbers vary with "
+            "the load of the machine; compare rows of the same run.",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Time both formulations, print the table, write the optional JSON and Markdown section."""
+    args = parse_args(argv)
+    quiet_libraries()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    geometry = QUICK if args.quick else {"small": SMALL, "vit_base": VIT_BASE}[args.geometry]
+    scene = IndianPines(args.data_root / "indian_pines")
+    results = [time_formulation(f, scene, geometry, args, device) for f in FORMULATIONS]
+    table = markdown_table(results)
+    print(table, flush=True)
+    speedup = results[1]["median_pixels_per_second"] / results[0]["median_pixels_per_second"]
+    command = "python benchmarks/scene_mapping.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    if args.json is not None:
+        payload = {
+            "command": command,
+            "machine": machine_description(),
+            "geometry": asdict(geometry),
+            "results": results,
+        }
+        with atomic_write(args.json, "w") as f:
+            json.dump(payload, f, indent=1)
+    if args.results_md is not None:
+        body = results_section(args, geometry, table, speedup, command)
+        update_markdown_section(args.results_md, "scene-mapping", "## Scene mapping", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

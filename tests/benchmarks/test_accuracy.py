@@ -1,0 +1,182 @@
+"""benchmarks/accuracy.py end to end in --quick mode: the table, the JSON, the plots, the docs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, cohen_kappa_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from terratorch_hsi_peft.backbones import SpectralGPTEncoder
+from terratorch_hsi_peft.datasets import IndianPines, make_split
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = REPO_ROOT / "benchmarks" / "accuracy.py"
+METHODS = ["FULL", "LORA", "LORA_PLUS", "KRONA", "KRONA_PLUS", "LOKR"]
+CELL = re.compile(r"^(-?\d+\.\d) ± (\d+\.\d)$")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def table_rows(stdout: str) -> tuple[list[str], list[list[str]]]:
+    """Header and body rows of the Markdown table printed on stdout."""
+    lines = [line for line in stdout.splitlines() if line.startswith("|")]
+    split = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    assert set(lines[1]) <= set("|-"), "second table line must be the separator"
+    return split[0], split[2:]
+
+
+@pytest.mark.slow
+def test_quick_grid_prints_every_method_and_writes_plots_json_and_docs(shared_data, tmp_path):
+    results_md = tmp_path / "results.md"
+    results_md.write_text("# Results\n\n## Efficiency\n\nkept as it is\n")
+    json_path = tmp_path / "accuracy.json"
+    result = run_script(
+        "--data-root", str(shared_data), "--results-md", str(results_md), "--json", str(json_path)
+    )
+
+    header, rows = table_rows(result.stdout)
+    assert header[:3] == ["Formulation", "Method", "Trainable params"]
+    assert header[3] == "per-class 10% OA" and header[6] == "spatially disjoint OA"
+    payload = json.loads(json_path.read_text())
+    seg_method = payload["seg_method"]
+    assert [(r[0], r[1]) for r in rows] == [
+        *[("classification", m) for m in METHODS],
+        ("spectral", "SVM_RBF"),
+        ("spectral", "RANDOM_FOREST"),
+        ("segmentation", seg_method),
+    ]
+    summary = {(s["formulation"], s["method"]): s for s in payload["summary"]}
+    for row in rows:
+        entry = summary[row[0], row[1]]
+        for column, (split, score) in enumerate(
+            (s, k) for s in ("per_class", "spatially_disjoint") for k in ("oa", "aa", "kappa")
+        ):
+            mean, std = CELL.match(row[3 + column]).groups()
+            low = -100.0 if score == "kappa" else 0.0
+            assert low <= float(mean) <= 100.0 and float(std) == 0.0  # one seed in --quick
+            assert float(mean) == pytest.approx(entry["splits"][split][score]["mean"], abs=0.051)
+
+    # The grid: both splits, one seed, every method, two baselines, segmentation on each split.
+    runs = payload["runs"]
+    assert len(runs) == 2 * (len(METHODS) + 2) + 2
+    by_key = {(r["formulation"], r["method"], r["split"]): r for r in runs}
+    full = by_key["classification", "FULL", "per_class"]
+    assert full["trainable_encoder"] > 0 and full["checkpoint_tensors"] == 0
+    for method in METHODS[1:]:  # adapters train far fewer encoder parameters than FULL
+        adapted = by_key["classification", method, "per_class"]
+        assert 0 < adapted["trainable_encoder"] < full["trainable_encoder"] / 2
+    # Both splits draw the same training pixels for every method and baseline.
+    for split in ("per_class", "spatially_disjoint"):
+        counts = {r["train_pixels"] for r in runs if r["split"] == split}
+        assert len(counts) == 1
+    per_class_train = by_key["spectral", "SVM_RBF", "per_class"]["train_pixels"]
+    assert per_class_train == pytest.approx(0.1 * 10249, rel=0.02)
+
+    # The SVM row against an independent scikit-learn computation on the same split.
+    svm = by_key["spectral", "SVM_RBF", "per_class"]
+    scene = IndianPines(shared_data / "indian_pines")
+    split = make_split(scene.labels, "per_class", 0, train_size=0.1)
+    spectra = scene.image.reshape(-1, scene.num_bands)
+    classes = scene.labels.reshape(-1) - 1
+    test = split.test[: svm["test_pixels"]]
+    model = make_pipeline(StandardScaler(), SVC(C=100.0, gamma="scale"))
+    predicted = model.fit(spectra[split.train], classes[split.train]).predict(spectra[test])
+    assert svm["oa"] == pytest.approx(100 * accuracy_score(classes[test], predicted), abs=1e-6)
+    kappa = 100 * cohen_kappa_score(classes[test], predicted)
+    assert svm["kappa"] == pytest.approx(kappa, abs=1e-6)
+
+    for name in ("accuracy_vs_params.png", "class_maps.png"):
+        image = tmp_path / "img" / name
+        assert image.read_bytes()[:8] == PNG_MAGIC and image.stat().st_size > 5000
+    text = results_md.read_text()
+    assert "## Efficiency\n\nkept as it is" in text
+    assert text.count("<!-- accuracy:start -->") == 1 and "## Accuracy" in text
+    assert "| classification | FULL |" in text and "honest reference" in text
+    assert "![OA against trainable parameters](img/accuracy_vs_params.png)" in text
+
+
+def write_official_checkpoint(path: Path, embed_dim: int, depth: int) -> int:
+    """A checkpoint as the official training script writes it; returns its encoder tensor count."""
+    encoder = SpectralGPTEncoder(
+        num_bands=12, img_size=128, embed_dim=embed_dim, depth=depth, num_heads=2
+    )
+    weights = {key: torch.randn_like(value) for key, value in encoder.state_dict().items()}
+    mae_only = {
+        "mask_token": torch.zeros(1, 1, 8),
+        "decoder_embed.weight": torch.ones(8, embed_dim),
+    }
+    torch.save(
+        {
+            "model": {**weights, **mae_only},
+            "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]},
+            "epoch": 199,
+            "args": argparse.Namespace(model="mae_vit_base_patch8_128", input_size=128),
+        },
+        path,
+    )
+    return len(weights)
+
+
+@pytest.mark.slow
+def test_ckpt_path_loads_official_layout_weights_into_every_model(shared_data, tmp_path):
+    checkpoint = tmp_path / "SpectralGPT+.pth"
+    # --quick's encoder size (16 wide, 1 block); the real file needs no size flags (ViT-Base).
+    tensors = write_official_checkpoint(checkpoint, embed_dim=16, depth=1)
+    json_path = tmp_path / "accuracy.json"
+    result = run_script(
+        "--data-root",
+        str(shared_data),
+        "--ckpt-path",
+        str(checkpoint),
+        "--json",
+        str(json_path),
+        "--splits",
+        "per_class",
+        "--methods",
+        "FULL",
+        "KRONA_PLUS",
+        "--seg-method",
+        "KRONA_PLUS",
+    )
+    _, rows = table_rows(result.stdout)
+    assert [r[1] for r in rows] == ["FULL", "KRONA_PLUS", "SVM_RBF", "RANDOM_FOREST", "KRONA_PLUS"]
+    runs = json.loads(json_path.read_text())["runs"]
+    deep = [r for r in runs if r["formulation"] != "spectral"]
+    assert len(deep) == 3
+    assert all(r["checkpoint_tensors"] == tensors for r in deep)
+    assert np.isfinite([r["oa"] for r in runs]).all()
+
+
+def test_missing_data_root_names_the_fix(tmp_path, capsys):
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import accuracy
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    with pytest.raises(SystemExit) as exit_info:
+        accuracy.parse_args(["--data-root", str(tmp_path)])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "indian_pines" in message and "--data-root" in message

@@ -1,0 +1,74 @@
+"""benchmarks/scene_mapping.py end to end in --quick mode: both formulations map every pixel."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = REPO_ROOT / "benchmarks" / "scene_mapping.py"
+ROW = re.compile(
+    r"^\| (classification|segmentation) \| ([\d,]+) \| (\d+)x(\d+)x(\d+) \| (\d+\.\d+) \| "
+    r"([\d,]+) \(([\d,]+)-([\d,]+)\) \|$"
+)
+
+
+def number(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+@pytest.mark.slow
+def test_quick_run_times_both_formulations_over_the_whole_scene(shared_data, tmp_path):
+    results_md = tmp_path / "results.md"
+    results_md.write_text(
+        "# Results\n\n<!-- accuracy:start -->\nother section\n<!-- accuracy:end -->\n"
+    )
+    json_path = tmp_path / "mapping.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--quick",
+            "--data-root",
+            str(shared_data),
+            "--results-md",
+            str(results_md),
+            "--json",
+            str(json_path),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    rows = [ROW.match(line) for line in result.stdout.splitlines() if line.startswith("| c")]
+    rows += [ROW.match(line) for line in result.stdout.splitlines() if line.startswith("| s")]
+    assert [m.group(1) for m in rows if m] == ["classification", "segmentation"], result.stdout
+    payload = {r["formulation"]: r for r in json.loads(json_path.read_text())["results"]}
+    classification, segmentation = rows
+    # One forward sample per pixel; far fewer tiles, each 32x32 with stride 16.
+    assert number(classification.group(2)) == 145 * 145
+    assert payload["classification"]["forward_samples"] == 145 * 145
+    tiles = len(range(0, 145 - 32 + 1, 16)) + 1  # the last tile is flush with the edge
+    assert number(segmentation.group(2)) == tiles**2
+    assert [int(segmentation.group(k)) for k in (3, 4, 5)] == [12, 32, 32]
+    for match in rows:
+        entry = payload[match.group(1)]
+        assert entry["pixels"] == 145 * 145
+        median = number(match.group(7))
+        assert median > 0
+        assert median == pytest.approx(entry["median_pixels_per_second"], abs=0.51)
+        rate = entry["median_pixels_per_second"]
+        assert rate == pytest.approx(145 * 145 / entry["median_seconds"], rel=1e-9)
+        assert number(match.group(8)) <= median <= number(match.group(9))
+
+    text = results_md.read_text()
+    assert "other section" in text and text.count("## Scene mapping") == 1
+    assert "| classification | 21,025 |" in text
