@@ -1,0 +1,227 @@
+"""The README's first command: a small SpectralGPT fine-tuned on Indian Pines, next to an SVM.
+
+Run from the repository root (``make quickstart`` does)::
+
+    python -m terratorch_hsi_peft.quickstart --data-root ../shared/data
+
+It drives TerraTorch's own CLI (``build_lightning_cli``, which is what the ``terratorch`` command
+runs) on ``configs/quickstart.yaml`` three times, each from scratch as a user would:
+
+1. ``fit``: full fine-tuning of a small, randomly initialised SpectralGPT (no released weights
+   are needed) on Indian Pines with the literature's split (10% of each class, seed 0);
+2. ``test`` on the checkpoint: OA, AA and kappa on the remaining 90% of the labelled pixels;
+3. ``predict`` on the checkpoint: the class map of the whole scene (GeoTIFF + PNG).
+
+Then an SVM (RBF kernel, standardised spectra, ``C`` chosen by 3-fold cross-validation on the
+training pixels only) is fitted on the same split and scored on the same test pixels. Everything
+goes to ``outputs/quickstart/`` (replaced on every run); the figures also to ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import torch
+
+from terratorch_hsi_peft.callbacks import ClassMapWriter
+from terratorch_hsi_peft.metrics import (
+    average_accuracy,
+    cohen_kappa,
+    confusion_matrix,
+    overall_accuracy,
+)
+from terratorch_hsi_peft.utils.download import atomic_write
+
+__all__ = ["main", "svm_baseline"]
+
+#: The repository's configs/ folder (the quickstart runs from a source checkout).
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+#: What the quickstart composes, in order (a later file overrides an earlier one per key).
+CONFIG_FILES = ("base/trainer.yaml", "data/indian_pines_patch.yaml", "quickstart.yaml")
+#: Output folder, relative to the working directory; the configs write there too.
+OUTPUT_DIR = Path("outputs/quickstart")
+SCENE_FILES = ("Indian_pines_corrected.mat", "Indian_pines_gt.mat")
+#: C values tried by the SVM's cross-validation (gamma: scikit-learn's "scale").
+SVM_C_GRID = (1.0, 10.0, 100.0, 1000.0)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the quickstart; return (and print) the figures of both models."""
+    args = _parse(argv)
+    torch.set_num_threads(args.threads)
+    root = scene_folder(args.data_root)
+    configs = [CONFIGS / name for name in CONFIG_FILES]
+    missing = [str(p) for p in configs if not p.is_file()]
+    if missing:
+        raise SystemExit(
+            f"Config file(s) {missing} not found: run the quickstart from a source checkout of "
+            "terratorch-hsi-peft (pip install -e .), where configs/ sits next to the package."
+        )
+    shutil.rmtree(OUTPUT_DIR, ignore_errors=True)
+    start = time.perf_counter()
+    common = [arg for path in configs for arg in ("--config", str(path))]
+    common += ["--data.init_args.root", str(root)]
+    if args.max_epochs is not None:
+        common += ["--trainer.max_epochs", str(args.max_epochs)]
+
+    _cli("fit", common)
+    checkpoint = OUTPUT_DIR / "checkpoints" / "last.ckpt"
+    # Inference holds no gradients: larger batches, fewer steps over the 21,025 pixels.
+    inference = [*common, "--ckpt_path", str(checkpoint), "--data.init_args.batch_size", "256"]
+    tested = _cli("test", inference)
+    predicted = _cli("predict", inference)
+
+    metrics = tested.trainer.callback_metrics
+    model = {key: float(metrics[f"test/{key}"]) for key in ("OA", "AA", "Kappa")}
+    datamodule = predicted.datamodule  # split and band route restored from the checkpoint
+    split = datamodule.split
+    spectra = datamodule.scene.image.reshape(-1, datamodule.scene.num_bands)
+    classes = datamodule.scene.labels.reshape(-1) - 1
+    svm_predictions, svm_c = svm_baseline(spectra, classes, split.train, split.test)
+    svm = _figures(classes[split.test], svm_predictions, datamodule.num_classes)
+    writer = next(cb for cb in predicted.trainer.callbacks if isinstance(cb, ClassMapWriter))
+    results = {
+        "scene": datamodule.scene.name,
+        "split": {"protocol": split.protocol, "seed": int(split.seed), "train_size": 0.1},
+        "train_pixels": len(split.train),
+        "test_pixels": len(split.test),
+        "spectralgpt_small_full_finetuning": model,
+        "svm_rbf": {**svm, "C": svm_c},
+        "class_map": [str(p) for p in writer.written],
+        "checkpoint": str(checkpoint),
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }
+    with atomic_write(OUTPUT_DIR / "results.json", "w") as f:
+        json.dump(results, f, indent=2)
+    print(_report(results, root))
+    return results
+
+
+def scene_folder(data_root: Path) -> Path:
+    """The folder holding Indian Pines' two files: ``data_root`` or ``data_root/indian_pines``."""
+    for folder in (data_root / "indian_pines", data_root):
+        if all((folder / name).is_file() for name in SCENE_FILES):
+            return folder.resolve()
+    raise SystemExit(
+        f"Indian Pines not found under {data_root}: give --data-root the folder holding "
+        f"{' and '.join(SCENE_FILES)} (or its parent, with an indian_pines/ subfolder)."
+    )
+
+
+def svm_baseline(
+    spectra: np.ndarray, classes: np.ndarray, train: np.ndarray, test: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """Per-pixel RBF SVM on standardised spectra, ``C`` by 3-fold CV on the training pixels.
+
+    Args:
+        spectra: (N, C) pixel spectra.
+        classes: (N,) class indices.
+        train: indices of the training pixels (the only ones that fit the scaler and the SVM).
+        test: indices of the pixels to predict.
+
+    Returns:
+        The predicted classes of ``test`` and the chosen ``C``.
+    """
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    search = GridSearchCV(
+        make_pipeline(StandardScaler(), SVC(kernel="rbf", gamma="scale")),
+        {"svc__C": list(SVM_C_GRID)},
+        cv=StratifiedKFold(3, shuffle=True, random_state=0),
+    )
+    search.fit(spectra[train], classes[train])
+    return search.predict(spectra[test]), float(search.best_params_["svc__C"])
+
+
+def _figures(target: np.ndarray, predicted: np.ndarray, num_classes: int) -> dict[str, float]:
+    confmat = confusion_matrix(target, predicted, num_classes)
+    return {
+        "OA": overall_accuracy(confmat),
+        "AA": average_accuracy(confmat),
+        "Kappa": cohen_kappa(confmat),
+    }
+
+
+def _cli(subcommand: str, args: list[str]) -> Any:
+    from terratorch.cli_tools import build_lightning_cli
+
+    print(f"\n== terratorch {subcommand} {' '.join(args)}\n", flush=True)
+    # LightningCLI warns when sys.argv also holds arguments (the quickstart's own).
+    with mock.patch.object(sys, "argv", sys.argv[:1]):
+        return build_lightning_cli([subcommand, *args])
+
+
+def _report(results: dict[str, Any], root: Path) -> str:
+    model, svm = results["spectralgpt_small_full_finetuning"], results["svm_rbf"]
+    minutes, seconds = divmod(round(results["wall_time_s"]), 60)
+    rows = [
+        ("SpectralGPT, small, full fine-tuning", model),
+        (f"SVM (RBF, standardised spectra, C={svm['C']:g})", svm),
+    ]
+    table = "\n".join(
+        f"  {name:<46} {100 * f['OA']:6.2f} {100 * f['AA']:6.2f} {f['Kappa']:7.4f}"
+        for name, f in rows
+    )
+    experiment = "configs/indian_pines/classification/krona_plus.yaml"
+    command = (
+        "terratorch fit --config configs/base/trainer.yaml "
+        f"--config configs/data/indian_pines_patch.yaml --config {experiment} "
+        f"--data.init_args.root {root}"
+    )
+    return f"""
+Indian Pines, 10% of each class for training (seed 0): {results["train_pixels"]} training and \
+{results["test_pixels"]} test pixels.
+  {"model":<46} {"OA %":>6} {"AA %":>6} {"kappa":>7}
+{table}
+Class map: {", ".join(results["class_map"])}
+Figures: {OUTPUT_DIR / "results.json"}; wall time {minutes} min {seconds:02d} s.
+
+The same with the official SpectralGPT+ weights (downloaded once) and KronA+ adapters:
+  {command}
+then `test` / `predict` with the same configs and
+  --ckpt_path outputs/indian_pines/classification/krona_plus/checkpoints/last.ckpt
+(the other methods and tasks: configs/manifest.yaml).
+"""
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m terratorch_hsi_peft.quickstart",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        required=True,
+        help="folder holding indian_pines/ (or Indian Pines' two .mat files themselves)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads of torch (default 1: the small model's matrices gain little from more, "
+        "and one thread stays fast when other processes share the CPU)",
+    )
+    parser.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="override the config's training epochs (a shorter smoke run)",
+    )
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main()
