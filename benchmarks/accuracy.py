@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,12 +40,16 @@ import numpy as np
 import torch
 from hsi_models import (
     METHODS,
+    QUICK,
+    SMALL,
+    VIT_BASE,
     Geometry,
     build_task,
     fast_attention,
     machine_description,
     predict_patches,
     predict_tiles,
+    quiet_libraries,
     trainable_parameters,
     update_markdown_section,
 )
@@ -73,13 +75,6 @@ from terratorch_hsi_peft.metrics import (
 from terratorch_hsi_peft.utils import atomic_write
 
 SPLITS = ("per_class", "spatially_disjoint")
-#: Encoder of the CPU grid (random init) and of the official weights.
-SMALL = Geometry(embed_dim=32, depth=2, num_heads=2, img_size=16, head_dim=32)
-VIT_BASE = Geometry(embed_dim=768, depth=12, num_heads=12, img_size=32, head_dim=256)
-#: ``--quick``: a one-block encoder, one seed, two steps, on subsets of the test pixels.
-QUICK = Geometry(
-    embed_dim=16, depth=1, num_heads=2, img_size=16, head_dim=16, decoder_channels=(16, 8, 8, 8)
-)
 #: ``--quick`` scores this many test batches per model.
 QUICK_TEST_BATCHES = 4
 CLASSIC = ("SVM_RBF", "RANDOM_FOREST")
@@ -525,17 +520,6 @@ def results_section(
             f"![Class maps next to the ground truth]({img}/class_maps.png)",
         ]
     return "\n".join(lines)
-
-
-def quiet_libraries() -> None:
-    """Keep stdout for the table: no Lightning banners, no library deprecation chatter."""
-    for name in ("lightning.pytorch", "lightning.fabric", "terratorch", "terratorch_hsi_peft"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    # Validation is off (limit_val_batches=0), so the tasks' epoch-end metrics see no update.
-    warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
 
 
 def log(message: str) -> None:

@@ -16,9 +16,11 @@ source paper); full fine-tuning is the same factory without ``peft_config``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import platform
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,12 +41,16 @@ from terratorch_hsi_peft.utils import atomic_write
 
 __all__ = [
     "METHODS",
+    "QUICK",
+    "SMALL",
+    "VIT_BASE",
     "Geometry",
     "build_task",
     "fast_attention",
     "machine_description",
     "predict_patches",
     "predict_tiles",
+    "quiet_libraries",
     "trainable_parameters",
     "update_markdown_section",
 ]
@@ -109,6 +115,15 @@ class Geometry:
             f"{self.num_heads} heads, 8x8x3 tubelets; {self.window}x{self.window} patches resized "
             f"to {self.img_size}x{self.img_size}; {self.tile_size}x{self.tile_size} tiles"
         )
+
+
+#: Encoder of the CPU grid (random init) and of the official weights.
+SMALL = Geometry(embed_dim=32, depth=2, num_heads=2, img_size=16, head_dim=32)
+VIT_BASE = Geometry(embed_dim=768, depth=12, num_heads=12, img_size=32, head_dim=256)
+#: ``--quick``: a one-block encoder, one seed, two steps, on subsets of the test pixels.
+QUICK = Geometry(
+    embed_dim=16, depth=1, num_heads=2, img_size=16, head_dim=16, decoder_channels=(16, 8, 8, 8)
+)
 
 
 def classification_model_args(
@@ -273,6 +288,17 @@ def fast_attention(device: torch.device) -> Iterator[None]:
         return
     with sdpa_kernel(SDPBackend.MATH):
         yield
+
+
+def quiet_libraries() -> None:
+    """Keep stdout for the table: no Lightning banners, no library deprecation chatter."""
+    for name in ("lightning.pytorch", "lightning.fabric", "terratorch", "terratorch_hsi_peft"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # Validation is off (limit_val_batches=0), so the tasks' epoch-end metrics see no update.
+    warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
 
 
 def machine_description() -> str:

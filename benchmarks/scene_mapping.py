@@ -30,14 +30,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from accuracy import QUICK, SMALL, VIT_BASE, quiet_libraries
 from hsi_models import (
+    QUICK,
+    SMALL,
+    VIT_BASE,
     Geometry,
     build_task,
     fast_attention,
     machine_description,
     predict_patches,
     predict_tiles,
+    quiet_libraries,
     update_markdown_section,
 )
 
