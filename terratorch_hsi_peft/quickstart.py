@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     writer = next(cb for cb in predicted.trainer.callbacks if isinstance(cb, ClassMapWriter))
     results = {
         "scene": datamodule.scene.name,
-        "split": {"protocol": split.protocol, "seed": int(split.seed), "train_size": 0.1},
+        "split": {"protocol": split.protocol, "seed": int(split.seed), **split.params},
         "train_pixels": len(split.train),
         "test_pixels": len(split.test),
         "spectralgpt_small_full_finetuning": model,
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
     with atomic_write(OUTPUT_DIR / "results.json", "w") as f:
-        json.dump(results, f, indent=2)
+        json.dump(results, f, indent=2, default=str)
     print(_report(results, root))
     return results
 
@@ -165,6 +165,8 @@ def _cli(subcommand: str, args: list[str]) -> Any:
 
 def _report(results: dict[str, Any], root: Path) -> str:
     model, svm = results["spectralgpt_small_full_finetuning"], results["svm_rbf"]
+    split = results["split"]
+    settings = ", ".join(f"{key} {value}" for key, value in split.items() if key != "protocol")
     minutes, seconds = divmod(round(results["wall_time_s"]), 60)
     rows = [
         ("SpectralGPT, small, full fine-tuning", model),
@@ -181,7 +183,7 @@ def _report(results: dict[str, Any], root: Path) -> str:
         f"--data.init_args.root {root}"
     )
     return f"""
-Indian Pines, 10% of each class for training (seed 0): {results["train_pixels"]} training and \
+Indian Pines, {split["protocol"]} split ({settings}): {results["train_pixels"]} training and \
 {results["test_pixels"]} test pixels.
   {"model":<46} {"OA %":>6} {"AA %":>6} {"kappa":>7}
 {table}
