@@ -445,6 +445,15 @@ def _save(fig: Figure, path: Path) -> None:
         fig.savefig(f, format="png", dpi=120)
 
 
+#: How to read the table; the same for every run.
+READING = (
+    "AA averages the classes present in each test set: a spatially disjoint split can leave a "
+    "small class out of one side (the split warns which). `Fit s/run` is the wall time of "
+    "`trainer.fit` on the machine named above; on a shared CPU it follows the load of the "
+    "machine more than the method (see the Efficiency section for controlled step timings)."
+)
+
+
 def results_section(
     args: argparse.Namespace,
     geometry: Geometry,
@@ -508,6 +517,8 @@ def results_section(
         table,
         "",
         honest,
+        "",
+        READING,
     ]
     if img is not None:
         lines += [

@@ -78,6 +78,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed maps per formulation")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's; 1 gives steadier timings on a shared CPU)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="CI smoke run: tiny encoder, no warm-up, one timed map"
     )
     parser.add_argument(
@@ -88,6 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("batch_size", "tile_batch_size", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1.")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1.")
     if args.warmup < 0:
         parser.error("--warmup must be >= 0.")
     if not (args.data_root / "indian_pines").is_dir():
@@ -209,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     """Time both formulations, print the table, write the optional JSON and Markdown section."""
     args = parse_args(argv)
     quiet_libraries()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     geometry = QUICK if args.quick else {"small": SMALL, "vit_base": VIT_BASE}[args.geometry]
     scene = IndianPines(args.data_root / "indian_pines")
