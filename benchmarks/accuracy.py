@@ -45,7 +45,6 @@ from hsi_models import (
     VIT_BASE,
     Geometry,
     build_task,
-    fast_attention,
     machine_description,
     predict_patches,
     predict_tiles,
@@ -253,12 +252,11 @@ def deep_run(
     encoder_params, total_params = trainable_parameters(task)
     steps = args.steps if formulation == "classification" else args.seg_steps
     start = time.perf_counter()
-    with fast_attention(device):
-        make_trainer(steps, device).fit(task, datamodule=datamodule)
-        fit_seconds = time.perf_counter() - start
-        predict = predict_patches if formulation == "classification" else predict_tiles
-        limit = QUICK_TEST_BATCHES if args.quick else None
-        predictions, targets = predict(task, datamodule, "test", device, limit)
+    make_trainer(steps, device).fit(task, datamodule=datamodule)
+    fit_seconds = time.perf_counter() - start
+    predict = predict_patches if formulation == "classification" else predict_tiles
+    limit = QUICK_TEST_BATCHES if args.quick else None
+    predictions, targets = predict(task, datamodule, "test", device, limit)
     run = Run(
         formulation,
         method,
@@ -592,17 +590,15 @@ def run_grid(
     if want_maps:
         task, datamodule = kept.pop(seg_method)
         kept.clear()
-        with fast_attention(device):
-            predictions, _ = predict_patches(task, datamodule, "predict", device)
+        predictions, _ = predict_patches(task, datamodule, "predict", device)
         maps[f"{seg_method} classification"] = predictions.reshape(scene.shape)
     for protocol in args.splits:
         for seed in args.seeds:
             task, datamodule = train("segmentation", seg_method, protocol, seed)
             if want_maps and (protocol, seed) == map_key:
-                with fast_attention(device):
-                    maps[f"{seg_method} segmentation"], _ = predict_tiles(
-                        task, datamodule, "predict", device
-                    )
+                maps[f"{seg_method} segmentation"], _ = predict_tiles(
+                    task, datamodule, "predict", device
+                )
     return runs, maps, seg_method
 
 

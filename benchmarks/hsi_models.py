@@ -15,13 +15,11 @@ source paper); full fine-tuning is the same factory without ``peft_config``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import platform
 import re
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 from terratorch.tasks import ClassificationTask, SemanticSegmentationTask
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import terratorch_hsi_peft  # noqa: F401  (registers the backbone and the factory)
 from terratorch_hsi_peft.datamodules import (
@@ -46,7 +43,6 @@ __all__ = [
     "VIT_BASE",
     "Geometry",
     "build_task",
-    "fast_attention",
     "machine_description",
     "predict_patches",
     "predict_tiles",
@@ -273,21 +269,6 @@ def predict_tiles(
     if stage == "predict":
         return class_map, None
     return torch.cat(predictions).numpy(), torch.cat(targets).numpy()
-
-
-@contextlib.contextmanager
-def fast_attention(device: torch.device) -> Iterator[None]:
-    """On the CPU, run attention through PyTorch's plain "math" kernel.
-
-    For these short sequences and narrow heads, the CPU flash-attention kernel that
-    ``F.scaled_dot_product_attention`` picks by default was measured 3-4x slower than the math
-    kernel (training steps of the small grid encoder). The results are the same up to rounding.
-    """
-    if device.type != "cpu":
-        yield
-        return
-    with sdpa_kernel(SDPBackend.MATH):
-        yield
 
 
 def quiet_libraries() -> None:

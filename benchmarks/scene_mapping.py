@@ -36,7 +36,6 @@ from hsi_models import (
     VIT_BASE,
     Geometry,
     build_task,
-    fast_attention,
     machine_description,
     predict_patches,
     predict_tiles,
@@ -142,16 +141,15 @@ def time_formulation(
     datamodule.routed_cube()  # the band route is fitted once, before any timing
     pixels = scene.shape[0] * scene.shape[1]
     seconds = []
-    with fast_attention(device):
-        for index in range(args.warmup + args.repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            class_map = map_scene(formulation, task, datamodule, device)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if index >= args.warmup:
-                seconds.append(time.perf_counter() - start)
+    for index in range(args.warmup + args.repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        class_map = map_scene(formulation, task, datamodule, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if index >= args.warmup:
+            seconds.append(time.perf_counter() - start)
     if (class_map < 0).any():
         raise RuntimeError(f"{formulation}: {int((class_map < 0).sum())} pixels left unmapped.")
     rates = [pixels / s for s in seconds]
