@@ -36,10 +36,13 @@ clean:
 	rm -rf $(VENV) site .pytest_cache .ruff_cache
 
 # Compatibility smoke test against the newest TerraTorch release line (1.2.13 needs Python >= 3.12).
-PY312 ?= $(shell command -v python3.12 || echo $(HOME)/.pyenv/versions/3.12.1/bin/python3.12)
+# The first interpreter that really is 3.12 (a pyenv shim may exist without a 3.12 selected).
+PY312 ?= $(firstword $(foreach p,python3.12 $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12),\
+  $(shell $(p) -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && echo $(p))))
 COMPAT_VENV ?= .venv-compat
 COMPAT_STAMP := $(COMPAT_VENV)/.installed
 $(COMPAT_STAMP): pyproject.toml
+	@test -n "$(PY312)" || { echo "make compat needs Python 3.12 (python3.12 on PATH, or pyenv install 3.12); set PY312=/path/to/python3.12" >&2; exit 1; }
 	test -x $(COMPAT_VENV)/bin/python || $(PY312) -m venv $(COMPAT_VENV)
 	$(COMPAT_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(COMPAT_VENV)/bin/python -m pip install --quiet -e '.[test]' 'terratorch==1.2.13' $(TORCH_PIN)
