@@ -50,10 +50,10 @@ from hsi_models import (
     predict_tiles,
     quiet_libraries,
     trainable_parameters,
-    update_markdown_section,
 )
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from results_md import update_markdown_section
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler

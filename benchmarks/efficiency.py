@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 from efficiency_measure import Entry, median_ratio, peak_memory_increases, round_robin
-from efficiency_report import PRECISIONS, markdown, plot, update_markdown_section
+from efficiency_report import PRECISIONS, markdown, plot
 from efficiency_variants import (
     FULL_GEOMETRY,
     PEFT_VARIANTS,
@@ -42,6 +42,7 @@ from efficiency_variants import (
     VARIANTS,
     build_variant,
 )
+from results_md import update_markdown_section
 
 #: (description, variants, results key, upper limit): the issue's targets for this CPU.
 TARGETS = [

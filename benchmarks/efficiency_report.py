@@ -11,13 +11,12 @@ precision has ``step_ms``, ``step_vs_{full,floor,peft_lora,peft_lokr}``, ``memor
 from __future__ import annotations
 
 import io
-import re
 from pathlib import Path
 from typing import Any
 
 from terratorch_hsi_peft.utils.download import atomic_write
 
-__all__ = ["LABELS", "PRECISIONS", "markdown", "plot", "update_markdown_section"]
+__all__ = ["LABELS", "PRECISIONS", "markdown", "plot"]
 
 PRECISIONS = ("float32", "bf16")
 #: Display names of the variants.
@@ -140,25 +139,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as f:
         f.write(buffer.getvalue())
-
-
-def update_markdown_section(path: Path, name: str, heading: str, body: str) -> None:
-    """Replace the section between ``<!-- name:start -->`` and ``<!-- name:end -->`` of ``path``.
-
-    A missing file is created with a ``# Results`` title; a missing section is appended. The rest
-    of the file is left untouched and the file is written atomically.
-    """
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    section = f"{start}\n{heading}\n\n{body.strip()}\n{end}"
-    text = path.read_text() if path.is_file() else "# Results\n"
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), flags=re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "w") as f:
-        f.write(text)
 
 
 def _size(num_bytes: int) -> str:

@@ -34,7 +34,6 @@ from terratorch_hsi_peft.datamodules import (
     HyperspectralPatchDataModule,
     HyperspectralSceneDataModule,
 )
-from terratorch_hsi_peft.utils import atomic_write
 
 __all__ = [
     "METHODS",
@@ -48,7 +47,6 @@ __all__ = [
     "predict_tiles",
     "quiet_libraries",
     "trainable_parameters",
-    "update_markdown_section",
 ]
 
 _TARGETS = ["attn.q", "attn.v"]
@@ -296,22 +294,3 @@ def machine_description() -> str:
         f"{cpu}, {cores} cores visible (shared), {gpu}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}"
     )
-
-
-def update_markdown_section(path: Path, name: str, heading: str, body: str) -> None:
-    """Replace this benchmark's section of a shared Markdown file, leaving the rest untouched.
-
-    The section lives between ``<!-- name:start -->`` and ``<!-- name:end -->`` markers; a file
-    or a section that does not exist yet is created (appended). The file is written atomically.
-    """
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    section = f"{start}\n{heading}\n\n{body.strip()}\n{end}"
-    text = path.read_text() if path.is_file() else "# Results\n"
-    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), flags=re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "w") as f:
-        f.write(text)

@@ -40,8 +40,8 @@ from hsi_models import (
     predict_patches,
     predict_tiles,
     quiet_libraries,
-    update_markdown_section,
 )
+from results_md import update_markdown_section
 
 from terratorch_hsi_peft.datamodules import (
     HyperspectralPatchDataModule,

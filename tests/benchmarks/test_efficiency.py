@@ -21,8 +21,9 @@ from efficiency_measure import (  # noqa: E402
     peak_memory_increases,
     round_robin,
 )
-from efficiency_report import LABELS, update_markdown_section  # noqa: E402
+from efficiency_report import LABELS  # noqa: E402
 from efficiency_variants import PEFT_VARIANTS, QUICK_GEOMETRY, VARIANTS  # noqa: E402
+from results_md import update_markdown_section  # noqa: E402
 
 OURS = ["LORA", "LORA_PLUS", "KRONA", "KRONA_PLUS", "LOKR"]
 
