@@ -204,7 +204,8 @@ def _write(results: dict[str, Any], args: argparse.Namespace) -> None:
     if args.plot is not None:
         plot(results, args.plot)
         if args.out is not None:
-            plot_link = os.path.relpath(args.plot, args.out.resolve().parent)
+            link = os.path.relpath(args.plot.resolve(), args.out.resolve().parent)
+            plot_link = Path(link).as_posix()
     body = markdown(results, plot_link)
     print(body)
     if args.out is not None:
