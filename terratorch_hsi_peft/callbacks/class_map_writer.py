@@ -30,7 +30,8 @@ class ClassMapWriter(BasePredictionWriter):
     Works with the plugin's datamodules (``HyperspectralPatchDataModule``: one prediction per
     pixel; ``HyperspectralSceneDataModule``: tiles stitched from their centres), whose predict
     dataloader covers every pixel of the scene, labelled or not. Predictions are pasted into an
-    in-memory (H, W) map batch by batch; at the end of ``predict`` it writes, atomically:
+    in-memory (H, W) map batch by batch; under DDP the processes' maps are gathered and merged.
+    At the end of ``predict`` global rank zero writes, atomically:
 
     - ``<scene>_class_map.tif`` (single-band GeoTIFF with a colour table and class names as
       tags) or ``<scene>_class_map.npy``: raw labels 1..K (class index + 1), 0 where nothing was
@@ -116,7 +117,9 @@ class ClassMapWriter(BasePredictionWriter):
         trainer.datamodule.paste_predictions(self.class_map, list(batch_indices), predictions)
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Write the map and its PNG."""
+        """Merge the processes' maps (under DDP each predicted its share of pixels) and write."""
+        if trainer.world_size > 1:
+            self.class_map = _merge_ranks(self.class_map, trainer, pl_module)
         if not trainer.is_global_zero:
             return
         datamodule = trainer.datamodule
@@ -146,6 +149,17 @@ class ClassMapWriter(BasePredictionWriter):
         write_class_map_png(png_path, self.class_map, names, datamodule.scene.name, self.dpi)
         self.written = [map_path, png_path]
         logger.info("Class map written: %s", [str(p) for p in self.written])
+
+
+def _merge_ranks(class_map: np.ndarray, trainer: Trainer, pl_module: LightningModule) -> np.ndarray:
+    """Every process's map, merged: each pixel takes the class some process predicted for it.
+
+    Unpredicted pixels are -1, so the maximum over processes keeps the prediction; a pixel that
+    the sampler gave to two processes (padding) got the same class from the same weights.
+    """
+    local = torch.from_numpy(class_map).to(pl_module.device)  # NCCL gathers device tensors only
+    gathered = trainer.strategy.all_gather(local)  # (world_size, H, W)
+    return gathered.amax(dim=0).cpu().numpy()
 
 
 def _class_indices(prediction: Any) -> torch.Tensor:

@@ -2,19 +2,24 @@
 
 Lightning starts the second process itself by re-running the ``terratorch`` command; the
 datamodule draws the same split in both, the sampler shares the batches out. What must come out
-once: the checkpoint, the adapter file (rank zero writes it) and the logged metrics.
+once: the checkpoint, the adapter file (rank zero writes it) and the logged metrics. ``predict``
+under DDP gives each process a share of the pixels; the class map writer merges them into the
+same map that one process writes.
 """
 
 from __future__ import annotations
 
 import csv
 
+import numpy as np
 import pytest
+import rasterio
 import torch
 from e2e_helpers import small_copy, terratorch
 from safetensors.torch import load_file
 
 STEPS = 2
+CPU_DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", 2, "--trainer.strategy", "ddp"]
 
 
 @pytest.mark.slow
@@ -26,12 +31,7 @@ def test_ddp_on_two_cpu_processes_writes_one_checkpoint_and_one_adapter_file(tmp
             *args,
             "--data.init_args.root",
             shared_data / "indian_pines",
-            "--trainer.accelerator",
-            "cpu",
-            "--trainer.devices",
-            2,
-            "--trainer.strategy",
-            "ddp",
+            *CPU_DDP,
             "--trainer.max_steps",
             STEPS,
             "--trainer.log_every_n_steps",
@@ -61,3 +61,27 @@ def test_ddp_on_two_cpu_processes_writes_one_checkpoint_and_one_adapter_file(tmp
     rows = list(csv.DictReader((run / metrics[0]).open()))
     steps = [row["step"] for row in rows if row.get("train/loss")]
     assert len(steps) == len(set(steps)) == STEPS  # each step logged once, not once per rank
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["classification", "segmentation"])
+def test_ddp_predict_writes_the_same_whole_scene_map_as_one_process(task, tmp_path, shared_data):
+    experiment = f"indian_pines/{task}/krona_plus"
+    args = small_copy(experiment, tmp_path)
+    common = [*args[1:], "--data.init_args.root", shared_data / "indian_pines"]
+    quiet = ["--trainer.enable_progress_bar", "false"]
+    terratorch(["fit", *common, "--trainer.max_steps", STEPS, *quiet], tmp_path)
+    checkpoint = tmp_path / "outputs" / experiment / "checkpoints" / "last.ckpt"
+    after = [*common, "--ckpt_path", checkpoint, "--data.init_args.batch_size", 512, *quiet]
+
+    maps = {}
+    for name, devices in (("one", []), ("ddp", CPU_DDP)):
+        out = tmp_path / f"predict_{name}"
+        terratorch(["predict", *after, *devices, "--predict_output_dir", out], tmp_path)
+        files = sorted(p.name for p in out.iterdir())
+        assert files == ["indian_pines_class_map.png", "indian_pines_class_map.tif"], files
+        with rasterio.open(out / "indian_pines_class_map.tif") as src:
+            maps[name] = src.read(1)
+    assert maps["ddp"].shape == (145, 145)
+    assert (maps["ddp"] > 0).all()  # every pixel predicted by one process or the other
+    np.testing.assert_array_equal(maps["ddp"], maps["one"])
