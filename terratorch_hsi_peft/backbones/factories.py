@@ -1,7 +1,8 @@
 """SpectralGPT backbones registered with TerraTorch: ``spectralgpt_vit_{base,large,huge}``.
 
 In a TerraTorch YAML every ``backbone_<name>`` key of ``model_args`` reaches these factories as
-``<name>``. Unknown keys are a TypeError that lists the valid ones.
+``<name>``. Unknown keys are a TypeError that lists the valid ones. Strings that dotted
+command-line overrides leave (``"false"``, ``"2"``) are read as YAML scalars.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 from terratorch_hsi_peft.backbones.checkpoint import SPECTRALGPT_PLUS_URL, load_checkpoint
 from terratorch_hsi_peft.backbones.spectralgpt import SpectralGPTEncoder
 from terratorch_hsi_peft.registry import register_backbone
+from terratorch_hsi_peft.utils.cli_values import cli_scalars
 
 __all__ = ["spectralgpt_vit_base", "spectralgpt_vit_huge", "spectralgpt_vit_large"]
 
@@ -60,7 +62,7 @@ def _build(name: str, arch: dict[str, int], official_url: str | None, kwargs: di
             f"{name} got unknown argument(s) {unknown}. Valid arguments (backbone_<name> in "
             f"YAML): {sorted(valid)}."
         )
-    options = {**valid, **kwargs}
+    options = {**valid, **cli_scalars(kwargs, name)}  # "false" from a CLI override is False
     pretrained = options.pop("pretrained")
     ckpt_path = options.pop("ckpt_path")
     options.pop("padding")

@@ -26,6 +26,7 @@ from terratorch_hsi_peft.models.adapter_file import load_adapter_file
 from terratorch_hsi_peft.models.peft_config import PeftSpec
 from terratorch_hsi_peft.models.peft_model import attach_adapters
 from terratorch_hsi_peft.registry import register_model_factory
+from terratorch_hsi_peft.utils.cli_values import cli_scalar, cli_scalars
 
 __all__ = ["PEFTEncoderDecoderFactory"]
 
@@ -53,6 +54,9 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         Args:
             task, backbone, decoder, **kwargs: exactly as for ``EncoderDecoderFactory``
                 (``backbone_*``, ``decoder_*``, ``head_*``, ``necks``, ``num_classes``, ...).
+                String values that read as YAML booleans, null or numbers are converted, so
+                dotted command-line overrides such as ``--model.init_args.model_args.num_classes
+                9`` work (see :mod:`terratorch_hsi_peft.utils.cli_values`).
             peft_config: ``method``, ``backend``, ``replace_qkv``, ``peft_config_kwargs``,
                 ``adapter_path`` (see :class:`~terratorch_hsi_peft.models.peft_config.PeftSpec`).
 
@@ -61,6 +65,9 @@ class PEFTEncoderDecoderFactory(ModelFactory):
             ValueError: an unknown method, targets matching no module, or an adapter file that
                 does not fit the model.
         """
+        # Dotted CLI overrides of model_args arrive as strings ("9", "false"); read them as YAML.
+        kwargs = cli_scalars(kwargs, type(self).__name__)
+        peft_config = cli_scalar(peft_config)  # "null": full fine-tuning
         factory = EncoderDecoderFactory()
         if peft_config is None:
             return factory.build_model(task, backbone, decoder, **kwargs)

@@ -203,6 +203,18 @@ def test_registered_names_build_through_terratorch():
         BACKBONE_REGISTRY.build("spectralgpt_vit_large", pretrained=True, depth=1)
 
 
+def test_string_values_from_cli_overrides_are_read_as_yaml(monkeypatch):
+    # A dotted CLI override reaches the factory as a string; "false" must not load weights.
+    monkeypatch.setattr(factories, "load_checkpoint", pytest.fail)
+    typed = tiny(num_bands=5, pretrained=False, mlp_ratio=2.0, drop_path_rate=0.0)
+    strings = spectralgpt_vit_base(
+        embed_dim="24", depth="2", num_heads="2", img_size="32", num_bands="5",
+        pretrained="false", ckpt_path="null", mlp_ratio="2.0", drop_path_rate="0",
+    )  # fmt: skip
+    assert str(strings) == str(typed)
+    assert (strings.num_bands, strings.img_size, len(strings.blocks)) == (5, 32, 2)
+
+
 def test_bf16_autocast_cpu_is_finite():
     model = tiny(num_bands=20, group_fusion="learned")
     with torch.autocast("cpu", dtype=torch.bfloat16):

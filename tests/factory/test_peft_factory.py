@@ -83,6 +83,20 @@ def test_without_peft_config_it_is_the_stock_factory(prithvi_args):
     assert all(p.requires_grad for p in model.parameters())
 
 
+def test_string_values_of_cli_overrides_build_the_typed_model(prithvi_args, prithvi_peft):
+    # What jsonargparse passes for `--model.init_args.model_args.<key> <value>` overrides.
+    strings = {**prithvi_args, "backbone_pretrained": "false", "num_classes": "5"}
+    strings.update(backbone_depth="4", head_dropout="0.25")
+    typed = {**prithvi_args, "num_classes": 5, "head_dropout": 0.25}
+    model, reference = build(strings, prithvi_peft), build(typed, prithvi_peft)
+    assert str(model) == str(reference)
+    for (name, value), (_, expected) in zip(
+        model.state_dict().items(), reference.state_dict().items(), strict=True
+    ):
+        assert torch.equal(value, expected), name
+    assert build(prithvi_args, "null").encoder is not None  # "null": no peft_config
+
+
 def test_freeze_backbone_keeps_adapters_trainable(prithvi_args, prithvi_peft):
     task = SemanticSegmentationTask(
         model_factory="PEFTEncoderDecoderFactory",

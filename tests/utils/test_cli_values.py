@@ -1,0 +1,51 @@
+"""Strings from dotted ``model_args`` overrides are read as YAML 1.2 plain scalars."""
+
+import logging
+
+import pytest
+import yaml
+
+from terratorch_hsi_peft.utils.cli_values import cli_scalar, cli_scalars
+
+# Where PyYAML (YAML 1.1) and the YAML 1.2 core schema agree, PyYAML is the reference.
+AGREED = ["9", "-3", "+7", "0", "0.1", "-2.5", "1.5e-4", ".5", "true", "True", "false", "FALSE"]
+AGREED += ["null", "Null", "~", "spectralgpt_vit_base", "attn.q", "UNetDecoder", "/data/x.pth"]
+
+
+@pytest.mark.parametrize("text", AGREED)
+def test_agrees_with_yaml_where_yaml_1_1_and_1_2_agree(text):
+    expected = yaml.safe_load(text)
+    got = cli_scalar(text)
+    assert got == expected and type(got) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1e5", 100000.0), ("2E-3", 0.002), ("3.", 3.0)],  # YAML 1.2 floats PyYAML reads as strings
+)
+def test_yaml_1_2_floats(text, expected):
+    got = cli_scalar(text)
+    assert got == expected and type(got) is float
+
+
+NOT_CORE = ["on", "off", "yes", "no", "y", "n", "", "1_000", "0x10", "[1, 2]"]
+
+
+@pytest.mark.parametrize("text", NOT_CORE)
+def test_strings_that_are_not_core_scalars_stay_strings(text):
+    assert cli_scalar(text) == text
+
+
+def test_non_strings_pass_through_untouched():
+    values = {"a": 3, "b": [1, "2"], "c": {"d": "false"}, "e": None, "f": 0.5}
+    for value in values.values():
+        assert cli_scalar(value) is value
+    assert cli_scalars(values, "test") == values  # nested values are not touched
+
+
+def test_top_level_strings_are_converted_and_logged(caplog):
+    with caplog.at_level(logging.INFO, logger="terratorch_hsi_peft.utils.cli_values"):
+        out = cli_scalars({"num_classes": "9", "backbone_pretrained": "false", "x": "y"}, "F")
+    assert out == {"num_classes": 9, "backbone_pretrained": False, "x": "y"}
+    assert "F: read string values as YAML scalars" in caplog.text
+    assert "num_classes='9' -> 9" in caplog.text and "'x'" not in caplog.text
