@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 from terratorch.models import EncoderDecoderFactory
+from terratorch_cli import terratorch
 
 import terratorch_hsi_peft  # noqa: F401  (registers the backbones)
 
@@ -157,15 +155,7 @@ def test_terratorch_fit_cli_runs_steps_and_writes_a_checkpoint(tmp_path):
             """
         )
     )
-    terratorch = Path(sys.executable).parent / "terratorch"
-    result = subprocess.run(
-        [str(terratorch), "fit", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    terratorch(["fit", "--config", config], tmp_path, timeout=600)
     checkpoints = sorted(tmp_path.rglob("*.ckpt"))
     full = [c for c in checkpoints if not c.name.endswith("_state_dict.ckpt")]
     assert full, f"no training checkpoint among {checkpoints}"

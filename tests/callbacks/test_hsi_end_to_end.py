@@ -7,8 +7,6 @@ YAML parsing, restored band-route statistics, metrics, confusion matrices and fu
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import torch
 from lightning import Trainer
 from terratorch.cli_tools import build_lightning_cli
 from terratorch.tasks import SemanticSegmentationTask
+from terratorch_cli import terratorch
 
 from terratorch_hsi_peft.callbacks import ClassMapWriter, HyperspectralMetrics
 from terratorch_hsi_peft.datamodules import (
@@ -137,16 +136,8 @@ def test_test_in_a_new_run_restores_the_training_statistics(patch_fit):
 
 
 def test_terratorch_predict_in_a_new_process_writes_the_scene_map(patch_fit):
-    terratorch = Path(sys.executable).parent / "terratorch"
-    command = [str(terratorch), "predict", "-c", str(patch_fit["config"])]
-    result = subprocess.run(
-        [*command, "--ckpt_path", str(patch_fit["checkpoint"])],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=patch_fit["folder"],
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    command = ["predict", "-c", patch_fit["config"], "--ckpt_path", patch_fit["checkpoint"]]
+    terratorch(command, patch_fit["folder"], timeout=600)
     maps = patch_fit["folder"] / "maps"
     with (
         warnings.catch_warnings(category=rasterio.errors.NotGeoreferencedWarning, action="ignore"),

@@ -18,8 +18,9 @@ import pytest
 import rasterio
 import torch
 import yaml
-from e2e_helpers import SMALL, small_copy, terratorch
+from e2e_helpers import SMALL, small_copy
 from safetensors.torch import load_file
+from terratorch_cli import terratorch
 
 from terratorch_hsi_peft.datasets import load_scene, make_split
 from terratorch_hsi_peft.metrics import confusion_matrix, overall_accuracy

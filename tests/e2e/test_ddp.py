@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from e2e_helpers import small_copy, terratorch
+from e2e_helpers import small_copy
 from safetensors.torch import load_file
+from terratorch_cli import terratorch
 
 STEPS = 2
 CPU_DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", 2, "--trainer.strategy", "ddp"]
