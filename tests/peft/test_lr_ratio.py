@@ -1,4 +1,4 @@
-"""LoRA+ / KronA+: with ONE AdamW param group, the lambda factor moves lambda times as far.
+"""LoRA+ / KronA+: with ONE param group, the lambda factor moves lambda times as far (AdamW, SGD).
 
 Tolerance: the ratio is exact up to Adam's eps. After one step from the same state and gradient g,
 the plain factor moves lr * g/(|g| + eps) and the "+" factor lr * lambda * g/(|g| + eps/lambda)
@@ -8,12 +8,16 @@ lambda is at most eps/|g| per entry (eps = 1e-8), plus 1e-4 for float32 rounding
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from conftest import peft_config, randomise_adapters
 from torch.nn.utils import parametrize
 
 from terratorch_hsi_peft.peft import adapter_layers, apply_peft
+from terratorch_hsi_peft.peft import lr as lr_module
+from terratorch_hsi_peft.peft.lr import LrRatio, match_lr_ratio, register_update_rule
 
 LAMBDA = 16.0
 EPS = 1e-8  # AdamW's default eps
@@ -121,15 +125,137 @@ def test_weight_decay_shrinks_lambda_factor_like_an_unscaled_factor(toy_vit):
             torch.testing.assert_close(step, -1e-4 * initial[key], rtol=1e-4, atol=1e-7)
 
 
-def test_sgd_gives_lambda_squared(toy_vit):
-    """Documented behaviour: plain SGD sees the gradient scaled by lambda as well."""
+def train(toy_vit, method, kwargs, optimizer, state, steps=3, groups=None):
+    """Effective factors after ``steps`` steps on fixed batches from the effective ``state``."""
+    model = apply_peft(toy_vit(), peft_config(method, **kwargs))
+    with torch.no_grad():
+        for (name, f), value in state.items():
+            layer = adapter_layers(model)[name]
+            if parametrize.is_parametrized(layer, f):
+                setattr(layer, f, value)  # stores value / lambda
+            else:
+                getattr(layer, f).copy_(value)
+    opt = optimizer(groups(model) if groups else model.parameters())
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(steps):
+        opt.zero_grad()
+        model(torch.randn(4, 7, 48, generator=gen)).pow(2).sum().backward()
+        opt.step()
+    return factors(model)
 
-    def sgd(params):
-        return torch.optim.SGD(params, lr=1e-2)
+
+def loraplus_groups(boosted: str, lr: float):
+    """LoRA+'s reference: the lambda factor in its own parameter group with lr * lambda."""
+
+    def groups(model):
+        params = [p for p in model.parameters() if p.requires_grad]
+        fast = [getattr(layer, boosted) for layer in adapter_layers(model).values()]
+        rest = [p for p in params if all(p is not q for q in fast)]
+        return [{"params": rest}, {"params": fast, "lr": LAMBDA * lr}]
+
+    return groups
+
+
+SGD_SETUPS = {
+    "sgd": {},
+    "sgd_momentum": {"momentum": 0.9},
+    "sgd_nesterov": {"momentum": 0.9, "nesterov": True},
+    "asgd": None,
+}
+
+
+@pytest.mark.parametrize("setup", SGD_SETUPS)
+@pytest.mark.parametrize(("plain", "plus", "kwargs", "boosted", "other"), CASES)
+def test_sgd_single_group_trains_like_loraplus_parameter_groups(
+    plain, plus, kwargs, boosted, other, setup, toy_vit
+):
+    """Under SGD (any momentum) the "+" method with ONE group follows LoRA+'s two groups."""
+    lr = 1e-3
+
+    def opt(params):
+        if setup == "asgd":
+            return torch.optim.ASGD(params, lr=lr, lambd=0.0)  # lambd: a decay, not scaled
+        return torch.optim.SGD(params, lr=lr, **SGD_SETUPS[setup])
+
+    state = random_state(toy_vit, plain)
+    reference = train(toy_vit, plain, {}, opt, state, groups=loraplus_groups(boosted, lr))
+    single_group = train(toy_vit, plus, {"lr_ratio": LAMBDA, **kwargs}, opt, state)
+    moved_reference = {k: v - state[k] for k, v in reference.items()}
+    for key, moved in moved_reference.items():
+        assert moved.abs().max() > 0
+        torch.testing.assert_close(single_group[key] - state[key], moved, rtol=1e-4, atol=1e-7)
+
+
+def test_adamw_several_steps_follow_loraplus_parameter_groups(toy_vit):
+    """Three AdamW steps (no weight decay): the same trajectory as LoRA+'s groups, up to eps."""
+    lr = 1e-3
+
+    def opt(params):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
 
     state = random_state(toy_vit, "LORA")
-    moved_plain, _ = one_step(toy_vit, "LORA", {}, sgd, state)
-    moved_plus, _ = one_step(toy_vit, "LORA_PLUS", {"lr_ratio": 4.0}, sgd, state)
-    for (layer, f), step in moved_plain.items():
-        expected = 16.0 * step if f == "lora_B" else step
-        torch.testing.assert_close(moved_plus[layer, f], expected, rtol=1e-4, atol=1e-7)
+    reference = train(toy_vit, "LORA", {}, opt, state, groups=loraplus_groups("lora_B", lr))
+    single_group = train(toy_vit, "LORA_PLUS", {"lr_ratio": LAMBDA}, opt, state)
+    for key, value in reference.items():
+        torch.testing.assert_close(
+            single_group[key] - state[key], value - state[key], rtol=1e-3, atol=1e-7
+        )
+
+
+def test_matching_the_optimizer_leaves_the_function_and_the_state_dict_unchanged(toy_vit):
+    model = apply_peft(toy_vit(), peft_config("KRONA_PLUS", lr_ratio=LAMBDA))
+    randomise_adapters(model)
+    x = torch.randn(2, 7, 48)
+    before, state = model(x).detach(), {k: v.clone() for k, v in model.state_dict().items()}
+    assert match_lr_ratio(torch.optim.SGD(model.parameters(), lr=0.1)) == 4
+    assert {lr.grad_scale for lr in lr_ratios(model)} == {1 / LAMBDA}
+    assert torch.equal(model(x), before)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    match_lr_ratio(torch.optim.Adam(model.parameters()))  # back to the scale-invariant setting
+    assert {lr.grad_scale for lr in lr_ratios(model)} == {1.0}
+
+
+class HalfSGD(torch.optim.Optimizer):
+    """An optimizer the library does not know (linear in the gradient, like SGD)."""
+
+    def __init__(self, params, lr: float) -> None:
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-group["lr"])
+
+
+def test_an_unknown_optimizer_warns_until_its_rule_is_registered(toy_vit, monkeypatch):
+    monkeypatch.setattr(lr_module, "_RULES", dict(lr_module._RULES))  # undone after the test
+    state = random_state(toy_vit, "LORA")
+
+    def opt(params):
+        return HalfSGD(params, lr=1e-2)
+
+    with pytest.warns(UserWarning, match="cannot tell how HalfSGD scales"):
+        unknown = train(toy_vit, "LORA_PLUS", {"lr_ratio": 4.0}, opt, state, steps=1)
+    register_update_rule(HalfSGD, "linear")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        known = train(toy_vit, "LORA_PLUS", {"lr_ratio": 4.0}, opt, state, steps=1)
+    plain = train(toy_vit, "LORA", {}, opt, state, steps=1)
+    for (layer, f), value in plain.items():
+        step = value - state[layer, f]
+        factor = 4.0 if f == "lora_B" else 1.0
+        torch.testing.assert_close(
+            known[layer, f] - state[layer, f], factor * step, rtol=1e-4, atol=1e-7
+        )
+        factor = 16.0 if f == "lora_B" else 1.0  # what the warning says: lambda squared
+        torch.testing.assert_close(
+            unknown[layer, f] - state[layer, f], factor * step, rtol=1e-4, atol=1e-7
+        )
+    with pytest.raises(ValueError, match="'scale_invariant' or 'linear'"):
+        register_update_rule(HalfSGD, "adam")
+
+
+def lr_ratios(model) -> list[LrRatio]:
+    return [m for m in model.modules() if isinstance(m, LrRatio)]
