@@ -495,8 +495,8 @@ def results_section(
         "fitted on training pixels only.",
         f"- Splits: {'; '.join(sizes)}. Seeds {args.seeds} (each seed draws its own split "
         "and initialisation). `spatially_disjoint`: 16 x 16 blocks, half the labelled pixels "
-        f"held out, a {geometry.window // 2}-pixel buffer so no training window touches a test "
-        "pixel.",
+        f"held out, a {geometry.window // 2}-pixel buffer so no training patch window touches a "
+        "test block; training tiles hide validation and test blocks (`hide_held_out`).",
         f"- Encoder: {geometry.describe()}; {weights}.",
         f"- Training (CPU budget): AdamW, lr {args.lr:g}, the same number of optimizer steps "
         f"for every model of a formulation: {args.steps} steps of {args.batch_size} patches "

@@ -124,11 +124,15 @@ class HyperspectralSceneDataModule(HyperspectralDataModule):
     - ``predict`` covers every pixel of the scene, labelled or not (pair it with
       :class:`~terratorch_hsi_peft.callbacks.ClassMapWriter`).
 
-    What the model sees: during training, the spectra of *every* pixel inside a training tile -
-    including validation, test and unlabelled pixels - as spatial context (the usual transductive
-    setting of single-scene segmentation); their labels are never given. Band-route statistics
-    come from training pixels only. A ``spatially_disjoint`` split keeps test pixels out of the
-    training labels' neighbourhood, but training tiles may still overlap test blocks.
+    What the model sees during training: the spectra of the pixels inside a training tile as
+    spatial context, labels at training pixels only. With ``hide_held_out`` (the default for a
+    ``spatially_disjoint`` split) every pixel of a block holding a validation or test pixel is
+    replaced in training tiles by the training pixels' mean (routed) spectrum, so no training
+    tile shows a validation or test block (the tile counterpart of the patch datamodule's
+    guarantee that no training window touches a test block). Without it (the default for
+    ``per_class``, the literature's transductive setting), training tiles show every pixel's
+    spectrum, validation and test pixels included. Band-route statistics come from training
+    pixels only. Validation, test and predict tiles always show the whole scene.
 
     Model config: ``model_args.num_classes`` = :attr:`num_classes`, ``backbone_num_bands`` =
     :attr:`num_bands`, ``backbone_img_size`` = ``tile_size``; the task needs ``ignore_index: -1``.
@@ -171,6 +175,10 @@ class HyperspectralSceneDataModule(HyperspectralDataModule):
         inference_stride: distance between validation/test/predict tile origins (default
             ``tile_size // 2``; ``tile_size`` predicts each tile once, with less context at
             tile borders).
+        hide_held_out: in training tiles, replace held-out pixels by the training pixels' mean
+            spectrum: whole blocks (``block_size``) holding a validation or test pixel for a
+            ``spatially_disjoint`` split, the validation and test pixels themselves otherwise.
+            Default (``None``): on for ``spatially_disjoint``, off for ``per_class``.
     """
 
     def __init__(
@@ -193,6 +201,7 @@ class HyperspectralSceneDataModule(HyperspectralDataModule):
         tile_size: int = 32,
         train_stride: int | None = None,
         inference_stride: int | None = None,
+        hide_held_out: bool | None = None,
     ) -> None:
         super().__init__(
             scene=scene,
@@ -223,13 +232,41 @@ class HyperspectralSceneDataModule(HyperspectralDataModule):
                 "train_stride and inference_stride must not exceed tile_size, or pixels between "
                 "tiles are never seen; lower the strides."
             )
-        self._tiled: torch.Tensor | None = None
+        if hide_held_out is not None and not isinstance(hide_held_out, bool):
+            raise ValueError(f"hide_held_out must be true, false or null, got {hide_held_out!r}.")
+        self.hide_held_out = hide_held_out
+        self._tiled: dict[str, torch.Tensor] = {}
         self._tiled_source: torch.Tensor | None = None
 
-    def _tiled_cube(self) -> torch.Tensor:
-        """The routed cube, reflect-padded at the bottom/right up to one tile when smaller."""
+    @property
+    def hides_held_out(self) -> bool:
+        """Whether training tiles hide held-out pixels (``hide_held_out``, resolved)."""
+        if self.hide_held_out is None:
+            return self.split.protocol == "spatially_disjoint"
+        return self.hide_held_out
+
+    def held_out_mask(self) -> np.ndarray:
+        """(H, W) bool: the pixels training tiles hide when :attr:`hides_held_out`."""
+        split, (height, width) = self.split, self.scene.shape
+        held_out = np.concatenate([split.val, split.test])
+        hidden = np.zeros(height * width, dtype=bool)
+        hidden[held_out] = True
+        block = split.params.get("block_size") if split.protocol == "spatially_disjoint" else None
+        if block:  # whole blocks, on the grid the split was drawn on
+            ids = (np.arange(height)[:, None] // block) * (-(-width // block)) + (
+                np.arange(width)[None, :] // block
+            )
+            hidden = np.isin(ids, ids.ravel()[held_out])
+        return hidden.reshape(height, width)
+
+    def _tiled_cube(self, stage: str = "predict") -> torch.Tensor:
+        """The routed cube (held-out pixels hidden for training tiles when asked), reflect-padded
+        at the bottom/right up to one tile when smaller than one."""
         cube = self.routed_cube()
-        if self._tiled is None or self._tiled_source is not cube:
+        if self._tiled_source is not cube:
+            self._tiled, self._tiled_source = {}, cube
+        key = "train" if stage == "train" and self.hides_held_out else "all"
+        if key not in self._tiled:
             pad_rows = max(self.tile_size - cube.shape[1], 0)
             pad_cols = max(self.tile_size - cube.shape[2], 0)
             if pad_rows >= cube.shape[1] or pad_cols >= cube.shape[2]:
@@ -237,13 +274,20 @@ class HyperspectralSceneDataModule(HyperspectralDataModule):
                     f"tile_size={self.tile_size} is more than twice the scene's size "
                     f"{tuple(cube.shape[1:])}; lower tile_size."
                 )
+            shown = cube
+            if key == "train":
+                train = torch.from_numpy(self.split.train)
+                width = cube.shape[2]
+                mean = cube[:, train // width, train % width].mean(dim=1)
+                hidden = torch.from_numpy(self.held_out_mask())
+                shown = torch.where(hidden, mean[:, None, None], cube)
             padding = (0, pad_cols, 0, pad_rows)
-            self._tiled = F.pad(cube[None], padding, mode="reflect")[0] if any(padding) else cube
-            self._tiled_source = cube
-        return self._tiled
+            padded = F.pad(shown[None], padding, mode="reflect")[0] if any(padding) else shown
+            self._tiled[key] = padded
+        return self._tiled[key]
 
     def _make_dataset(self, stage: str) -> SceneTileDataset:
-        cube = self._tiled_cube()
+        cube = self._tiled_cube(stage)
         t = self.tile_size
         stride = self.train_stride if stage == "train" else self.inference_stride
         row_starts, row_lo, row_hi = tile_grid(cube.shape[1], t, stride)

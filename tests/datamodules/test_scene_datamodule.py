@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from terratorch_hsi_peft.datamodules import IGNORE_INDEX, HyperspectralSceneDataModule, tile_grid
+from terratorch_hsi_peft.datamodules import (
+    IGNORE_INDEX,
+    HyperspectralSceneDataModule,
+    SceneTileDataset,
+    tile_grid,
+)
 from terratorch_hsi_peft.datasets import HyperspectralScene
 
 
@@ -114,3 +119,71 @@ def test_bad_strides_are_explained():
         _module(_scene(), train_stride=20)
     with pytest.raises(ValueError, match="more than twice"):
         _module(_scene(height=6, width=6))._make_dataset("predict")
+
+
+DISJOINT = {
+    "protocol": "spatially_disjoint",
+    "block_size": 8,
+    "test_fraction": 0.4,
+    "val_fraction": 0.25,
+    "seed": 0,
+}
+
+
+def _training_tiles(dm: HyperspectralSceneDataModule) -> tuple[SceneTileDataset, torch.Tensor]:
+    dataset = dm._make_dataset("train")
+    return dataset, dataset.__getitems__(list(range(len(dataset))))["image"]
+
+
+@pytest.mark.parametrize(
+    ("split", "hide", "expected"),
+    [
+        (DISJOINT, None, "blocks"),  # the default for spatially_disjoint
+        (DISJOINT, False, "nothing"),
+        ({"protocol": "per_class", "train_size": 0.3, "val_size": 0.2}, None, "nothing"),
+        ({"protocol": "per_class", "train_size": 0.3, "val_size": 0.2}, True, "pixels"),
+    ],
+)
+def test_training_tiles_hide_held_out_blocks_brute_force(split, hide, expected):
+    """Pixel by pixel: a training tile shows a pixel's own spectrum unless it is held out."""
+    scene = _scene(height=48, width=45)
+    dm = _module(scene, split={**split, "seed": 0}, train_stride=4, hide_held_out=hide)
+    dataset, images = _training_tiles(dm)
+    routed = dm.routed_cube()
+    height, width = scene.shape
+    held_out = np.concatenate([dm.split.val, dm.split.test])
+    if expected == "blocks":  # every block holding a validation or test pixel, found one by one
+        blocks = {(p // width // 8, p % width // 8) for p in held_out.tolist()}
+        hidden = np.array(
+            [[(r // 8, c // 8) in blocks for c in range(width)] for r in range(height)]
+        )
+    else:
+        hidden = np.zeros(height * width, dtype=bool)
+        hidden[held_out] = expected == "pixels"
+        hidden = hidden.reshape(height, width)
+    train = dm.split.train
+    mean = routed[:, train // width, train % width].mean(dim=1)
+    held_out_raster = np.zeros(height * width, dtype=bool)
+    held_out_raster[held_out] = True
+    held_out_raster = held_out_raster.reshape(height, width)
+    held_out_in_tiles = 0
+    for top, left, image in zip(dataset.tops.tolist(), dataset.lefts.tolist(), images, strict=True):
+        window = (slice(top, top + 16), slice(left, left + 16))
+        held_out_in_tiles += int(held_out_raster[window].sum())
+        hidden_here = torch.from_numpy(hidden[window])
+        shown = torch.where(hidden_here, mean[:, None, None], routed[:, window[0], window[1]])
+        torch.testing.assert_close(image, shown, rtol=0, atol=0)
+    assert held_out_in_tiles > 0  # training tiles do cover held-out pixels: hiding is tested
+    assert hidden.any() == (expected != "nothing")
+    if expected == "blocks":  # no training pixel is hidden (the split keeps them apart)
+        assert not hidden.ravel()[train].any()
+    for stage in ("val", "test"):  # evaluation tiles show the scene as it is
+        dataset = dm._make_dataset(stage)
+        image = dataset[0]["image"]
+        top, left = int(dataset.tops[0]), int(dataset.lefts[0])
+        torch.testing.assert_close(image, routed[:, top : top + 16, left : left + 16])
+
+
+def test_hide_held_out_must_be_a_bool():
+    with pytest.raises(ValueError, match="hide_held_out must be true, false or null"):
+        _module(_scene(), hide_held_out="yes")
