@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 # torch 2.14.1 + torchvision 0.29.1 is the pair known to work together with TerraTorch 1.2.x.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 DATA ?= ../shared/data
+# The test suite reads the real scenes from HSI_SHARED_DATA (an environment value wins over DATA).
+export HSI_SHARED_DATA ?= $(abspath $(DATA))
 
 .PHONY: setup quickstart test lint docs compat clean
 

@@ -55,8 +55,11 @@ class PEFTEncoderDecoderFactory(ModelFactory):
             task, backbone, decoder, **kwargs: exactly as for ``EncoderDecoderFactory``
                 (``backbone_*``, ``decoder_*``, ``head_*``, ``necks``, ``num_classes``, ...).
                 String values that read as YAML booleans, null or numbers are converted, so
-                dotted command-line overrides such as ``--model.init_args.model_args.num_classes
-                9`` work (see :mod:`terratorch_hsi_peft.utils.cli_values`).
+                dotted command-line overrides such as
+                ``--model.init_args.model_args.backbone_pretrained false`` work (see
+                :mod:`terratorch_hsi_peft.utils.cli_values`).
+                ``num_classes`` is the exception: the stock task reads it before any factory
+                runs, so set it in a copy of the experiment file (docs/configuration.md).
             peft_config: ``method``, ``backend``, ``replace_qkv``, ``peft_config_kwargs``,
                 ``adapter_path`` (see :class:`~terratorch_hsi_peft.models.peft_config.PeftSpec`).
 
