@@ -1,7 +1,8 @@
 """The models the efficiency benchmark compares, and one training step / inference call of each.
 
 Every variant is SpectralGPT (a :class:`SpectralGPTEncoder` with the chosen geometry) plus the
-source paper's classification head (mean of the last layer's tokens -> LayerNorm -> Linear).
+source paper's classification head as ``configs/paper/`` builds it: the mean of the last layer's
+tokens, then an MLP (Linear -> ReLU -> dropout 0.1 -> Linear; hidden width 256, our choice).
 Variants differ only in what is trained:
 
 - ``full``: every parameter;
@@ -71,6 +72,7 @@ class Geometry:
     rank: int
     bands: int = 12
     classes: int = 16
+    head_width: int = 256  # configs/paper/*.yaml: head_dim_list [256]
 
     @property
     def tokens(self) -> int:
@@ -80,7 +82,8 @@ class Geometry:
         return (
             f"{self.depth} blocks, width {self.width}, {self.heads} heads, {self.bands} bands at "
             f"{self.image}x{self.image} -> {self.tokens} tokens, batch {self.batch}, "
-            f"{self.classes} classes; LoRA/LoKr rank {self.rank}"
+            f"{self.classes} classes, MLP head {self.width} -> {self.head_width} -> "
+            f"{self.classes}; LoRA/LoKr rank {self.rank}"
         )
 
 
@@ -91,7 +94,11 @@ QUICK_GEOMETRY = Geometry(depth=2, width=256, heads=4, image=16, batch=2, rank=4
 
 
 class Classifier(nn.Module):
-    """SpectralGPT encoder + the source paper's head: token mean -> LayerNorm -> Linear."""
+    """SpectralGPT encoder + the source paper's head: token mean -> MLP (as ``configs/paper/``).
+
+    The head is TerraTorch's ``ScalarHead(dim_list=[head_width], dropout=0.1)`` after
+    ``AggregateTokens`` (mean): Linear -> ReLU -> Dropout -> Linear.
+    """
 
     def __init__(self, geometry: Geometry) -> None:
         super().__init__()
@@ -104,7 +111,10 @@ class Classifier(nn.Module):
             out_indices=[geometry.depth - 1],
         )
         self.head = nn.Sequential(
-            nn.LayerNorm(geometry.width), nn.Linear(geometry.width, geometry.classes)
+            nn.Linear(geometry.width, geometry.head_width),
+            nn.ReLU(),
+            nn.Dropout(0.1),
+            nn.Linear(geometry.head_width, geometry.classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -69,7 +69,7 @@ def test_quick_run_parameter_counts_match_the_formulas(quick_run):
     block = 4 * w + 4 * (w * w + w) + (w * 4 * w + 4 * w) + (4 * w * w + w)
     groups, grid = g.bands // 3, (g.image // 8) ** 2
     backbone = (w * 3 * 8 * 8 + w) + grid * w + groups * w + g.depth * block + 2 * w
-    head = 2 * w + w * g.classes + g.classes
+    head = w * g.head_width + g.head_width + g.head_width * g.classes + g.classes
     k = math.isqrt(w)  # quick width is a square: Kronecker factors k x k
     adapters = {
         "LORA": layers * 2 * r * w,
