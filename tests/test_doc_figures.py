@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
-import doc_figures
+import doc_figures  # noqa: E402
 
 
 def flat(path: str) -> str:
