@@ -12,7 +12,8 @@ Peak memory is what a training step adds on top of the built model and batch:
   ``VmHWM`` minus the resident set size before the steps. It runs single-threaded (OpenMP
   cannot run in a forked child of a process that used it; the peak barely depends on the thread
   count) and covers activations, gradients, optimizer state, autocast weight copies, allocator
-  slack and the runtime's first-step buffers.
+  slack, the runtime's first-step buffers and the code pages of the ops the child calls first
+  (10-20 MiB, about the same for every variant, so differences between variants hold).
 - CUDA: in this process, ``torch.cuda.max_memory_allocated`` during the steps minus
   ``memory_allocated`` before them (forking is unusable once CUDA is initialised).
 """

@@ -164,10 +164,12 @@ def test_peak_memory_increases_see_what_each_step_allocates():
 
     increases = peak_memory_increases(
         lambda: torch.zeros(16),
-        {"small": allocate(32 * mib), "large": allocate(96 * mib)},
+        {"tiny": allocate(4096), "small": allocate(32 * mib), "large": allocate(96 * mib)},
         torch.device("cpu"),
     )
-    assert 31 * mib < increases["small"] < 48 * mib
+    # A fresh child also pages in the code of the ops it calls first (10-20 MiB, more in a large
+    # test process): the same for every step, so "tiny" (the same ops on 4 kB) measures it.
+    assert 31 * mib < increases["small"] - increases["tiny"] < 33 * mib
     assert 63 * mib < increases["large"] - increases["small"] < 65 * mib
 
 
