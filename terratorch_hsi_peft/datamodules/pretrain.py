@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 
 from terratorch_hsi_peft.datamodules.scene import tile_grid
@@ -226,9 +228,11 @@ class HyperspectralPretrainDataModule(LightningDataModule):
     pixels (the last one flush with the edge); ``val_fraction`` of them, drawn with ``seed``,
     are held out for validation.
 
-    Batches: ``{"image": (B, 1, k, window_size, window_size)}`` float32 (see
-    :class:`PretrainWindowDataset`). Model config: ``num_bands`` = :attr:`num_bands`,
-    ``img_size`` = ``window_size``; ``setup`` checks the task's ``model_args.num_bands``.
+    Batches: ``{"image": (B, 1, k, img_size, img_size)}`` float32 (see
+    :class:`PretrainWindowDataset`): windows are cut at the scene's resolution and resized to
+    ``img_size`` on the device, as the patch datamodule resizes its windows. Model config:
+    ``num_bands`` = :attr:`num_bands`, ``img_size`` = ``img_size``; ``setup`` checks both against
+    the task's ``model_args``.
 
     Inductive protocol: give a scene the split its fine-tuning run will use (``split`` or
     ``split_file`` in its entry, see :class:`SceneSource`). Its windows then never hold a pixel
@@ -243,6 +247,7 @@ class HyperspectralPretrainDataModule(LightningDataModule):
         scenes: one entry per scene: a mapping with the keys of :class:`SceneSource` (``scene``,
             ``root``, ``download``, ``scene_options``, ``wavelengths``, ``split``,
             ``split_file``, ``leave_out_test``) or a loaded ``HyperspectralScene``.
+        root: folder that relative scene roots are taken from; a scene without ``root`` uses it.
         band_route: ``sentinel2``, ``pca``, ``standardize`` or ``none``.
         num_components: principal components kept by ``pca``.
         pca_whiten: scale each principal component to unit variance.
@@ -252,6 +257,9 @@ class HyperspectralPretrainDataModule(LightningDataModule):
         window_size: window side in pixels (the model's ``img_size``); a scene smaller than a
             window is an error.
         stride: distance between window origins (default ``window_size // 2``).
+        img_size: side the windows are resized to (bilinear) before the model; default
+            ``window_size`` (no resizing). Set it as the fine-tuning datamodule's ``img_size``
+            when pre-training on its window size (e.g. 9x9 windows resized to 32x32).
         val_fraction: share of windows held out for validation, in [0, 1).
         seed: seed of the validation draw.
         batch_size: windows per batch.
@@ -261,6 +269,7 @@ class HyperspectralPretrainDataModule(LightningDataModule):
     def __init__(
         self,
         scenes: list[dict[str, Any]] | list[HyperspectralScene],
+        root: str | None = None,
         band_route: BandRouteName = "sentinel2",
         num_components: int = 12,
         pca_whiten: bool = True,
@@ -268,6 +277,7 @@ class HyperspectralPretrainDataModule(LightningDataModule):
         min_coverage: float = 0.25,
         window_size: int = 32,
         stride: int | None = None,
+        img_size: int | None = None,
         val_fraction: float = 0.0,
         seed: int = 0,
         batch_size: int = 16,
@@ -279,13 +289,16 @@ class HyperspectralPretrainDataModule(LightningDataModule):
                 "scenes must be a non-empty list of scene entries, e.g. [{scene: indian_pines, "
                 "root: ../shared/data/indian_pines}]."
             )
-        self.sources = [SceneSource.from_config(entry) for entry in scenes]
+        self.root = root
+        self.sources = [SceneSource.from_config(_rooted(entry, root)) for entry in scenes]
         stride = stride if stride is not None else max(window_size // 2, 1)
         if window_size < 1 or stride < 1 or stride > window_size:
             raise ValueError(
                 f"window_size={window_size} and stride={stride} must be >= 1 with stride <= "
                 "window_size (larger strides skip pixels)."
             )
+        if img_size is not None and img_size < 1:
+            raise ValueError(f"img_size={img_size} must be >= 1 (or null: window_size).")
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction={val_fraction} must be in [0, 1).")
         if batch_size < 1 or num_workers < 0:
@@ -301,6 +314,7 @@ class HyperspectralPretrainDataModule(LightningDataModule):
         self.num_components = num_components
         self.window_size = window_size
         self.stride = stride
+        self.img_size = img_size or window_size
         self.val_fraction = val_fraction
         self.seed = seed
         self.batch_size = batch_size
@@ -344,12 +358,12 @@ class HyperspectralPretrainDataModule(LightningDataModule):
             )
         module = self.trainer.lightning_module if self.trainer is not None else None
         model_args = getattr(module, "hparams", {}).get("model_args") or {}
-        for key, value in (("num_bands", self.num_bands), ("img_size", self.window_size)):
+        for key, value in (("num_bands", self.num_bands), ("img_size", self.img_size)):
             given = model_args.get(key)
             if given is not None and given != value:
                 raise ValueError(
                     f"The task's model_args.{key} is {given} but the data give {value} "
-                    f"(band_route {self.band_route!r}, window_size {self.window_size}); set "
+                    f"(band_route {self.band_route!r}, img_size {self.img_size}); set "
                     f"{key}: {value}."
                 )
 
@@ -469,6 +483,17 @@ class HyperspectralPretrainDataModule(LightningDataModule):
         """Held-out windows (none when ``val_fraction`` is 0)."""
         return self._loader("val", shuffle=False)
 
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict:
+        """Resize the windows to ``img_size`` on the device the batch now lives on."""
+        image = batch["image"]
+        if image.shape[-1] != self.img_size:
+            batch_size, _, bands, height, width = image.shape
+            flat = image.reshape(batch_size, bands, height, width)
+            size = (self.img_size, self.img_size)
+            resized = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
+            batch["image"] = resized[:, None]
+        return batch
+
     # -- checkpoint state -----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
@@ -492,6 +517,14 @@ class HyperspectralPretrainDataModule(LightningDataModule):
             )
         self._routes = [BandRoute.from_state_dict(s) for s in state_dict["band_routes"]]
         self._cubes = None
+
+
+def _rooted(entry: Any, root: str | None) -> Any:
+    """A scenes entry with its root resolved against the datamodule's ``root``."""
+    if root is None or not isinstance(entry, Mapping):
+        return entry
+    own = entry.get("root")
+    return {**entry, "root": root if own is None else str(Path(root).expanduser() / own)}
 
 
 def _already_batched(batch: Any) -> Any:

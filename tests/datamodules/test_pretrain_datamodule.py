@@ -153,3 +153,17 @@ def test_window_larger_than_a_scene_is_named(shared_data):
     dm = HyperspectralPretrainDataModule([indian_pines(shared_data)], window_size=160, stride=16)
     with pytest.raises(ValueError, match="larger than scene 'indian_pines'"):
         dm.window_origins()
+
+
+def test_shared_root_and_resized_windows(shared_data):
+    scenes = [{"scene": "indian_pines", "root": "indian_pines"}, SAMSON]
+    dm = HyperspectralPretrainDataModule(
+        scenes, root=str(shared_data), band_route="pca", window_size=9, stride=4, img_size=32
+    )
+    assert [source.scene.shape for source in dm.sources] == [(145, 145), (95, 95)]
+    raw = first_batch(dm)
+    assert raw.shape == (16, 1, 12, 9, 9)
+    resized = dm.on_after_batch_transfer({"image": raw}, 0)["image"]
+    assert resized.shape == (16, 1, 12, 32, 32)
+    expected = torch.nn.functional.interpolate(raw[:, 0], size=(32, 32), mode="bilinear")
+    torch.testing.assert_close(resized[:, 0], expected)
