@@ -96,6 +96,10 @@ def test_model_matches_data_and_schedule_matches_epochs(name):
     assert side % model_args.get("backbone_patch_size", 8) == 0
     if task.get("scheduler") == "CosineAnnealingLR":
         assert task["scheduler_hparams"]["T_max"] == merged["trainer"]["max_epochs"]
+    top_level = merged.get("lr_scheduler", {})  # LightningCLI's block (ReconstructionTask)
+    if top_level.get("class_path", "").endswith("CosineAnnealingLR"):
+        assert top_level["init_args"]["T_max"] == merged["trainer"]["max_epochs"]
+        assert "scheduler" not in task  # the top-level block replaces the task's
     if "segmentation" in name:
         assert task["ignore_index"] == -1  # the scene datamodule's label of unused pixels
 
