@@ -177,3 +177,30 @@ def test_export_loads_into_the_backbone_with_an_empty_report_and_back(tmp_path):
     assert fresh.load_report.missing and all(
         k.startswith(("decoder_", "mask_token")) for k in fresh.load_report.missing
     )
+
+
+@pytest.mark.parametrize("masked_metric", [True, False])
+def test_stock_reconstruction_task_scores_the_five_dimensional_batches(masked_metric):
+    from terratorch.tasks import ReconstructionTask
+
+    task = ReconstructionTask(
+        model_factory="FullModelFactory",
+        model_args={"model": "spectralgpt_mae_vit_base", **TINY, "img_size": 16},
+        masked_metric=masked_metric,
+    )
+    x = torch.randn(2, 1, 12, 16, 16)  # the pre-training datamodule's layout
+    out = task(x)
+    target = task.mask_input(x, out.mask) if masked_metric else x
+    assert torch.isnan(target).sum() == (out.mask.sum() if masked_metric else 0)
+    task.train_metrics.update(out.pred, target)
+    assert torch.isfinite(task.train_metrics.compute()["train/MSE"])
+
+
+def test_encoder_export_refuses_a_model_without_the_mae():
+    from terratorch_hsi_peft.callbacks import EncoderExport
+
+    class Task(torch.nn.Module):
+        model = torch.nn.Linear(2, 2)
+
+    with pytest.raises(ValueError, match="spectralgpt_mae_vit_\\*; drop it"):
+        EncoderExport().setup(None, Task(), "fit")
