@@ -8,6 +8,7 @@ full-model registry (built by stock ``FullModelFactory``, trained by stock
 from terratorch_hsi_peft.pretraining.checkpoint import (
     encoder_state_dict,
     export_encoder,
+    export_encoder_from_checkpoint,
     load_mae_checkpoint,
 )
 from terratorch_hsi_peft.pretraining.factories import (
@@ -22,6 +23,7 @@ __all__ = [
     "SpectralGPTMAE",
     "encoder_state_dict",
     "export_encoder",
+    "export_encoder_from_checkpoint",
     "load_mae_checkpoint",
     "spectralgpt_mae_vit_base",
     "spectralgpt_mae_vit_huge",

@@ -5,7 +5,8 @@
   ``optimizer``, ``epoch``, ``scaler`` and an ``argparse.Namespace`` under ``args``) into
   :class:`SpectralGPTMAE`, encoder and decoder, read with ``torch.load(weights_only=True)``.
 - :func:`export_encoder`: the encoder alone, in the official layout (``{"model": weights}``),
-  which ``spectralgpt_vit_*`` loads through ``backbone_ckpt_path`` with nothing missing.
+  which ``spectralgpt_vit_*`` loads through ``backbone_ckpt_path`` with nothing missing;
+  :func:`export_encoder_from_checkpoint` does the same from a Lightning checkpoint of a run.
 """
 
 from __future__ import annotations
@@ -34,7 +35,12 @@ from terratorch_hsi_peft.backbones.spectralgpt import SpectralGPTEncoder
 from terratorch_hsi_peft.pretraining.mae import DECODER_PREFIXES, SpectralGPTMAE
 from terratorch_hsi_peft.utils.download import atomic_write
 
-__all__ = ["encoder_state_dict", "export_encoder", "load_mae_checkpoint"]
+__all__ = [
+    "encoder_state_dict",
+    "export_encoder",
+    "export_encoder_from_checkpoint",
+    "load_mae_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -128,14 +134,70 @@ def export_encoder(
         The path written.
     """
     encoder = model.encoder if isinstance(model, SpectralGPTMAE) else model
-    content: dict[str, Any] = {
-        "model": encoder_state_dict(encoder),
-        "args": {name: getattr(encoder, name) for name in _ENCODER_ARGS},
-        **(extra or {}),
+    args = {name: getattr(encoder, name) for name in _ENCODER_ARGS}
+    return _write(path, encoder_state_dict(encoder), args, extra)
+
+
+def export_encoder_from_checkpoint(
+    checkpoint: str | os.PathLike, path: str | os.PathLike | None = None
+) -> Path:
+    """Export the encoder of a pre-training run's Lightning checkpoint (any saved epoch).
+
+    The same file :class:`~terratorch_hsi_peft.callbacks.EncoderExport` writes at the end of
+    ``fit``, taken from ``checkpoint`` (read with ``weights_only=True``): the weights under
+    ``model.encoder.*`` and the pre-training datamodule's band routes. ``path`` defaults to the
+    checkpoint's name with the suffix ``.encoder.pth`` (``last.ckpt`` -> ``last.encoder.pth``).
+
+    Raises:
+        CheckpointError: the file cannot be read safely or holds no SpectralGPT MAE encoder.
+    """
+    checkpoint = Path(checkpoint)
+    try:
+        content = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many types for damaged or foreign files
+        raise CheckpointError(
+            f"Cannot read {checkpoint} with weights_only=True ({err}). Export from the run "
+            "itself instead: add the EncoderExport callback and resume with --ckpt_path."
+        ) from err
+    state = content.get("state_dict", {}) if isinstance(content, dict) else {}
+    prefix = "model.encoder."
+    weights = {
+        key.removeprefix(prefix): value
+        for key, value in state.items()
+        if key.startswith(prefix) and not key.startswith(f"{prefix}fusion_layers.")
     }
+    if "patch_embed.proj.weight" not in weights:
+        raise CheckpointError(
+            f"{checkpoint} holds no SpectralGPT masked-autoencoder encoder (no "
+            f"'{prefix}patch_embed.proj.weight'); give the checkpoint of a ReconstructionTask "
+            "run of spectralgpt_mae_vit_*."
+        )
+    kernel = weights["patch_embed.proj.weight"]
+    model_args = content.get("hyper_parameters", {}).get("model_args", {})
+    args = {
+        "num_bands": model_args.get("num_bands"),
+        "img_size": math.isqrt(weights["pos_embed_spatial"].shape[1]) * kernel.shape[3],
+        "patch_size": kernel.shape[3],
+        "t_patch_size": kernel.shape[2],
+        "embed_dim": kernel.shape[0],
+        "depth": len({key.split(".")[1] for key in weights if key.startswith("blocks.")}),
+        "num_groups": weights["pos_embed_temporal"].shape[1],
+    }
+    routes = next((v for v in content.values() if isinstance(v, dict) and "band_routes" in v), {})
+    extra = {key: routes[key] for key in ("scenes", "band_routes") if key in routes}
+    target = Path(path) if path is not None else checkpoint.with_suffix(".encoder.pth")
+    return _write(target, weights, args, extra)
+
+
+def _write(
+    path: str | os.PathLike,
+    weights: dict[str, torch.Tensor],
+    args: dict[str, Any],
+    extra: dict[str, Any] | None,
+) -> Path:
     path = Path(path)
     with atomic_write(path) as f:
-        torch.save(content, f)
+        torch.save({"model": weights, "args": args, **(extra or {})}, f)
     return path
 
 

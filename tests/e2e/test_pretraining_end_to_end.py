@@ -18,6 +18,7 @@ from e2e_helpers import REPO_ROOT, SMALL, small_copy
 from terratorch_cli import terratorch
 
 from terratorch_hsi_peft.backbones import spectralgpt_vit_base
+from terratorch_hsi_peft.pretraining import export_encoder_from_checkpoint
 
 STEP_ONE = "pretraining/indian_pines_mae"
 STEP_TWO = "pretraining/indian_pines_krona_plus"
@@ -67,6 +68,10 @@ def test_pretrain_export_and_peft_from_the_exported_encoder(tmp_path, shared_dat
     routes = pretrained["HyperspectralPretrainDataModule"]["band_routes"]
     assert exported["scenes"] == ["indian_pines"]
     assert torch.equal(exported["band_routes"][0]["matrix"], routes[0]["matrix"])
+    # the same file can be made from the Lightning checkpoint of any saved epoch
+    again = torch.load(export_encoder_from_checkpoint(checkpoints / "last.ckpt"), weights_only=True)
+    assert again["args"] == exported["args"] and again["scenes"] == exported["scenes"]
+    assert all(torch.equal(again["model"][k], v) for k, v in exported["model"].items())
 
     # it loads into spectralgpt_vit_* with nothing missing, dropped or resized
     backbone = spectralgpt_vit_base(

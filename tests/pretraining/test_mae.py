@@ -204,3 +204,27 @@ def test_encoder_export_refuses_a_model_without_the_mae():
 
     with pytest.raises(ValueError, match="spectralgpt_mae_vit_\\*; drop it"):
         EncoderExport().setup(None, Task(), "fit")
+
+
+def test_export_from_a_lightning_checkpoint_equals_the_direct_export(tmp_path):
+    from terratorch_hsi_peft.pretraining import export_encoder_from_checkpoint
+
+    model = spectralgpt_mae_vit_base(**TINY, img_size=16, num_bands=14)
+    routes = {"scenes": ["indian_pines"], "band_routes": [{"route": "pca", "mean": torch.ones(3)}]}
+    lightning = {
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        "hyper_parameters": {"model_args": {"model": "spectralgpt_mae_vit_base", "num_bands": 14}},
+        "HyperspectralPretrainDataModule": routes,
+    }
+    torch.save(lightning, tmp_path / "last.ckpt")
+    made = export_encoder_from_checkpoint(tmp_path / "last.ckpt")
+    assert made == tmp_path / "last.encoder.pth"
+    direct = torch.load(export_encoder(model, tmp_path / "direct.pth", routes), weights_only=True)
+    from_ckpt = torch.load(made, weights_only=True)
+    assert from_ckpt["args"] == direct["args"] and from_ckpt["scenes"] == ["indian_pines"]
+    assert from_ckpt["model"].keys() == direct["model"].keys()
+    assert all(torch.equal(from_ckpt["model"][k], v) for k, v in direct["model"].items())
+
+    torch.save({"state_dict": {"model.head.weight": torch.ones(1)}}, tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match="holds no SpectralGPT masked-autoencoder encoder"):
+        export_encoder_from_checkpoint(tmp_path / "other.ckpt")
