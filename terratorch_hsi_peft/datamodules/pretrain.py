@@ -349,6 +349,12 @@ class HyperspectralPretrainDataModule(LightningDataModule):
                 "simulated Sentinel-2 bands for every sensor) or pca (num_components each)."
             )
 
+    def prepare_data(self) -> None:
+        """Download the files of scenes with ``download: true`` (loading verifies them)."""
+        for source in self.sources:
+            if source.download:
+                source.scene  # noqa: B018 - loading fetches and verifies missing files
+
     def setup(self, stage: str) -> None:
         """Check the attached task's ``model_args.num_bands`` and ``img_size`` against the data."""
         if stage not in ("fit", "validate"):

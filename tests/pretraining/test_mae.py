@@ -228,3 +228,15 @@ def test_export_from_a_lightning_checkpoint_equals_the_direct_export(tmp_path):
     torch.save({"state_dict": {"model.head.weight": torch.ones(1)}}, tmp_path / "other.ckpt")
     with pytest.raises(CheckpointError, match="holds no SpectralGPT masked-autoencoder encoder"):
         export_encoder_from_checkpoint(tmp_path / "other.ckpt")
+
+
+def test_task_freezes_encoder_or_decoder_on_request():
+    from terratorch.tasks import ReconstructionTask
+
+    args = {"model": "spectralgpt_mae_vit_base", **TINY, "img_size": 16}
+    task = ReconstructionTask("FullModelFactory", args, freeze_encoder=True)
+    trainable = {n for n, p in task.model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("decoder_", "mask_token")) for n in trainable)
+    task = ReconstructionTask("FullModelFactory", args, freeze_decoder=True)
+    trainable = {n for n, p in task.model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in task.model.encoder.named_parameters(prefix="encoder")}
