@@ -240,3 +240,20 @@ def test_task_freezes_encoder_or_decoder_on_request():
     task = ReconstructionTask("FullModelFactory", args, freeze_decoder=True)
     trainable = {n for n, p in task.model.named_parameters() if p.requires_grad}
     assert trainable == {n for n, _ in task.model.encoder.named_parameters(prefix="encoder")}
+
+
+def test_training_steps_lower_the_reconstruction_loss():
+    torch.manual_seed(0)
+    model = spectralgpt_mae_vit_base(**TINY, img_size=16, mask_ratio=0.75)
+    x = torch.randn(4, 12, 16, 16)
+    noise = torch.rand(4, 16)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    first = None
+    for _ in range(30):
+        loss = model(x, noise=noise).loss["loss"]
+        first = loss.item() if first is None else first
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert all(p.grad is not None for p in model.parameters())
+    assert model(x, noise=noise).loss["loss"].item() < 0.8 * first
