@@ -95,6 +95,8 @@ class SpectralGPTMAE(Model):
     ) -> None:
         super().__init__()
         _check_mask_ratio(mask_ratio)
+        if not isinstance(norm_pix_loss, bool):
+            raise ValueError(f"norm_pix_loss must be true or false, got {norm_pix_loss!r}.")
         decoder = {
             "decoder_embed_dim": decoder_embed_dim,
             "decoder_depth": decoder_depth,
@@ -122,7 +124,7 @@ class SpectralGPTMAE(Model):
         )
         self.patch_size = patch_size  # read by TerraTorch's factories; an int, as they expect
         self.mask_ratio = mask_ratio
-        self.norm_pix_loss = bool(norm_pix_loss)
+        self.norm_pix_loss = norm_pix_loss
         groups, grid = self.encoder.num_groups, self.encoder.grid_size
         self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))

@@ -119,6 +119,7 @@ def test_registered_and_built_by_full_model_factory():
         ({"mask_ratio": "0.999"}, "keeps no token"),
         ({"decoder_embed_dim": 20, "decoder_num_heads": 3}, "decoder_num_heads to a divisor"),
         ({"decoder_mlp": 2}, "unknown argument"),
+        ({"norm_pix_loss": "yes please"}, "norm_pix_loss must be true or false"),
     ],
 )
 def test_bad_settings_are_named(kwargs, message):
