@@ -235,10 +235,11 @@ class HyperspectralPretrainDataModule(LightningDataModule):
     the task's ``model_args``.
 
     Inductive protocol: give a scene the split its fine-tuning run will use (``split`` or
-    ``split_file`` in its entry, see :class:`SceneSource`). Its windows then never hold a pixel
-    of a test block, and its band route is fitted on the split's training pixels, exactly as
-    the fine-tuning datamodule fits it, so both steps feed the encoder the same bands. Without a
-    split a scene serves every window, and its route is fitted on all its pixels.
+    ``split_file`` in its entry, see :class:`SceneSource`). With a ``spatially_disjoint`` split
+    its windows then never hold a pixel of a test block (``leave_out_test``). With any split its
+    band route is fitted on the split's training pixels, exactly as the fine-tuning datamodule
+    fits it, so both steps feed the encoder the same bands. Without a split a scene serves every
+    window, and its route is fitted on all its pixels.
 
     The fitted routes are saved in every Lightning checkpoint (:meth:`state_dict`) and restored
     from it (they win over a refit), as in the fine-tuning datamodules.
@@ -254,7 +255,7 @@ class HyperspectralPretrainDataModule(LightningDataModule):
         missing_bands: Sentinel-2 bands a sensor does not cover: ``zero``, ``nearest`` or
             ``error``.
         min_coverage: response fraction below which a Sentinel-2 band counts as missing.
-        window_size: window side in pixels (the model's ``img_size``); a scene smaller than a
+        window_size: window side in pixels, at the scene's resolution; a scene smaller than a
             window is an error.
         stride: distance between window origins (default ``window_size // 2``).
         img_size: side the windows are resized to (bilinear) before the model; default
