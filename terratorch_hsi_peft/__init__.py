@@ -1,8 +1,9 @@
 """terratorch-hsi-peft: SpectralGPT and parameter-efficient fine-tuning for hyperspectral images.
 
-Importing this package registers the plugin's backbones and model factory with TerraTorch's
-registries (once; see :mod:`terratorch_hsi_peft.registry`). A TerraTorch YAML triggers that import
-by naming any plugin class by ``class_path`` (for example the plugin's datamodules or callbacks).
+Importing this package registers the plugin's backbones, model factory and masked autoencoders
+with TerraTorch's registries (once; see :mod:`terratorch_hsi_peft.registry`). A TerraTorch YAML
+triggers that import by naming any plugin class by ``class_path`` (for example the plugin's
+datamodules or callbacks).
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -10,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from terratorch_hsi_peft import (
     backbones,  # noqa: F401  (registers the backbones)
     models,  # noqa: F401  (registers PEFTEncoderDecoderFactory)
+    pretraining,  # noqa: F401  (registers the masked autoencoders)
 )
 from terratorch_hsi_peft.registry import PLUGIN_NAMES
 

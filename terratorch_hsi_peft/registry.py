@@ -11,13 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from terratorch.registry import MODEL_FACTORY_REGISTRY, TERRATORCH_BACKBONE_REGISTRY, Registry
+from terratorch.registry import (
+    MODEL_FACTORY_REGISTRY,
+    TERRATORCH_BACKBONE_REGISTRY,
+    TERRATORCH_FULL_MODEL_REGISTRY,
+    Registry,
+)
 
-__all__ = ["PLUGIN_NAMES", "register_backbone", "register_model_factory"]
+__all__ = ["PLUGIN_NAMES", "register_backbone", "register_full_model", "register_model_factory"]
 
 T = TypeVar("T", bound=Callable)
 
-#: What the plugin registered, by registry: ``{"backbone": [...], "model_factory": [...]}``.
+#: What the plugin registered, by registry: ``{"backbone": [...], "model_factory": [...],
+#: "full_model": [...]}``.
 PLUGIN_NAMES: dict[str, list[str]] = {}
 
 
@@ -50,3 +56,5 @@ def _register_once(registry: Registry, kind: str) -> Callable[[T], T]:
 register_backbone = _register_once(TERRATORCH_BACKBONE_REGISTRY, "backbone")
 #: Registers a model factory class in ``MODEL_FACTORY_REGISTRY``.
 register_model_factory = _register_once(MODEL_FACTORY_REGISTRY, "model_factory")
+#: Registers a whole-model builder in ``TERRATORCH_FULL_MODEL_REGISTRY`` (``FullModelFactory``).
+register_full_model = _register_once(TERRATORCH_FULL_MODEL_REGISTRY, "full_model")

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 from terratorch.registry import (
     BACKBONE_REGISTRY,
+    FULL_MODEL_REGISTRY,
     MODEL_FACTORY_REGISTRY,
     TERRATORCH_BACKBONE_REGISTRY,
+    TERRATORCH_FULL_MODEL_REGISTRY,
 )
 
 import terratorch_hsi_peft
@@ -27,6 +29,11 @@ pytestmark = pytest.mark.compat
 DOCUMENTED = {
     "backbone": ["spectralgpt_vit_base", "spectralgpt_vit_large", "spectralgpt_vit_huge"],
     "model_factory": ["PEFTEncoderDecoderFactory"],
+    "full_model": [
+        "spectralgpt_mae_vit_base",
+        "spectralgpt_mae_vit_large",
+        "spectralgpt_mae_vit_huge",
+    ],
 }
 
 
@@ -38,6 +45,9 @@ def test_documented_names_are_registered():
         assert f"terratorch_{name}" in BACKBONE_REGISTRY
     for name in DOCUMENTED["model_factory"]:
         assert name in MODEL_FACTORY_REGISTRY
+    for name in DOCUMENTED["full_model"]:
+        assert name in TERRATORCH_FULL_MODEL_REGISTRY
+        assert name in FULL_MODEL_REGISTRY  # the view FullModelFactory builds from
 
 
 def test_docs_table_lists_the_registered_names():
@@ -48,14 +58,26 @@ def test_docs_table_lists_the_registered_names():
 
 
 def test_importing_again_registers_nothing_twice():
-    sizes = (len(TERRATORCH_BACKBONE_REGISTRY), len(MODEL_FACTORY_REGISTRY))
+    sizes = (
+        len(TERRATORCH_BACKBONE_REGISTRY),
+        len(MODEL_FACTORY_REGISTRY),
+        len(TERRATORCH_FULL_MODEL_REGISTRY),
+    )
     first = {name: TERRATORCH_BACKBONE_REGISTRY[name] for name in DOCUMENTED["backbone"]}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for module in ("terratorch_hsi_peft.backbones.factories", "terratorch_hsi_peft.models"):
+        for module in (
+            "terratorch_hsi_peft.backbones.factories",
+            "terratorch_hsi_peft.models",
+            "terratorch_hsi_peft.pretraining.factories",
+        ):
             importlib.reload(importlib.import_module(module))
         importlib.reload(terratorch_hsi_peft)
-    assert (len(TERRATORCH_BACKBONE_REGISTRY), len(MODEL_FACTORY_REGISTRY)) == sizes
+    assert (
+        len(TERRATORCH_BACKBONE_REGISTRY),
+        len(MODEL_FACTORY_REGISTRY),
+        len(TERRATORCH_FULL_MODEL_REGISTRY),
+    ) == sizes
     assert {name: TERRATORCH_BACKBONE_REGISTRY[name] for name in first} == first
     assert terratorch_hsi_peft.PLUGIN_NAMES == DOCUMENTED
 

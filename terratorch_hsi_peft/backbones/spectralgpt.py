@@ -177,6 +177,17 @@ class SpectralGPTEncoder(nn.Module):
             for position, index in enumerate(self.out_indices)
         ]
 
+    def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Tubelet tokens of a cube with both position tables added, before any block.
+
+        Returns ``(tokens, grid)``: tokens (B, num_groups * h * w, embed_dim) laid out ``(t h w)``,
+        and the spatial token grid (h, w). The masked autoencoder
+        (:class:`~terratorch_hsi_peft.pretraining.SpectralGPTMAE`) masks these tokens.
+        """
+        cube = self._as_cube(x)
+        grid = (cube.shape[-2] // self.patch_size, cube.shape[-1] // self.patch_size)
+        return self.patch_embed(cube) + self._pos_embed(grid), grid
+
     def prepare_features_for_image_model(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         """Turn the tokens ``forward`` returned into (B, out_channel, h, w) images.
 

@@ -2,6 +2,11 @@
 
 from terratorch_hsi_peft.datamodules.base import IGNORE_INDEX, HyperspectralDataModule
 from terratorch_hsi_peft.datamodules.patch import HyperspectralPatchDataModule, PixelPatchDataset
+from terratorch_hsi_peft.datamodules.pretrain import (
+    HyperspectralPretrainDataModule,
+    PretrainWindowDataset,
+    SceneSource,
+)
 from terratorch_hsi_peft.datamodules.scene import (
     HyperspectralSceneDataModule,
     SceneTileDataset,
@@ -12,8 +17,11 @@ __all__ = [
     "IGNORE_INDEX",
     "HyperspectralDataModule",
     "HyperspectralPatchDataModule",
+    "HyperspectralPretrainDataModule",
     "HyperspectralSceneDataModule",
     "PixelPatchDataset",
+    "PretrainWindowDataset",
+    "SceneSource",
     "SceneTileDataset",
     "tile_grid",
 ]

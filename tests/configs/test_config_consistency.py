@@ -86,12 +86,20 @@ def test_model_matches_data_and_schedule_matches_epochs(name):
     data = merged["data"]["init_args"]
     task = merged["model"]["init_args"]
     model_args = task["model_args"]
+    if "model" in model_args:  # a masked autoencoder of FullModelFactory: keys without backbone_
+        model_args = {f"backbone_{k}": v for k, v in model_args.items()}
+        if data["band_route"] == "sentinel2":
+            data = {**data, "num_components": 12}
     assert model_args["backbone_num_bands"] == data["num_components"]
-    side = data.get("img_size", data.get("tile_size"))
+    side = data.get("img_size", data.get("tile_size", data.get("window_size")))
     assert model_args["backbone_img_size"] == side
     assert side % model_args.get("backbone_patch_size", 8) == 0
     if task.get("scheduler") == "CosineAnnealingLR":
         assert task["scheduler_hparams"]["T_max"] == merged["trainer"]["max_epochs"]
+    top_level = merged.get("lr_scheduler", {})  # LightningCLI's block (ReconstructionTask)
+    if top_level.get("class_path", "").endswith("CosineAnnealingLR"):
+        assert top_level["init_args"]["T_max"] == merged["trainer"]["max_epochs"]
+        assert "scheduler" not in task  # the top-level block replaces the task's
     if "segmentation" in name:
         assert task["ignore_index"] == -1  # the scene datamodule's label of unused pixels
 

@@ -53,9 +53,11 @@ def _code_default(value: Any) -> Any:
 CLASSES = [
     "terratorch_hsi_peft.datamodules.HyperspectralPatchDataModule",
     "terratorch_hsi_peft.datamodules.HyperspectralSceneDataModule",
+    "terratorch_hsi_peft.datamodules.HyperspectralPretrainDataModule",
     "terratorch_hsi_peft.callbacks.HyperspectralMetrics",
     "terratorch_hsi_peft.callbacks.ClassMapWriter",
     "terratorch_hsi_peft.callbacks.AdapterCheckpoint",
+    "terratorch_hsi_peft.callbacks.EncoderExport",
     "terratorch_hsi_peft.callbacks.MergeAdaptersForPredict",
     "terratorch_hsi_peft.callbacks.LoadPlugin",
 ]
@@ -87,6 +89,9 @@ def test_class_options_and_defaults(path):
     rows = tables()[path]
     assert [row[0] for row in rows] == list(parameters)
     for option, default, *_ in rows:
+        if parameters[option] is inspect.Parameter.empty:
+            assert default == "required", option
+            continue
         assert _default(default) == _code_default(parameters[option]), option
 
 

@@ -1,0 +1,73 @@
+"""Export the pre-trained SpectralGPT encoder beside the checkpoints of a pre-training run."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+
+from terratorch_hsi_peft.pretraining import SpectralGPTMAE, export_encoder
+
+__all__ = ["EncoderExport"]
+
+logger = logging.getLogger(__name__)
+
+
+class EncoderExport(Callback):
+    """At the end of ``fit``, write the MAE's encoder as ``<dir>/encoder.pth``.
+
+    The file is in the official SpectralGPT layout (``{"model": weights, "args": ...}``, see
+    :func:`~terratorch_hsi_peft.pretraining.export_encoder`), so the second step of the recipe
+    loads it with ``backbone_ckpt_path: <dir>/encoder.pth`` and the same encoder sizes, nothing
+    missing. When the datamodule has fitted band routes (``HyperspectralPretrainDataModule``),
+    they are stored with it under ``scenes`` and ``band_routes``.
+
+    ``<dir>`` is ``dirpath`` if given, else the folder of the trainer's checkpoints (its
+    ``ModelCheckpoint.dirpath``), else ``trainer.default_root_dir``. Written atomically, by global
+    rank zero only. Naming this callback by ``class_path`` also imports the plugin::
+
+        trainer:
+          callbacks:
+            - class_path: terratorch_hsi_peft.callbacks.EncoderExport
+
+    Args:
+        dirpath: folder of the file; None: beside the checkpoints.
+        filename: the file's name.
+    """
+
+    def __init__(
+        self, dirpath: str | os.PathLike | None = None, filename: str = "encoder.pth"
+    ) -> None:
+        super().__init__()
+        self.dirpath = Path(dirpath) if dirpath is not None else None
+        self.filename = filename
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and not isinstance(_model(pl_module), SpectralGPTMAE):
+            raise ValueError(
+                "EncoderExport exports the encoder of a SpectralGPT masked autoencoder: use it "
+                "with ReconstructionTask, model_factory: FullModelFactory and model_args.model: "
+                "spectralgpt_mae_vit_*; drop it from other runs."
+            )
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        datamodule = getattr(trainer, "datamodule", None)
+        state = datamodule.state_dict() if datamodule is not None else {}
+        extra = {key: state[key] for key in ("scenes", "band_routes") if key in state}
+        path = export_encoder(_model(pl_module), self._dir(trainer) / self.filename, extra)
+        logger.info("Pre-trained encoder written to %s", path)
+
+    def _dir(self, trainer: pl.Trainer) -> Path:
+        if self.dirpath is not None:
+            return self.dirpath
+        dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)
+        return Path(dirpath) if dirpath else Path(trainer.default_root_dir)
+
+
+def _model(pl_module: pl.LightningModule):
+    return getattr(pl_module, "model", pl_module)
