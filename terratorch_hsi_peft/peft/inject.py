@@ -47,8 +47,9 @@ def apply_peft(model: nn.Module, config: Mapping[str, Any] | AdapterConfig) -> n
 
     Raises:
         TypeError: bad config keys, or a target that is not an ``nn.Linear``.
-        ValueError: bad values, no matching module, factor shapes that do not fit a layer, or a
-            model that already has adapters.
+        ValueError: bad values, a target entry that matches no module, factor shapes or a rank
+            that do not fit a layer (LoRA's ``r`` above ``min(in_features, out_features)``), or
+            a model that already has adapters.
     """
     if not isinstance(config, AdapterConfig):
         config = AdapterConfig.from_peft_config(config)
@@ -79,30 +80,27 @@ def find_targets(model: nn.Module, target_modules: str | tuple[str, ...] | list[
     """Qualified names of the Linear layers ``target_modules`` selects.
 
     A list entry selects a module whose name equals it or ends with ``"." + entry`` (as Hugging
-    Face peft matches); a single string is a regex that must match the whole name.
+    Face peft matches); every entry must select at least one module, so a typo in one entry is
+    an error even when the others match. A single string is a regex that must match the whole
+    name of at least one module.
 
     Raises:
-        ValueError: nothing matches (the message lists some Linear layer names of the model).
+        ValueError: an entry (or the regex) matches nothing; the message names it, what the other
+            entries matched and the model's Linear layers (and hints at ``replace_qkv`` when the
+            model fuses q, k and v into one ``qkv`` Linear).
         TypeError: a match is not an ``nn.Linear``.
     """
+    names = [name for name, _ in model.named_modules() if name]
     if isinstance(target_modules, str):
         pattern = re.compile(target_modules)
-
-        def selected(name: str) -> bool:
-            return pattern.fullmatch(name) is not None
+        per_entry = {target_modules: [n for n in names if pattern.fullmatch(n) is not None]}
     else:
-
-        def selected(name: str) -> bool:
-            return any(name == t or name.endswith(f".{t}") for t in target_modules)
-
-    matches = [(name, m) for name, m in model.named_modules() if name and selected(name)]
-    if not matches:
-        linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-        shown = ", ".join(linears[:8]) + (", ..." if len(linears) > 8 else "")
-        raise ValueError(
-            f"target_modules={target_modules!r} matches no module of {type(model).__name__}. "
-            f"Its Linear layers are: {shown or 'none'}. Use names (or name endings) like these."
-        )
+        per_entry = {t: [n for n in names if n == t or n.endswith(f".{t}")] for t in target_modules}
+    unmatched = [entry for entry, found in per_entry.items() if not found]
+    if unmatched:
+        raise ValueError(_no_match_message(model, unmatched, per_entry))
+    selected = {n for found in per_entry.values() for n in found}
+    matches = [(name, m) for name, m in model.named_modules() if name in selected]
     wrong = [f"{name} ({type(m).__name__})" for name, m in matches if not isinstance(m, nn.Linear)]
     if wrong:
         raise TypeError(
@@ -111,6 +109,34 @@ def find_targets(model: nn.Module, target_modules: str | tuple[str, ...] | list[
             "(e.g. 'attn.q' rather than 'attn')."
         )
     return [name for name, _ in matches]
+
+
+def _no_match_message(
+    model: nn.Module, unmatched: list[str], per_entry: dict[str, list[str]]
+) -> str:
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    # Layer names without block indices (blocks.3.attn.q -> attn.q) read better than a long list.
+    endings = sorted({re.sub(r"^(.*\.)?\d+\.", "", name) for name in linears})
+    shown = ", ".join(endings[:12]) + (", ..." if len(endings) > 12 else "")
+    matched = [
+        f"{entry!r} -> {found[0]}" + (f" and {len(found) - 1} more" if len(found) > 1 else "")
+        for entry, found in per_entry.items()
+        if found
+    ]
+    message = (
+        f"target_modules entry {', '.join(map(repr, unmatched))} matches no module of "
+        f"{type(model).__name__}"
+        + (f" (the other entries matched: {'; '.join(matched)})" if matched else "")
+        + f". Its Linear layers are named (block numbers left out): {shown or 'none'}. "
+        "Correct or remove the entry."
+    )
+    fused = [name for name in linears if name == "qkv" or name.endswith(".qkv")]
+    if fused:
+        message += (
+            f" This model fuses q, k and v into one Linear ({fused[0]}): set replace_qkv: qkv "
+            "to split it, then target q_linear / k_linear / v_linear."
+        )
+    return message
 
 
 def adapter_layers(model: nn.Module) -> dict[str, AdapterLinear]:

@@ -23,6 +23,13 @@ class LoRALinear(AdapterLinear):
 
     def __init__(self, base_layer: nn.Linear, config: AdapterConfig, name: str = "layer") -> None:
         super().__init__(base_layer, config, scaling=config.alpha / config.r, name=name)
+        max_rank = min(self.in_features, self.out_features)
+        if config.r > max_rank:
+            raise ValueError(
+                f"{name}: LoRA rank r={config.r} exceeds the rank of its {self.out_features}x"
+                f"{self.in_features} weight; r must be <= min(in_features, out_features) = "
+                f"{max_rank}. Use a smaller r (r={max_rank} already adapts the whole weight)."
+            )
         self.lora_A = self.new_factor(config.r, self.in_features)
         self.lora_B = self.new_factor(self.out_features, config.r)
         self.init_random(self.lora_A)

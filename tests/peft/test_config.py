@@ -103,6 +103,21 @@ def test_shapes_that_do_not_fit_a_layer_leave_the_model_unchanged():
     assert repr(model) == before
 
 
+@pytest.mark.parametrize("method", ["LORA", "LORA_PLUS"])
+def test_lora_rank_above_the_layer_rank_is_an_error(method):
+    # issue 13 item 12: r=1000 on a 64-wide layer was accepted silently
+    model = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 32))
+    before = repr(model)
+    with pytest.raises(ValueError, match=r"0: LoRA rank r=1000 exceeds .* 64x64 weight; r must"):
+        apply_peft(model, peft_config(method, ["0"], r=1000))
+    with pytest.raises(
+        ValueError, match=r"1: .* r must be <= min\(in_features, out_features\) = 32"
+    ):
+        apply_peft(model, peft_config(method, ["0", "1"], r=33))
+    assert repr(model) == before  # nothing swapped in
+    apply_peft(model, peft_config(method, ["0", "1"], r=32))  # full rank is allowed
+
+
 def test_lokr_rank_above_the_factor_rank_is_an_error():
     with pytest.raises(ValueError, match=r"r=9 exceeds the 8x8 second factor's maximum rank 8"):
         apply_peft(nn.Sequential(nn.Linear(64, 64)), peft_config("LOKR", ["0"], r=9))

@@ -36,13 +36,47 @@ def test_targets_match_like_hugging_face_peft(toy_vit):
 
 def test_no_match_lists_linear_layers_and_non_linear_match_is_a_type_error(toy_vit):
     model = toy_vit()
-    with pytest.raises(ValueError, match=r"matches no module .* blocks.0.attn.q, blocks.0.attn.k"):
+    with pytest.raises(
+        ValueError,
+        match=r"'attn.query' matches no module .* attn.k, attn.proj, attn.q, attn.v, mlp.fc1",
+    ):
         apply_peft(model, peft_config("LORA", targets=["attn.query"]))
     with pytest.raises(TypeError, match=r"not nn.Linear: blocks.0.attn \(ToyAttention\)"):
         apply_peft(model, peft_config("KRONA", targets=["attn"]))
     with pytest.raises(TypeError, match=r"blocks.0.norm \(LayerNorm\)"):
         apply_peft(model, peft_config("LOKR", targets=["norm"]))
     assert not adapter_layers(model)
+
+
+def test_a_typo_in_one_entry_is_an_error_even_when_another_entry_matches(toy_vit):
+    # issue 13 item 2: [attn.q, attn.value] used to adapt attn.q alone and train
+    model = toy_vit(depth=3)
+    before = repr(model)
+    with pytest.raises(ValueError) as caught:
+        apply_peft(model, peft_config("LORA", targets=["attn.q", "attn.value"]))
+    message = str(caught.value)
+    assert "target_modules entry 'attn.value' matches no module of ToyViT" in message
+    assert "the other entries matched: 'attn.q' -> blocks.0.attn.q and 2 more" in message
+    assert "attn.v, mlp.fc1, mlp.fc2" in message and "replace_qkv" not in message
+    assert repr(model) == before and not adapter_layers(model)
+    with pytest.raises(ValueError, match=r"matches no module .* are named .*: attn\.k"):
+        find_targets(model, r"attn\.q")  # a regex must match the whole name
+    with pytest.raises(ValueError, match=r"entry 'mlp\.fc3', 'attn\.key' matches no module"):
+        find_targets(model, ["mlp.fc3", "attn.q", "attn.key"])
+
+
+def test_a_target_missing_from_a_fused_qkv_model_hints_at_replace_qkv():
+    model = nn.Sequential(FusedAttention(), FusedAttention())
+    with pytest.raises(ValueError) as caught:
+        apply_peft(model, peft_config("LORA", targets=["q_linear", "v_linear"]))
+    message = str(caught.value)
+    assert "entry 'q_linear', 'v_linear' matches no module" in message
+    assert "fuses q, k and v into one Linear (0.qkv): set replace_qkv: qkv" in message
+    # with the split, the same entries match
+    apply_peft(
+        model, {**peft_config("LORA", targets=["q_linear", "v_linear"]), "replace_qkv": "qkv"}
+    )
+    assert len(adapter_layers(model)) == 4
 
 
 def test_only_adapters_train_and_a_second_apply_is_refused(toy_vit):
