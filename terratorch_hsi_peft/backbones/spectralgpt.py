@@ -28,6 +28,7 @@ from torch import nn
 
 from terratorch_hsi_peft.backbones.layers import Block, PatchEmbed3D, layer_norm
 from terratorch_hsi_peft.backbones.pos_embed import resize_spatial_pos_embed
+from terratorch_hsi_peft.peft.io import random_init_origin
 
 __all__ = ["GROUP_FUSIONS", "SpectralGPTEncoder", "default_out_indices"]
 
@@ -77,6 +78,9 @@ class SpectralGPTEncoder(nn.Module):
             learned fusion, else empty.
         load_report: the :class:`~terratorch_hsi_peft.backbones.checkpoint.LoadReport` of the
             checkpoint loaded into the encoder, or None.
+        weights_origin: where the weights came from, recorded in adapter files trained on the
+            encoder: "random init, seed N" (Lightning's global seed) until a checkpoint is
+            loaded, then the checkpoint and its sha256.
     """
 
     def __init__(
@@ -131,6 +135,7 @@ class SpectralGPTEncoder(nn.Module):
         width = embed_dim * self.num_groups if group_fusion == "concat" else embed_dim
         self.out_channels = [width] * len(self.out_indices)
         self.load_report = None
+        self.weights_origin = random_init_origin()
         self._grid: tuple[int, int] | None = None
         self._init_weights()
         logger.info(

@@ -1,7 +1,8 @@
-"""Shared machinery of the adapted Linear layers: forward, merge/unmerge, dtypes."""
+"""Shared machinery of the adapted Linear layers: forward, merge/unmerge, dtypes, base digest."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from abc import ABC, abstractmethod
 
@@ -10,7 +11,20 @@ from torch import nn
 
 from terratorch_hsi_peft.peft.config import AdapterConfig
 
-__all__ = ["AdapterLinear"]
+__all__ = ["AdapterLinear", "linear_digest"]
+
+
+def linear_digest(layer: nn.Linear) -> str:
+    """sha256 over a Linear's weight and bias shapes and float32 CPU bytes."""
+    digest = hashlib.sha256()
+    for tensor in (layer.weight, layer.bias):
+        if tensor is None:
+            digest.update(b"no bias")
+            continue
+        data = tensor.detach().to(device="cpu", dtype=torch.float32).contiguous()
+        digest.update(repr(tuple(data.shape)).encode())
+        digest.update(data.numpy().tobytes())
+    return digest.hexdigest()
 
 
 class AdapterLinear(nn.Module, ABC):
@@ -29,6 +43,7 @@ class AdapterLinear(nn.Module, ABC):
         scaling: the factor ``s`` of ``s * dW``.
         merged: whether ``s * dW`` is folded into ``base_layer.weight`` (forward then skips the
             adapter path, so adapters get no gradient while merged).
+        layer_name: the layer's qualified name in the adapted model (used in messages).
     """
 
     def __init__(
@@ -47,6 +62,11 @@ class AdapterLinear(nn.Module, ABC):
         self.out_features = base_layer.out_features
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.merged = False
+        self.layer_name = name
+        # Digest of the base weights taken before the first merge: unmerging restores them only
+        # up to rounding. Loading other base weights (load_state_dict) forgets it.
+        self._base_digest: str | None = None
+        self._register_load_state_dict_pre_hook(self._forget_base_digest)
 
     def new_factor(self, rows: int, cols: int) -> nn.Parameter:
         """An uninitialised factor on the base weight's device, in the adapter dtype."""
@@ -88,12 +108,44 @@ class AdapterLinear(nn.Module, ABC):
             h = h.to(self.adapter_dtype)
         return y + (self.adapter_forward(h) * self.scaling).to(y.dtype)
 
+    def base_digest(self) -> str:
+        """sha256 of the frozen base weight and bias as float32 CPU bytes (device- and
+        dtype-independent), identifying the weights the adapter is trained on.
+
+        For a merged layer, and one unmerged again (whose weight is restored only up to
+        rounding), it is the digest of the base weights before the first merge.
+        """
+        if self._base_digest is not None:
+            return self._base_digest
+        return linear_digest(self.base_layer)
+
+    def non_finite_tensors(self) -> list[str]:
+        """Names of the adapter tensors (as stored) holding NaN or Inf."""
+        return [
+            name for name, p in self.adapter_parameters().items() if not torch.isfinite(p).all()
+        ]
+
     @torch.no_grad()
     def merge(self) -> None:
-        """Fold ``scaling * dW`` into the base weight (in at least float32). No-op if merged."""
-        if not self.merged:
-            self._add_to_weight(self.scaling)
-            self.merged = True
+        """Fold ``scaling * dW`` into the base weight (in at least float32). No-op if merged.
+
+        Raises:
+            ValueError: an adapter tensor holds NaN/Inf, or the merged weight would (overflow);
+                the base weight is left unchanged.
+        """
+        if self.merged:
+            return
+        bad = self.non_finite_tensors()
+        if bad:
+            raise ValueError(
+                f"{self.layer_name}: adapter tensor(s) {bad} hold NaN or Inf; merging would "
+                "spoil the base weight. Load adapters from a run that did not diverge (lower the "
+                "learning rate, or train in float32)."
+            )
+        digest = self.base_digest()
+        self._add_to_weight(self.scaling)
+        self._base_digest = digest
+        self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
@@ -105,7 +157,18 @@ class AdapterLinear(nn.Module, ABC):
     def _add_to_weight(self, factor: float) -> None:
         weight = self.base_layer.weight
         work = torch.promote_types(weight.dtype, torch.float32)
-        weight.copy_(weight.to(work) + factor * self.delta_weight().to(work))
+        updated = (weight.to(work) + factor * self.delta_weight().to(work)).to(weight.dtype)
+        if not torch.isfinite(updated).all():
+            raise ValueError(
+                f"{self.layer_name}: the weight with the adapter update folded in holds NaN or "
+                f"Inf (overflow in {weight.dtype}); it was left unchanged. Keep the adapters "
+                "unmerged or use a wider dtype."
+            )
+        weight.copy_(updated)
+
+    def _forget_base_digest(self, state_dict, prefix, *_) -> None:
+        if not self.merged and f"{prefix}base_layer.weight" in state_dict:
+            self._base_digest = None
 
     def extra_repr(self) -> str:
         return f"method={self.config.method.value}, scaling={self.scaling:g}, merged={self.merged}"

@@ -150,6 +150,10 @@ def merge_adapters(model: nn.Module) -> int:
     Already merged layers are left alone (merging twice is a no-op). The forward then costs what
     the base model costs; :func:`unmerge_adapters` restores the base weights (exactly up to
     rounding in the weight's dtype).
+
+    Raises:
+        ValueError: an adapter tensor holds NaN or Inf (every such tensor is named), or a merged
+            weight would overflow; no layer is left merged by this call.
     """
     return _switch(model, merge=True)
 
@@ -164,9 +168,25 @@ def _switch(model: nn.Module, merge: bool) -> int:
     if not layers:
         raise ValueError(f"{type(model).__name__} has no adapters; call apply_peft first.")
     changed = [layer for layer in layers.values() if layer.merged != merge]
-    for layer in changed:
-        if merge:
-            layer.merge()
-        else:
+    if not merge:
+        for layer in changed:
             layer.unmerge()
+        return len(changed)
+    bad = [f"{layer.layer_name}.{name}" for layer in changed for name in layer.non_finite_tensors()]
+    if bad:
+        shown = ", ".join(bad[:8]) + (f", ... ({len(bad)} in all)" if len(bad) > 8 else "")
+        raise ValueError(
+            f"Adapter tensor(s) {shown} hold NaN or Inf; merging would spoil the base weights, "
+            "so nothing was merged. Load adapters from a run that did not diverge (lower the "
+            "learning rate, or train in float32)."
+        )
+    done = []
+    try:
+        for layer in changed:
+            layer.merge()
+            done.append(layer)
+    except ValueError:
+        for layer in done:  # all or nothing
+            layer.unmerge()
+        raise
     return len(changed)

@@ -4,14 +4,22 @@ A file holds every adapter factor of the model (stored tensors, i.e. ``P`` of th
 optionally the tensors of caller-chosen modules (a head, a decoder), and string metadata:
 ``format``, ``format_version``, ``library_version``, ``method``, ``peft_config`` (JSON of the
 TerraTorch ``peft_config`` dict), ``targets`` (JSON list of adapted layers), ``shapes`` (JSON
-``{tensor: shape}``), ``included`` (JSON list of the extra tensors), ``base_model_class`` and
-``base_model_name``. Files are written atomically (temporary file, then ``os.replace``).
+``{tensor: shape}``), ``included`` (JSON list of the extra tensors), ``base_model_class``,
+``base_model_name``, ``base_weights_sha256`` (see :func:`base_fingerprint`) and
+``base_weights_origin`` (the checkpoint file and its sha256, or "random init, seed N"). Files are
+written atomically (temporary file, then ``os.replace``).
+
+Loading checks the metadata (every key present and well formed), refuses NaN/Inf tensors, checks
+that the model fits the file and that its adapted layers hold the base weights the adapters were
+trained on (a file without ``base_weights_sha256``, from an older version, loads with a warning).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -24,10 +32,65 @@ from torch import nn
 from terratorch_hsi_peft.peft.inject import adapter_layers
 from terratorch_hsi_peft.utils.download import atomic_write
 
-__all__ = ["FORMAT_VERSION", "adapter_file_bytes", "load_adapters", "save_adapters"]
+__all__ = [
+    "FORMAT_VERSION",
+    "ORIGIN_ATTR",
+    "adapter_file_bytes",
+    "base_fingerprint",
+    "load_adapters",
+    "random_init_origin",
+    "save_adapters",
+    "weights_origin",
+]
 
 FORMAT = "terratorch_hsi_peft.adapters"
 FORMAT_VERSION = "1"
+#: Attribute of a module (e.g. a backbone) that describes where its weights came from.
+ORIGIN_ATTR = "weights_origin"
+#: Metadata every adapter file carries, and the JSON type of the JSON-valued ones (None: text).
+_REQUIRED: dict[str, type | None] = {
+    "method": None,
+    "peft_config": dict,
+    "targets": list,
+    "shapes": dict,
+    "included": list,
+    "base_model_class": None,
+    "base_model_name": None,
+}
+_FINGERPRINT_KEY = "base_weights_sha256"
+_ORIGIN_KEY = "base_weights_origin"
+
+
+def random_init_origin() -> str:
+    """``"random init, seed N"`` for weights initialised now: N is Lightning's global seed
+    (``PL_GLOBAL_SEED``, set by ``seed_everything``), else torch's initial seed."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    if seed:
+        return f"random init, seed {seed}"
+    return f"random init, torch seed {torch.initial_seed()}"
+
+
+def weights_origin(model: nn.Module) -> str:
+    """Where the weights of ``model`` came from: the ``weights_origin`` of its first module that
+    records one (SpectralGPT backbones do: checkpoint file and sha256, or random init and seed)."""
+    for module in model.modules():
+        origin = getattr(module, ORIGIN_ATTR, None)
+        if isinstance(origin, str):
+            return origin
+    return f"not recorded by {type(model).__name__}"
+
+
+def base_fingerprint(model: nn.Module) -> str:
+    """sha256 identifying the frozen base weights under the adapters of ``model``.
+
+    Computed from each adapted layer's name and :meth:`AdapterLinear.base_digest` (weight and
+    bias as float32 CPU bytes, taken before any merge), so it does not depend on the device, on a
+    float16/bfloat16 copy of float32 weights, or on whether the adapters are merged.
+    """
+    digest = hashlib.sha256()
+    for name, layer in sorted(adapter_layers(model).items()):
+        digest.update(f"{name}:{layer.base_digest()}\n".encode())
+    return digest.hexdigest()
 
 
 def save_adapters(
@@ -64,20 +127,37 @@ def adapter_file_bytes(
 
 
 def load_adapters(
-    model: nn.Module, path: str | os.PathLike, base_model_name: str | None = None
+    model: nn.Module,
+    path: str | os.PathLike,
+    base_model_name: str | None = None,
+    check_base: bool = True,
 ) -> list[str]:
     """Load a file written by :func:`save_adapters` into ``model`` (already prepared by apply_peft).
 
     The metadata must match the model: method and hyperparameters, the set of adapted layers,
-    the base model class (and ``base_model_name`` when given), and every tensor's name and shape.
+    the base model class (and ``base_model_name`` when given), every tensor's name and shape,
+    and the base weights of the adapted layers (:func:`base_fingerprint`).
+
+    Args:
+        model: the model, with the same adapters as the one saved.
+        path: the adapter file.
+        base_model_name: when given, the name the file must record.
+        check_base: compare the base weights with the file's record. Turn it off only to move
+            adapters to other base weights on purpose: they were not trained for them.
 
     Returns:
         The names of the tensors loaded (adapter factors and included tensors).
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file is unreadable or not an adapter file, or it does not fit the model
-            (every mismatch is listed); the model is left unchanged.
+        ValueError: the file is unreadable, not an adapter file, has missing or broken metadata
+            (the key is named), holds NaN/Inf tensors (named), or does not fit the model (every
+            mismatch is listed), or the model's base weights are not the ones the adapters were
+            trained on; the model is left unchanged.
+
+    Warns:
+        UserWarning: the file does not record its base weights (written by an older version), so
+            they cannot be checked.
     """
     path = Path(path)
     if not path.is_file():
@@ -99,12 +179,22 @@ def load_adapters(
             f"reads version {FORMAT_VERSION}. Install the terratorch-hsi-peft version that wrote "
             f"it ({metadata.get('library_version')})."
         )
-    problems = _mismatches(model, metadata, tensors, base_model_name)
+    parsed = _parse_metadata(path, metadata, tensors)
+    bad = [key for key, t in tensors.items() if t.is_floating_point() and not t.isfinite().all()]
+    if bad:
+        raise ValueError(
+            f"{path} holds NaN or Inf in {_listed(bad)}: the run that wrote it diverged. It was "
+            "not loaded; use the adapter file of an earlier checkpoint, or retrain with a lower "
+            "learning rate."
+        )
+    problems = _mismatches(model, parsed, tensors, base_model_name)
     if problems:
         raise ValueError(
             f"{path} does not fit this model:\n- " + "\n- ".join(problems) + "\nBuild the model "
             f"with the file's configuration: apply_peft(model, {metadata['peft_config']})."
         )
+    if check_base:
+        _check_base(model, path, metadata)
     result = model.load_state_dict(tensors, strict=False)
     assert not result.unexpected_keys, result.unexpected_keys  # excluded by _mismatches
     return sorted(tensors)
@@ -129,6 +219,8 @@ def _serialise(model: nn.Module, include: Sequence[str], base_model_name: str | 
         "included": json.dumps(sorted(extra)),
         "base_model_class": _class_path(model),
         "base_model_name": base_model_name or type(model).__name__,
+        _FINGERPRINT_KEY: base_fingerprint(model),
+        _ORIGIN_KEY: weights_origin(model),
     }
     cpu = {key: t.detach().to("cpu").contiguous() for key, t in tensors.items()}
     return safetensors_bytes(cpu, metadata=metadata)
@@ -160,9 +252,83 @@ def _included_tensors(
     return extra
 
 
+def _parse_metadata(
+    path: Path, metadata: dict[str, str], tensors: dict[str, torch.Tensor]
+) -> dict[str, object]:
+    """The required metadata, JSON values decoded; a ValueError names a missing or broken key."""
+    fix = (
+        "The file was damaged or edited by hand; write it again with save_adapters (a training "
+        "run's AdapterCheckpoint)."
+    )
+    parsed: dict[str, object] = {}
+    for key, kind in _REQUIRED.items():
+        if key not in metadata:
+            raise ValueError(f"{path} lacks the adapter metadata key {key!r}. {fix}")
+        if kind is None:
+            parsed[key] = metadata[key]
+            continue
+        try:
+            value = json.loads(metadata[key])
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{path}: adapter metadata {key!r} is not valid JSON ({err}). {fix}"
+            ) from None
+        if not isinstance(value, kind):
+            raise ValueError(
+                f"{path}: adapter metadata {key!r} should be a JSON {kind.__name__}, got "
+                f"{type(value).__name__}. {fix}"
+            )
+        parsed[key] = value
+    for key in ("targets", "included"):
+        if not all(isinstance(name, str) for name in parsed[key]):
+            raise ValueError(f"{path}: adapter metadata {key!r} should list names. {fix}")
+    config = parsed["peft_config"]
+    for key, kind in (("method", str), ("peft_config_kwargs", dict)):
+        if not isinstance(config.get(key), kind):
+            raise ValueError(
+                f"{path}: adapter metadata 'peft_config' lacks {key!r} (a {kind.__name__}). {fix}"
+            )
+    shapes = {key: list(t.shape) for key, t in tensors.items()}
+    if parsed["shapes"] != shapes:
+        raise ValueError(
+            f"{path}: adapter metadata 'shapes' does not describe the tensors the file holds "
+            f"(differing: {_listed(sorted(set(shapes) ^ set(parsed['shapes'])) or sorted(shapes))}"
+            f"). {fix}"
+        )
+    return parsed
+
+
+def _check_base(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
+    expected = metadata.get(_FINGERPRINT_KEY)
+    if expected is None:
+        warnings.warn(
+            f"{path} does not record the base weights its adapters were trained on (written by "
+            f"terratorch-hsi-peft {metadata.get('library_version', '?')}), so they cannot be "
+            f"checked against this model's ({weights_origin(model)}). If the base differs, "
+            "predictions are silently wrong; save the adapters again with this version.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return
+    actual = base_fingerprint(model)
+    if actual != expected:
+        raise ValueError(
+            f"{path} was trained on other base weights: the file expects "
+            f"{metadata.get(_ORIGIN_KEY, 'an unrecorded origin')} (fingerprint {expected[:16]}), "
+            f"this model has {weights_origin(model)} (fingerprint {actual[:16]}). Build the "
+            "backbone from the weights the adapters were trained on: the same checkpoint "
+            "(backbone_ckpt_path / backbone_pretrained), or for a random init the same seed "
+            "(seed_everything). The model was left unchanged."
+        )
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+
+
 def _mismatches(
     model: nn.Module,
-    metadata: dict[str, str],
+    metadata: dict[str, object],
     tensors: dict[str, torch.Tensor],
     base_model_name: str | None,
 ) -> list[str]:
@@ -177,7 +343,7 @@ def _mismatches(
     if merged:
         problems.append(f"adapters are merged ({merged[0]}, ...): call unmerge_adapters first")
     config = next(iter(layers.values())).config.to_peft_config()
-    saved = json.loads(metadata["peft_config"])
+    saved = metadata["peft_config"]
     if saved["method"] != config["method"]:
         problems.append(f"method: file {saved['method']}, model {config['method']}")
     if saved.get("replace_qkv") != config["replace_qkv"]:
@@ -188,7 +354,7 @@ def _mismatches(
     for key in sorted((set(saved_kwargs) | set(kwargs)) - {"target_modules"}):
         if saved_kwargs.get(key) != kwargs.get(key):
             problems.append(f"{key}: file {saved_kwargs.get(key)!r}, model {kwargs.get(key)!r}")
-    saved_targets, targets = set(json.loads(metadata["targets"])), set(layers)
+    saved_targets, targets = set(metadata["targets"]), set(layers)
     if saved_targets != targets:
         problems.append(
             f"adapted layers differ: only in the file {sorted(saved_targets - targets)[:3]}, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from safetensors import safe_open
@@ -198,7 +199,8 @@ def test_adapter_file_reproduces_the_trained_model(tmp_path, prithvi_args, prith
     _train_like(trained)
     path = save_adapter_file(trained, tmp_path / "adapters.safetensors")
 
-    fresh = build(prithvi_args, {**prithvi_peft, "adapter_path": str(path)}, seed=123)
+    # the same base weights (seed 0: the backbone is randomly initialised), untrained adapters
+    fresh = build(prithvi_args, {**prithvi_peft, "adapter_path": str(path)}, seed=0)
     trained.eval(), fresh.eval()
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(fresh(x).output, trained(x).output)
@@ -206,6 +208,37 @@ def test_adapter_file_reproduces_the_trained_model(tmp_path, prithvi_args, prith
         keys = set(f.keys())
     outside = {key for key in trained.state_dict() if not key.startswith("encoder.")}
     assert keys == outside | {f"encoder.{name}" for name in adapter_names(trained.encoder)}
+
+
+def test_adapter_file_of_another_random_base_is_refused(
+    tmp_path, monkeypatch, spectralgpt_args, prithvi_peft
+):
+    # issue 13 item 3: adapters trained on a random backbone (seed 0) reloaded into another
+    # random backbone (seed 1) without a word, giving other predictions
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)  # restored after the test
+    config = {**prithvi_peft, "method": "KRONA_PLUS", "replace_qkv": None}
+    config["peft_config_kwargs"] = {"target_modules": ["attn.q", "attn.v"]}
+    factory = PEFTEncoderDecoderFactory()
+
+    def seeded(seed: int, **extra):
+        pl.seed_everything(seed)
+        return factory.build_model(
+            "segmentation", peft_config={**config, **extra}, **spectralgpt_args
+        )
+
+    trained = seeded(0)
+    assert trained.encoder.weights_origin == "random init, seed 0"
+    _train_like(trained)
+    path = save_adapter_file(trained, tmp_path / "adapters.safetensors")
+    with pytest.raises(ValueError) as caught:
+        seeded(1, adapter_path=str(path))
+    message = str(caught.value)
+    assert "was trained on other base weights: the file expects random init, seed 0" in message
+    assert "this model has random init, seed 1" in message
+    assert "the same seed (seed_everything)" in message
+    same = seeded(0, adapter_path=str(path)).eval()
+    x = torch.randn(2, 6, 16, 16)
+    assert torch.equal(same(x).output, trained.eval()(x).output)
 
 
 def test_merged_forward_equals_unmerged(prithvi_args, prithvi_peft):

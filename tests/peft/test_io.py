@@ -13,11 +13,14 @@ from torch import nn
 
 from terratorch_hsi_peft.peft import (
     adapter_file_bytes,
+    adapter_layers,
     apply_peft,
     load_adapters,
     merge_adapters,
     save_adapters,
+    unmerge_adapters,
 )
+from terratorch_hsi_peft.peft.io import base_fingerprint
 
 
 class ViTWithHead(nn.Module):
@@ -139,3 +142,130 @@ def test_failed_save_leaves_no_file_and_keeps_an_old_one(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors"]
     with pytest.raises(ValueError, match="has no adapters"):
         save_adapters(ToyViT(), tmp_path / "b.safetensors")
+
+
+def rewrite(path, tmp_path, name: str, metadata=None, tensors=None):
+    """A copy of the adapter file ``path`` with changed metadata and/or tensors."""
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata()
+        data = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    out = tmp_path / name
+    save_file({**data, **(tensors or {})}, out, metadata=metadata(meta) if metadata else meta)
+    return out
+
+
+def other_base_model(method: str, base_seed: int) -> ViTWithHead:
+    torch.manual_seed(base_seed)
+    return apply_peft(ViTWithHead(), peft_config(method))
+
+
+def test_adapters_refuse_other_base_weights_and_load_on_the_same(tmp_path):
+    # issue 13 item 3: adapters of one random base loaded into another without a word
+    source = tuned_model("LORA", seed=1)  # base weights from torch.manual_seed(0)
+    x = torch.randn(2, 7, 48)
+    path = save_adapters(source, tmp_path / "a.safetensors", include=["head"])
+    other = other_base_model("LORA", base_seed=1)
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(ValueError) as caught:
+        load_adapters(other, path)
+    message = str(caught.value)
+    assert f"{path} was trained on other base weights" in message
+    assert "this model has not recorded by ViTWithHead" in message
+    assert "the same seed (seed_everything)" in message
+    assert all(torch.equal(v, before[k]) for k, v in other.state_dict().items())
+    load_adapters(other, path, check_base=False)  # deliberate transfer, on request
+    same = other_base_model("LORA", base_seed=0)
+    load_adapters(same, path)
+    assert torch.equal(same(x), source(x))
+
+
+def test_the_base_fingerprint_survives_merging_and_is_dtype_independent(tmp_path):
+    source = tuned_model("KRONA", seed=1)
+    fingerprint = base_fingerprint(source)
+    merge_adapters(source)
+    assert base_fingerprint(source) == fingerprint
+    unmerge_adapters(source)  # weights back only up to rounding: the record is kept
+    assert base_fingerprint(source) == fingerprint
+    path = save_adapters(source, tmp_path / "a.safetensors")
+    with safe_open(path, framework="pt") as f:
+        assert f.metadata()["base_weights_sha256"] == fingerprint
+    # the same values in another dtype hash the same (float32 bytes are hashed)
+    assert base_fingerprint(tuned_model("KRONA", seed=2).double()) == fingerprint
+    rounded = tuned_model("KRONA", seed=2)
+    with torch.no_grad():
+        for layer in adapter_layers(rounded).values():
+            for p in layer.base_layer.parameters():
+                p.copy_(p.bfloat16())
+    in_float32 = base_fingerprint(rounded)
+    assert in_float32 != fingerprint
+    assert base_fingerprint(rounded.bfloat16()) == in_float32  # bfloat16 holds these exactly
+    # loading other base weights into the layers forgets a digest kept from a merge
+    other = other_base_model("KRONA", base_seed=1)
+    source.load_state_dict(other.state_dict())
+    assert base_fingerprint(source) == base_fingerprint(other) != fingerprint
+
+
+def test_a_file_without_a_base_record_loads_with_a_warning(tmp_path):
+    source = tuned_model("LORA", seed=1)
+    path = save_adapters(source, tmp_path / "a.safetensors")
+
+    def old(meta):
+        return {k: v for k, v in meta.items() if not k.startswith("base_weights_")}
+
+    older = rewrite(path, tmp_path, "old.safetensors", metadata=old)
+    target = other_base_model("LORA", base_seed=0)
+    with pytest.warns(UserWarning, match=r"old\.safetensors does not record the base weights"):
+        load_adapters(target, older)
+
+
+def test_nan_tensors_are_refused_at_load(tmp_path):
+    # issue 13 item 5: NaN adapter tensors loaded and every output became NaN
+    source = tuned_model("LORA", seed=1)
+    path = save_adapters(source, tmp_path / "a.safetensors", include=["head"])
+    key = "backbone.blocks.1.attn.v.lora_A"
+    broken = source.state_dict()[key].clone()
+    broken[0, 0] = float("nan")
+    bad = rewrite(
+        path,
+        tmp_path,
+        "nan.safetensors",
+        tensors={key: broken, "head.bias": torch.full((5,), float("inf"))},
+    )
+    target = other_base_model("LORA", base_seed=0)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(
+        ValueError, match=rf"nan\.safetensors holds NaN or Inf in {key}, head\.bias"
+    ):
+        load_adapters(target, bad)
+    assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda m: {k: v for k, v in m.items() if k != "peft_config"},
+            "lacks the adapter metadata key 'peft_config'",
+        ),
+        (lambda m: {**m, "targets": "[not json"}, r"metadata 'targets' is not valid JSON"),
+        (
+            lambda m: {**m, "targets": '{"a": 1}'},
+            r"metadata 'targets' should be a JSON list, got dict",
+        ),
+        (lambda m: {**m, "targets": "[1, 2]"}, r"metadata 'targets' should list names"),
+        (
+            lambda m: {**m, "peft_config": '{"method": "LORA"}'},
+            r"'peft_config' lacks 'peft_config_kwargs'",
+        ),
+        (lambda m: {**m, "shapes": "{}"}, r"'shapes' does not describe the tensors the file holds"),
+    ],
+)
+def test_broken_metadata_is_a_clear_error_naming_file_and_key(change, message, tmp_path):
+    # issue 13 item 11: raw KeyError: 'peft_config' / JSONDecodeError
+    path = save_adapters(tuned_model("LORA", seed=1), tmp_path / "a.safetensors")
+    broken = rewrite(path, tmp_path, "broken.safetensors", metadata=change)
+    with pytest.raises(ValueError, match=message) as caught:
+        load_adapters(other_base_model("LORA", base_seed=0), broken)
+    assert str(broken) in str(caught.value) and "write it again with save_adapters" in str(
+        caught.value
+    )

@@ -71,3 +71,34 @@ def test_merge_bf16_base_weights(method, toy_vit):
 def test_merge_without_adapters_is_an_error(toy_vit):
     with pytest.raises(ValueError, match="call apply_peft first"):
         merge_adapters(toy_vit())
+
+
+@pytest.mark.parametrize("method", ["LORA", "KRONA_PLUS", "LOKR"])
+def test_merge_refuses_nan_or_inf_adapters_and_merges_nothing(method, toy_vit):
+    # issue 13 item 5: peft's safe_merge checks this; a NaN merged spoils the base for good
+    model = apply_peft(toy_vit(), peft_config(method))
+    randomise_adapters(model)
+    original = weights(model)
+    layer = model.blocks[1].attn.v
+    name, factor = next(iter(layer.adapter_parameters().items()))
+    with torch.no_grad():
+        factor[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=rf"blocks\.1\.attn\.v\.{name} hold NaN or Inf.*nothing"):
+        merge_adapters(model)
+    assert not any(layer.merged for layer in adapter_layers(model).values())
+    assert all(torch.equal(w, original[n]) for n, w in weights(model).items())
+    with pytest.raises(ValueError, match=rf"blocks\.1\.attn\.v: adapter tensor\(s\) \['{name}'\]"):
+        layer.merge()  # the layer's own merge checks too
+
+
+def test_merge_that_would_overflow_is_undone(toy_vit):
+    model = apply_peft(toy_vit().half(), peft_config("LORA"))
+    randomise_adapters(model)
+    original = weights(model)
+    with torch.no_grad():
+        model.blocks[1].attn.v.lora_B.fill_(1e6)  # finite float32 factors, dW beyond float16
+    with pytest.raises(ValueError, match=r"blocks\.1\.attn\.v: .* NaN or Inf \(overflow in"):
+        merge_adapters(model)
+    assert not any(layer.merged for layer in adapter_layers(model).values())
+    for name, w in weights(model).items():  # blocks.0 was merged, then undone
+        torch.testing.assert_close(w, original[name], rtol=0, atol=1e-3)
