@@ -1,21 +1,30 @@
 """Loading SpectralGPT checkpoints: fetch, read safely, adapt to the model, report.
 
 - ``fetch_checkpoint``: a local file, or an http(s) URL downloaded once into the cache folder
-  (``$TERRATORCH_HSI_PEFT_CACHE``, else ``torch.hub.get_dir()/checkpoints``), written atomically.
+  (``$TERRATORCH_HSI_PEFT_CACHE``, else ``torch.hub.get_dir()/checkpoints``) under
+  ``<sha256 of the URL, 16 hex digits>/<file name>``, so two URLs never share a file. A download
+  is read as a checkpoint before it gets its final name (an HTML error page or a truncated file
+  served whole is refused, nothing is cached); a known sha256 is checked.
 - ``read_state_dict``: ``torch.load(weights_only=True)`` with only ``argparse.Namespace``
   allow-listed (the official training script stores its ``args`` that way); accepts the official
-  layout (weights under ``model``) or a bare state dict.
+  layout (weights under ``model``) or a bare state dict. A file holding other Python objects is
+  refused as such, not as a damaged file.
 - ``checkpoint_filter_fn`` (timm style): strips a ``module.`` prefix (DDP), drops the MAE decoder
   by name, resizes the position tables to the model, and refuses anything else that does not fit.
-- ``load_checkpoint``: all of it, returning a :class:`LoadReport` stored as ``model.load_report``.
+- ``load_checkpoint``: all of it, returning a :class:`LoadReport` stored as ``model.load_report``;
+  the report is logged at WARNING (shown by the ``terratorch`` CLI) when a tensor was resized or
+  left missing, at INFO otherwise. A cached download that no longer reads is removed.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import math
 import os
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -27,7 +36,7 @@ from terratorch_hsi_peft.backbones.pos_embed import (
     resize_spectral_pos_embed,
 )
 from terratorch_hsi_peft.backbones.spectralgpt import SpectralGPTEncoder
-from terratorch_hsi_peft.utils.download import download_url
+from terratorch_hsi_peft.utils.download import download_url, sha256sum
 
 __all__ = [
     "CACHE_ENV",
@@ -35,6 +44,7 @@ __all__ = [
     "CheckpointError",
     "LoadReport",
     "cache_dir",
+    "cached_path",
     "checkpoint_filter_fn",
     "fetch_checkpoint",
     "load_checkpoint",
@@ -62,6 +72,8 @@ class LoadReport:
 
     Attributes:
         source: the file the weights came from.
+        url: the address it was downloaded from (None for a local file).
+        sha256: the file's sha256.
         loaded: model keys filled from the checkpoint (resized ones included).
         resized: key -> (checkpoint shape, model shape) for tensors that were interpolated.
         dropped: checkpoint keys left out on purpose (the MAE decoder and ``mask_token``).
@@ -69,6 +81,8 @@ class LoadReport:
     """
 
     source: str
+    url: str | None = None
+    sha256: str | None = None
     loaded: list[str] = field(default_factory=list)
     resized: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
@@ -76,8 +90,10 @@ class LoadReport:
 
     def __str__(self) -> str:
         resized = ", ".join(f"{k} {list(a)} -> {list(b)}" for k, (a, b) in self.resized.items())
+        origin = f" (from {self.url})" if self.url else ""
+        digest = f", sha256 {self.sha256}" if self.sha256 else ""
         return (
-            f"Checkpoint {self.source}: {len(self.loaded)} tensors loaded; "
+            f"Checkpoint {self.source}{origin}{digest}: {len(self.loaded)} tensors loaded; "
             f"resized: {resized or 'none'}; dropped (MAE pre-training only): "
             f"{len(self.dropped)} ({_abbreviate(self.dropped)}); "
             f"missing (newly initialised): {self.missing or 'none'}."
@@ -90,52 +106,126 @@ def cache_dir() -> Path:
     return Path(override) if override else Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def fetch_checkpoint(path_or_url: str | os.PathLike) -> Path:
+def cached_path(url: str) -> Path:
+    """Where :func:`fetch_checkpoint` keeps the download of ``url``.
+
+    ``<cache>/<first 16 hex digits of the URL's sha256>/<file name>``: every URL has its own
+    folder (``.../v1/model.pth`` and ``.../v2/model.pth`` never share a file) and the file keeps
+    its readable name.
+    """
+    name = unquote(Path(urlsplit(url).path).name) or "checkpoint.pth"
+    return cache_dir() / hashlib.sha256(url.encode()).hexdigest()[:16] / name
+
+
+def fetch_checkpoint(path_or_url: str | os.PathLike, sha256: str | None = None) -> Path:
     """Return a local path for a checkpoint file or http(s) URL (downloaded once, atomically).
+
+    A download must read as a PyTorch checkpoint (:func:`read_state_dict`) before it is moved to
+    its final name in the cache, so a server's error page or a truncated file is never cached.
+
+    Args:
+        path_or_url: a local file or an http(s) address.
+        sha256: the file's expected hex sha256; when given it is checked for local files, for
+            downloads, and for a file already in the cache (one that differs is fetched again).
 
     Raises:
         FileNotFoundError: a local path that does not exist.
-        terratorch_hsi_peft.utils.DownloadError: the download failed; nothing is left in the cache.
+        CheckpointError: a local file whose sha256 differs from ``sha256``.
+        terratorch_hsi_peft.utils.DownloadError: the download failed, differs from ``sha256`` or
+            is not a readable checkpoint; nothing is left in the cache.
     """
     text = os.fspath(path_or_url)
     if text.startswith(("http://", "https://")):
-        name = unquote(Path(urlsplit(text).path).name) or "checkpoint.pth"
-        return download_url(text, cache_dir() / name)
+        return download_url(text, cached_path(text), sha256=sha256, validate=_check_download)
     path = Path(text).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
             f"Checkpoint {path} does not exist. Set ckpt_path (backbone_ckpt_path in YAML) to an "
             "existing file or an http(s) URL, or use pretrained: true for SpectralGPT+."
         )
+    if sha256 is not None and (actual := sha256sum(path)) != sha256.lower():
+        raise CheckpointError(
+            f"Checkpoint {path} has sha256 {actual}, not the expected {sha256}: it is another "
+            "file than the one named. Point ckpt_path at the right file or correct ckpt_sha256."
+        )
     return path
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read the weights of a checkpoint file without unpickling arbitrary objects."""
+    """Read the weights of a checkpoint file without unpickling arbitrary objects.
+
+    Raises:
+        CheckpointError: the file holds Python objects or code that ``weights_only`` loading
+            refuses (said as such), is not a PyTorch checkpoint or is truncated, or holds no
+            state dict.
+    """
+    try:
+        return _weights(path)
+    except _Unreadable as err:
+        raise CheckpointError(f"Cannot read checkpoint {path}: {err.reason}. {err.fix}") from None
+
+
+class _Unreadable(Exception):
+    def __init__(self, reason: str, fix: str) -> None:
+        super().__init__(reason)
+        self.reason, self.fix = reason, fix
+
+
+def _weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises many types for damaged or foreign files
-        if "Unsupported global" in str(err):  # a well-formed file with objects not allowed
-            hint = (
-                "it holds Python objects other than tensors and an argparse.Namespace, which are "
-                "not loaded for safety. Re-save its state dict (torch.save(model.state_dict()))."
-            )
-        else:
-            hint = (
-                "it is not a PyTorch checkpoint or is truncated/corrupt. Delete it and download "
-                "it again, or point ckpt_path at a complete file."
-            )
-        raise CheckpointError(f"Cannot read checkpoint {path}: {hint} ({err})") from err
+        raise _read_failure(path, err) from None
     weights = content.get("model", content) if isinstance(content, dict) else content
     if not isinstance(weights, dict) or not all(
         isinstance(value, torch.Tensor) for value in weights.values()
     ):
-        raise CheckpointError(
-            f"Checkpoint {path} holds no state dict: expected tensors by name, at the top level or "
-            "under 'model' (the official SpectralGPT layout)."
+        raise _Unreadable(
+            "it holds no state dict: expected tensors by name, at the top level or under 'model' "
+            "(the official SpectralGPT layout)",
+            "Point ckpt_path at a SpectralGPT checkpoint.",
         )
     return weights
+
+
+def _check_download(path: Path) -> None:
+    """``download_url``'s ``validate``: the download must read as a checkpoint."""
+    try:
+        _weights(path)
+    except _Unreadable as err:
+        raise ValueError(f"{err.reason}.") from None
+
+
+def _read_failure(path: str | os.PathLike, err: Exception) -> _Unreadable:
+    """Why ``torch.load(weights_only=True)`` refused ``path``, without torch's advice to switch
+    ``weights_only`` off (which would run whatever code the file holds)."""
+    text = str(err)
+    if isinstance(err, pickle.UnpicklingError) and re.search(
+        r"unsupported global|safe_globals", text, re.IGNORECASE
+    ):
+        names = sorted(set(re.findall(r"GLOBAL ([\w.]+)", text)))
+        return _Unreadable(
+            f"it holds Python objects/code ({', '.join(names) or 'not only tensors'}) and will "
+            "not be loaded for safety",
+            "Re-save only its weights, where the model was trained or with code you trust: "
+            "torch.save(model.state_dict(), 'weights.pth'). (SpectralGPT's own checkpoints, "
+            "weights under 'model' and training args as an argparse.Namespace, load as they are.)",
+        )
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        detail = f"it starts with {head.decode('ascii')!r}: text, such as a server's error page"
+    elif isinstance(err, EOFError) or head.startswith(b"PK\x03\x04") or "zip archive" in text:
+        detail = "it ends early or is damaged"  # torch's files are zip archives
+    else:  # torch's own words, less its advice to load with weights_only=False
+        found = re.search(r"WeightsUnpickler error:\s*(\S.*)", text)
+        detail = found.group(1) if found else (text.splitlines() or [type(err).__name__])[0]
+    return _Unreadable(
+        f"it is not a PyTorch checkpoint or is truncated/corrupt ({os.path.getsize(path)} "
+        f"bytes; {detail})",
+        "Delete it and download it again, or point ckpt_path at a complete file.",
+    )
 
 
 def checkpoint_filter_fn(
@@ -192,17 +282,44 @@ def checkpoint_filter_fn(
     return adapted
 
 
-def load_checkpoint(model: SpectralGPTEncoder, path_or_url: str | os.PathLike) -> LoadReport:
+def load_checkpoint(
+    model: SpectralGPTEncoder, path_or_url: str | os.PathLike, sha256: str | None = None
+) -> LoadReport:
     """Load a SpectralGPT checkpoint (file or URL) into ``model``; log and return the report.
 
-    The report is also stored as ``model.load_report``.
+    The report is also stored as ``model.load_report``, and ``model.weights_origin`` names the
+    file and its sha256 (recorded in adapter files trained on this model). The report is logged
+    at WARNING when a tensor was resized or left at its initialisation, else at INFO.
+
+    Args:
+        model: the encoder to fill.
+        path_or_url: a local file or an http(s) address (see :func:`fetch_checkpoint`).
+        sha256: the file's expected hex sha256, checked when given.
+
+    Raises:
+        CheckpointError: the file cannot be read or does not fit ``model``. A cached download
+            that cannot be read any more is removed first, so the next run downloads it again.
     """
-    path = fetch_checkpoint(path_or_url)
-    report = LoadReport(source=str(path))
-    weights = checkpoint_filter_fn(read_state_dict(path), model, report)
+    text = os.fspath(path_or_url)
+    url = text if text.startswith(("http://", "https://")) else None
+    path = fetch_checkpoint(text, sha256=sha256)
+    try:
+        state_dict = read_state_dict(path)
+    except CheckpointError as err:
+        if url is None:
+            raise
+        path.unlink(missing_ok=True)
+        raise CheckpointError(
+            f"{err} It is the cached download of {url} and was removed; run again to download "
+            "it afresh."
+        ) from None
+    report = LoadReport(source=str(path), url=url, sha256=sha256 or sha256sum(path))
+    weights = checkpoint_filter_fn(state_dict, model, report)
     model.load_state_dict(weights, strict=False)  # strictness enforced by the filter above
     model.load_report = report
-    logger.info("%s", report)
+    model.weights_origin = f"checkpoint {url or path} (sha256 {report.sha256})"
+    level = logging.WARNING if report.resized or report.missing else logging.INFO
+    logger.log(level, "%s", report)
     return report
 
 

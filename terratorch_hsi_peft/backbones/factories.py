@@ -7,6 +7,7 @@ command-line overrides leave (``"false"``, ``"2"``) are read as YAML scalars.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from terratorch_hsi_peft.backbones.checkpoint import SPECTRALGPT_PLUS_URL, load_checkpoint
@@ -19,6 +20,7 @@ __all__ = ["spectralgpt_vit_base", "spectralgpt_vit_huge", "spectralgpt_vit_larg
 _COMMON_DEFAULTS: dict[str, Any] = {
     "pretrained": False,
     "ckpt_path": None,
+    "ckpt_sha256": None,
     "num_bands": 12,
     "img_size": 128,
     "patch_size": 8,
@@ -37,7 +39,9 @@ _KWARGS_DOC = """
         pretrained (bool) [False]: load the released weights when no ``ckpt_path`` is given.
         ckpt_path (str | None) [None]: a local checkpoint or an http(s) URL (cached under
             ``$TERRATORCH_HSI_PEFT_CACHE`` or ``torch.hub.get_dir()/checkpoints``, downloaded
-            atomically); loaded whenever given.
+            atomically, one folder per URL); loaded whenever given.
+        ckpt_sha256 (str | None) [None]: the checkpoint's expected sha256, checked when given
+            (also against a file already in the cache, which is downloaded again if it differs).
         num_bands (int) [12]: input bands (12 PCA components on the paper's route, all bands on
             the native route); the last spectral group is zero-padded when needed.
         img_size (int) [128]: native square input size (the checkpoint's); other multiples of
@@ -65,6 +69,7 @@ def _build(name: str, arch: dict[str, int], official_url: str | None, kwargs: di
     options = {**valid, **cli_scalars(kwargs, name)}  # "false" from a CLI override is False
     pretrained = options.pop("pretrained")
     ckpt_path = options.pop("ckpt_path")
+    ckpt_sha256 = options.pop("ckpt_sha256")
     options.pop("padding")
     if pretrained and ckpt_path is None:
         if official_url is None:
@@ -73,9 +78,20 @@ def _build(name: str, arch: dict[str, int], official_url: str | None, kwargs: di
                 "checkpoint or use pretrained: false."
             )
         ckpt_path = official_url
+    if ckpt_sha256 is not None:
+        if ckpt_path is None:
+            raise ValueError(
+                f"{name}: ckpt_sha256 is set but no checkpoint is loaded; set ckpt_path (or "
+                "pretrained: true), or drop ckpt_sha256."
+            )
+        if not isinstance(ckpt_sha256, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", ckpt_sha256):
+            raise ValueError(
+                f"{name}: ckpt_sha256 must be 64 hex digits (quote it in YAML), got "
+                f"{ckpt_sha256!r}."
+            )
     model = SpectralGPTEncoder(**options)
     if ckpt_path is not None:
-        load_checkpoint(model, ckpt_path)
+        load_checkpoint(model, ckpt_path, sha256=ckpt_sha256)
     return model
 
 

@@ -8,11 +8,12 @@ file that looks whole.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import tempfile
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -35,8 +36,16 @@ def sha256sum(path: str | os.PathLike) -> str:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+def atomic_write(
+    path: str | os.PathLike, mode: str = "wb", check: Callable[[Path], None] | None = None
+) -> Iterator[IO]:
     """Open a temporary file beside ``path``; move it onto ``path`` only if the block succeeds.
+
+    Args:
+        path: the final file.
+        mode: the ``open`` mode of the temporary file.
+        check: called with the complete, closed temporary file before it is moved into place;
+            raising rejects it.
 
     On any exception the temporary file is removed and ``path`` is left untouched (an existing
     file there survives).
@@ -50,6 +59,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        if check is not None:
+            check(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -65,6 +76,7 @@ def download_url(
     size: int | None = None,
     timeout: float = 60.0,
     overwrite: bool = False,
+    validate: Callable[[Path], None] | None = None,
 ) -> Path:
     """Download ``url`` to ``path`` atomically and verify it.
 
@@ -76,13 +88,17 @@ def download_url(
         timeout: socket timeout in seconds.
         overwrite: download again even if a verified file is already at ``path`` (a file that
             fails verification is always fetched again).
+        validate: called with the downloaded file (still under a temporary name) after the size
+            and checksum checks; raising rejects it, e.g. an HTML error page served whole. A file
+            already at ``path`` is not validated again.
 
     Returns:
         The destination path.
 
     Raises:
-        DownloadError: the transfer failed or was cut short, or the size or checksum differ. Nothing
-            is left at ``path`` in that case (an earlier file there is kept).
+        DownloadError: the transfer failed or was cut short, the size or checksum differ, or
+            ``validate`` rejected the file. Nothing is left at ``path`` in that case (an earlier
+            file there is kept).
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -91,8 +107,12 @@ def download_url(
             return path
         except DownloadError:
             pass  # a stale or damaged copy: fetch it again, replacing it atomically
+    check = None if validate is None else functools.partial(_validated, validate, url, path)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, atomic_write(path) as out:
+        with (
+            urllib.request.urlopen(url, timeout=timeout) as response,
+            atomic_write(path, check=check) as out,
+        ):
             expected = response.headers.get("Content-Length")
             written = 0
             digest = hashlib.sha256()
@@ -114,6 +134,16 @@ def download_url(
             "or place the file at that path by hand."
         ) from err
     return path
+
+
+def _validated(validate: Callable[[Path], None], url: str, path: Path, tmp: Path) -> None:
+    try:
+        validate(tmp)
+    except Exception as err:
+        raise DownloadError(
+            f"{url} did not give a usable file: {err} Nothing was kept at {path}; check the "
+            "address (a server error page or a cut transfer can arrive as an ordinary reply)."
+        ) from err
 
 
 def _verify(path: Path, sha256: str | None, size: int | None, source: str) -> None:

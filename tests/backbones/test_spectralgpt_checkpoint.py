@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import functools
 import http.server
+import logging
+import os
 import pickle
+import re
+import textwrap
 import threading
 from pathlib import Path
 
 import pytest
 import torch
 from spectralgpt_reference import bicubic_table, official_state_dict, spectral_interp
+from terratorch_cli import terratorch
 
 from terratorch_hsi_peft.backbones import (
     CheckpointError,
@@ -19,8 +24,8 @@ from terratorch_hsi_peft.backbones import (
     factories,
     spectralgpt_vit_base,
 )
-from terratorch_hsi_peft.backbones.checkpoint import CACHE_ENV, fetch_checkpoint
-from terratorch_hsi_peft.utils import DownloadError
+from terratorch_hsi_peft.backbones.checkpoint import CACHE_ENV, cached_path, fetch_checkpoint
+from terratorch_hsi_peft.utils import DownloadError, sha256sum
 
 DIM, DEPTH = 24, 2
 TINY = {"embed_dim": DIM, "depth": DEPTH, "num_heads": 2}
@@ -136,7 +141,7 @@ def test_truncated_corrupt_and_foreign_files_are_clear_errors(tmp_path, official
             spectralgpt_vit_base(**TINY, img_size=32, ckpt_path=str(path))
     unsafe = tmp_path / "unsafe.pth"
     torch.save({"model": {"w": torch.zeros(1)}, "extra": Path("x")}, unsafe)
-    with pytest.raises(CheckpointError, match="not loaded for safety"):
+    with pytest.raises(CheckpointError, match="will not be loaded for safety"):
         spectralgpt_vit_base(**TINY, img_size=32, ckpt_path=str(unsafe))
     no_weights = tmp_path / "list.pth"
     torch.save([1, 2], no_weights)
@@ -187,10 +192,11 @@ def test_url_checkpoint_is_cached_and_truncated_transfer_leaves_nothing(
 
     with pytest.raises(DownloadError, match="cut short"):
         fetch_checkpoint(f"{base}/cut/SpectralGPT+.pth")
-    assert not cache.exists() or list(cache.iterdir()) == []
+    assert [p for p in cache.rglob("*") if p.is_file()] == []
 
     model = spectralgpt_vit_base(**TINY, img_size=32, ckpt_path=f"{base}/SpectralGPT+.pth")
-    cached = cache / "SpectralGPT+.pth"
+    cached = cached_path(f"{base}/SpectralGPT+.pth")
+    assert cached.parent.parent == cache and cached.name == "SpectralGPT+.pth"
     assert cached.read_bytes() == (folder / "SpectralGPT+.pth").read_bytes()
     assert model.load_report.source == str(cached)
     (folder / "SpectralGPT+.pth").unlink()  # a second build reads the cache, not the server
@@ -209,5 +215,218 @@ def test_pretrained_without_path_downloads_spectralgpt_plus(
     write_official(folder / "SpectralGPT+.pth", official_sd)
     monkeypatch.setattr(factories, "SPECTRALGPT_PLUS_URL", f"{base}/SpectralGPT+.pth?download=1")
     model = spectralgpt_vit_base(**TINY, img_size=32, pretrained=True)
-    assert model.load_report.source == str(tmp_path / "cache" / "SpectralGPT+.pth")
+    assert model.load_report.source == str(cached_path(f"{base}/SpectralGPT+.pth?download=1"))
     torch.testing.assert_close(model.norm.weight.data, official_sd["norm.weight"])
+
+
+class _RunsCode:
+    """Unpickling this runs a shell command: what weights_only=True exists to refuse."""
+
+    def __reduce__(self):
+        return (os.system, ("echo unpickled",))
+
+
+def test_a_file_holding_code_is_refused_as_such_not_as_corrupt(tmp_path, official_sd):
+    # issue 13 item 10: reported as "truncated/corrupt, download it again", with torch's advice
+    # to load with weights_only=False appended
+    path = tmp_path / "with_code.pth"
+    torch.save({"model": official_sd, "hook": _RunsCode()}, path)
+    with pytest.raises(CheckpointError) as caught:
+        spectralgpt_vit_base(**TINY, img_size=32, ckpt_path=str(path))
+    message = str(caught.value)
+    assert f"Cannot read checkpoint {path}: it holds Python objects/code (posix.system)" in message
+    assert "will not be loaded for safety" in message and "torch.save(model.state_dict()" in message
+    assert "weights_only" not in message and "corrupt" not in message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_text_and_html_files_are_reported_without_torchs_weights_only_advice(tmp_path):
+    page = tmp_path / "page.pth"
+    page.write_text("<!DOCTYPE html><html><body>Not Found</body></html>")
+    with pytest.raises(CheckpointError) as caught:
+        spectralgpt_vit_base(**TINY, img_size=32, ckpt_path=str(page))
+    message = str(caught.value)
+    assert re.search(r"truncated/corrupt \(\d+ bytes; it starts with '<!DOCTYPE html>", message)
+    assert "weights_only" not in message
+
+
+def _variant(sd: dict[str, torch.Tensor], shift: float) -> dict[str, torch.Tensor]:
+    return {k: v + shift for k, v in sd.items()}
+
+
+def test_cache_is_keyed_by_the_full_url(server, tmp_path, monkeypatch, official_sd):
+    # issue 13 item 1: .../v2/model.pth silently loaded the cached .../v1/model.pth
+    folder, base = server
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    for version, shift in (("v1", 0.0), ("v2", 1.0)):
+        (folder / version).mkdir()
+        write_official(folder / version / "model.pth", _variant(official_sd, shift))
+    v1 = spectralgpt_vit_base(**TINY, img_size=32, ckpt_path=f"{base}/v1/model.pth")
+    v2 = spectralgpt_vit_base(**TINY, img_size=32, ckpt_path=f"{base}/v2/model.pth")
+    torch.testing.assert_close(v1.norm.weight.data, official_sd["norm.weight"])
+    torch.testing.assert_close(v2.norm.weight.data, official_sd["norm.weight"] + 1.0)
+    paths = {cached_path(f"{base}/{v}/model.pth") for v in ("v1", "v2")}
+    assert len(paths) == 2 and all(p.name == "model.pth" and p.is_file() for p in paths)
+    assert v2.load_report.url == f"{base}/v2/model.pth"
+    assert v2.load_report.sha256 == sha256sum(folder / "v2" / "model.pth")
+    assert v2.weights_origin == f"checkpoint {base}/v2/model.pth (sha256 {v2.load_report.sha256})"
+
+
+def test_a_known_sha256_is_checked(server, tmp_path, monkeypatch, official_sd):
+    folder, base = server
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    write_official(folder / "model.pth", official_sd)
+    digest = sha256sum(folder / "model.pth")
+    url = f"{base}/model.pth"
+    with pytest.raises(DownloadError, match=f"does not match the expected {'f' * 64}"):
+        spectralgpt_vit_base(**TINY, img_size=32, ckpt_path=url, ckpt_sha256="f" * 64)
+    assert not cached_path(url).exists()
+    model = spectralgpt_vit_base(**TINY, img_size=32, ckpt_path=url, ckpt_sha256=digest)
+    assert model.load_report.sha256 == digest
+    # a cached file that differs from the known digest is downloaded again
+    cached_path(url).write_bytes(b"stale")
+    spectralgpt_vit_base(**TINY, img_size=32, ckpt_path=url, ckpt_sha256=digest)
+    assert sha256sum(cached_path(url)) == digest
+    # local files are checked too; the option needs a checkpoint and a well-formed digest
+    with pytest.raises(CheckpointError, match=r"has sha256 .* not the expected ffff"):
+        spectralgpt_vit_base(
+            **TINY, img_size=32, ckpt_path=str(folder / "model.pth"), ckpt_sha256="f" * 64
+        )
+    with pytest.raises(ValueError, match="ckpt_sha256 is set but no checkpoint is loaded"):
+        spectralgpt_vit_base(**TINY, img_size=32, ckpt_sha256=digest)
+    with pytest.raises(ValueError, match="must be 64 hex digits"):
+        spectralgpt_vit_base(**TINY, img_size=32, ckpt_path=url, ckpt_sha256="abc")
+
+
+class _BadReplies(_Handler):
+    """/html/<name>: an error page with status 200; /short/<name>: a tenth of the file, whole."""
+
+    def do_GET(self):
+        if self.path.startswith("/html/"):
+            data = b"<!DOCTYPE html><html><body>Rate limit exceeded</body></html>"
+        elif self.path.startswith("/short/"):
+            data = (Path(self.directory) / self.path.removeprefix("/short/")).read_bytes()
+            data = data[: len(data) // 10]
+        else:
+            return super().do_GET()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        return None
+
+
+def test_a_bad_file_served_whole_is_never_cached(tmp_path, monkeypatch, official_sd):
+    folder = tmp_path / "served"
+    folder.mkdir()
+    write_official(folder / "model.pth", official_sd)
+    handler = functools.partial(_BadReplies, directory=str(folder))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_port}"
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    try:
+        with pytest.raises(
+            DownloadError, match=r"html/model\.pth did not give a usable .*<!DOCTYPE"
+        ):
+            spectralgpt_vit_base(**TINY, img_size=32, ckpt_path=f"{base}/html/model.pth")
+        with pytest.raises(DownloadError, match=r"short/model\.pth did not give .*ends early"):
+            spectralgpt_vit_base(**TINY, img_size=32, ckpt_path=f"{base}/short/model.pth")
+        assert [p for p in cache.rglob("*") if p.is_file()] == []  # not even a .part file
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_cached_file_that_no_longer_reads_is_removed(server, tmp_path, monkeypatch, official_sd):
+    folder, base = server
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    write_official(folder / "model.pth", official_sd)
+    url = f"{base}/model.pth"
+    fetch_checkpoint(url)
+    cached = cached_path(url)
+    cached.write_bytes(cached.read_bytes()[:1000])  # damaged on disk after the download
+    with pytest.raises(
+        CheckpointError, match=rf"{cached}: .*cached download of {url} and was removed"
+    ):
+        spectralgpt_vit_base(**TINY, img_size=32, ckpt_path=url)
+    assert not cached.exists()
+    model = spectralgpt_vit_base(**TINY, img_size=32, ckpt_path=url)  # the next run: afresh
+    torch.testing.assert_close(model.norm.weight.data, official_sd["norm.weight"])
+
+
+def test_the_report_is_a_warning_when_tensors_are_resized_or_missing(
+    tmp_path, caplog, official_file
+):
+    logger = "terratorch_hsi_peft.backbones.checkpoint"
+    with caplog.at_level(logging.INFO, logger=logger):
+        spectralgpt_vit_base(**TINY, img_size=128, ckpt_path=str(official_file))  # exact fit
+        spectralgpt_vit_base(**TINY, img_size=32, ckpt_path=str(official_file))  # resized
+    levels = [r.levelno for r in caplog.records if r.name == logger]
+    assert levels == [logging.INFO, logging.WARNING]
+    assert "pos_embed_spatial [1, 256, 24] -> [1, 16, 24]" in caplog.records[-1].getMessage()
+
+
+@pytest.mark.slow
+def test_terratorch_fit_loads_the_named_url_and_shows_the_report(
+    server, tmp_path, monkeypatch, official_sd
+):
+    # issue 13 item 1 through the CLI: with v1 cached, a config naming v2 trained on v1's weights,
+    # exit code 0, nothing on screen
+    folder, base = server
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    for version, shift in (("v1", 0.0), ("v2", 1.0)):
+        (folder / version).mkdir()
+        write_official(folder / version / "model.pth", _variant(official_sd, shift))
+    fetch_checkpoint(f"{base}/v1/model.pth")
+    config = tmp_path / "fit.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            seed_everything: 0
+            trainer:
+              accelerator: cpu
+              max_steps: 1
+              limit_val_batches: 0
+              num_sanity_val_steps: 0
+              logger: false
+              enable_checkpointing: false
+              enable_progress_bar: false
+              enable_model_summary: false
+              default_root_dir: {tmp_path}
+              callbacks:
+                - class_path: terratorch_hsi_peft.callbacks.LoadPlugin
+            data:
+              class_path: terratorch.datamodules.dummy_datamodule.DummyDataModule
+              init_args:
+                {{batch_size: 2, num_workers: 0, train_samples: 2, val_samples: 2,
+                  test_samples: 2, channels: 12, height: 32, width: 32, segmentation: true,
+                  num_classes: 3}}
+            model:
+              class_path: terratorch.tasks.SemanticSegmentationTask
+              init_args:
+                model_factory: EncoderDecoderFactory
+                loss: ce
+                ignore_index: -1
+                model_args:
+                  backbone: spectralgpt_vit_base
+                  backbone_ckpt_path: {base}/v2/model.pth
+                  backbone_depth: {DEPTH}
+                  backbone_embed_dim: {DIM}
+                  backbone_num_heads: 2
+                  backbone_img_size: 32
+                  necks: [{{name: ReshapeTokensToImage, remove_cls_token: false}}]
+                  decoder: FCNDecoder
+                  decoder_channels: 8
+                  num_classes: 3
+            """
+        )
+    )
+    output = terratorch(["fit", "--config", config], tmp_path, timeout=600)
+    v2 = sha256sum(folder / "v2" / "model.pth")
+    assert v2 != sha256sum(folder / "v1" / "model.pth")
+    tensors = 6 + 16 * DEPTH  # patch embedding, 2 position tables, final norm; 8 Linears/norms
+    assert f"(from {base}/v2/model.pth), sha256 {v2}: {tensors} tensors loaded" in output
+    assert "pos_embed_spatial [1, 256, 24] -> [1, 16, 24]" in output

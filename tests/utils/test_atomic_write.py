@@ -38,3 +38,23 @@ def test_a_damaged_local_copy_is_fetched_again(tmp_path):
     with pytest.raises(DownloadError, match="expected 9 bytes"):
         download_url(source.as_uri(), tmp_path / "other.bin", size=9)
     assert not (tmp_path / "other.bin").exists()
+
+
+def test_a_download_the_validator_rejects_is_not_kept(tmp_path):
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"<html>error</html>")
+    target = tmp_path / "cache" / "model.pth"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+
+    def validate(path):
+        assert path.read_bytes() == b"<html>error</html>" and path != target
+        raise ValueError("it is an HTML page.")
+
+    with pytest.raises(
+        DownloadError, match=r"did not give a usable file: it is an HTML page\. Nothing was kept"
+    ):
+        download_url(source.as_uri(), target, validate=validate, overwrite=True)
+    assert target.read_bytes() == b"old" and os.listdir(target.parent) == ["model.pth"]
+    download_url(source.as_uri(), target, validate=lambda path: None, overwrite=True)
+    assert target.read_bytes() == b"<html>error</html>"
