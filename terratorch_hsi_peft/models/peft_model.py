@@ -52,6 +52,7 @@ def attach_adapters(model: nn.Module, spec: PeftSpec) -> nn.Module:
             for p in layer.adapter_parameters().values()
         ]
     else:  # get_peft_model left exactly the Hugging Face adapter tensors trainable
+        _check_hf_targets(encoder, spec.peft_config_kwargs.get("target_modules"))
         adapters = [p for p in encoder.parameters() if p.requires_grad]
         resolved = spec.terratorch_peft_config()
     backbone = encoder.get_base_model() if hasattr(encoder, "get_base_model") else encoder
@@ -85,6 +86,20 @@ def unmerge_model_adapters(model: nn.Module) -> None:
         encoder.base_model.unmerge_adapter()
     else:
         unmerge_adapters(encoder)
+
+
+def _check_hf_targets(encoder: nn.Module, targets: object) -> None:
+    """Hugging Face peft only fails when no entry matches; a typo beside a match is ignored."""
+    if not isinstance(targets, list | tuple):
+        return  # a regex string or peft's "all-linear": peft itself fails when nothing matches
+    names = [name for name, _ in encoder.named_modules()]
+    unmatched = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if unmatched:
+        raise ValueError(
+            f"target_modules entry {', '.join(map(repr, unmatched))} matches no module of the "
+            "encoder (backend: hf); Hugging Face peft adapted the other entries only. Correct "
+            "or remove the entry."
+        )
 
 
 def _backbone_extras(backbone: nn.Module) -> list[nn.Parameter]:

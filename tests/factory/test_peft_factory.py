@@ -175,6 +175,17 @@ def test_hf_backend_is_terratorchs_own_peft_path(prithvi_args, prithvi_peft):
     assert trainable(model.encoder) == encoder_trainable
 
 
+@pytest.mark.parametrize("backend", ["plugin", "hf"])
+def test_a_typo_in_one_target_entry_is_an_error_on_both_backends(
+    prithvi_args, prithvi_peft, backend
+):
+    # issue 13 item 2 through the factory: [q_linear, v_lineer] adapted q_linear only
+    prithvi_peft.update(method="LORA", backend=backend)
+    prithvi_peft["peft_config_kwargs"] = {"target_modules": ["q_linear", "v_lineer"]}
+    with pytest.raises(ValueError, match="target_modules entry 'v_lineer' matches no module"):
+        build(prithvi_args, prithvi_peft)
+
+
 def test_hf_only_method_names_pass_through_to_hf(prithvi_args, prithvi_peft):
     model = build(prithvi_args, {**prithvi_peft, "method": "LOHA"})
     assert type(model.encoder).__name__ == "PeftModel"
