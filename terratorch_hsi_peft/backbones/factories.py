@@ -34,6 +34,9 @@ _COMMON_DEFAULTS: dict[str, Any] = {
     "padding": "reflect",
 }
 
+#: Options that are text even when they look like numbers ("null" still means None).
+_TEXT_OPTIONS = ("ckpt_path", "ckpt_sha256")
+
 _KWARGS_DOC = """
     Keyword arguments (``backbone_<name>`` in YAML), defaults in brackets:
         pretrained (bool) [False]: load the released weights when no ``ckpt_path`` is given.
@@ -67,6 +70,9 @@ def _build(name: str, arch: dict[str, int], official_url: str | None, kwargs: di
             f"YAML): {sorted(valid)}."
         )
     options = {**valid, **cli_scalars(kwargs, name)}  # "false" from a CLI override is False
+    for key in _TEXT_OPTIONS:  # a file name or digest of digits only stays a string
+        if isinstance(kwargs.get(key), str) and options[key] is not None:
+            options[key] = kwargs[key]
     pretrained = options.pop("pretrained")
     ckpt_path = options.pop("ckpt_path")
     ckpt_sha256 = options.pop("ckpt_sha256")

@@ -430,3 +430,12 @@ def test_terratorch_fit_loads_the_named_url_and_shows_the_report(
     tensors = 6 + 16 * DEPTH  # patch embedding, 2 position tables, final norm; 8 Linears/norms
     assert f"(from {base}/v2/model.pth), sha256 {v2}: {tensors} tensors loaded" in output
     assert "pos_embed_spatial [1, 256, 24] -> [1, 16, 24]" in output
+
+
+def test_a_checkpoint_named_with_digits_only_stays_a_path(tmp_path, monkeypatch, official_sd):
+    # a CLI override leaves the string "2024"; read as a YAML int it is no path any more
+    monkeypatch.chdir(tmp_path)
+    write_official(tmp_path / "2024", official_sd)
+    digest = sha256sum(tmp_path / "2024")
+    model = spectralgpt_vit_base(**TINY, img_size=32, ckpt_path="2024", ckpt_sha256=digest)
+    assert model.load_report.source == "2024" and model.load_report.sha256 == digest
