@@ -269,3 +269,21 @@ def test_broken_metadata_is_a_clear_error_naming_file_and_key(change, message, t
     assert str(broken) in str(caught.value) and "write it again with save_adapters" in str(
         caught.value
     )
+
+
+@pytest.mark.cuda
+def test_the_base_fingerprint_and_nan_checks_on_cuda(tmp_path):
+    source = tuned_model("KRONA_PLUS", seed=1)
+    fingerprint = base_fingerprint(source)
+    source.cuda()
+    assert base_fingerprint(source) == fingerprint  # device-independent
+    path = save_adapters(source, tmp_path / "a.safetensors", include=["head"])
+    target = other_base_model("KRONA_PLUS", base_seed=0)
+    load_adapters(target, path)  # written on the GPU, loaded on the CPU
+    merge_adapters(source)
+    assert base_fingerprint(source) == fingerprint
+    unmerge_adapters(source)
+    with torch.no_grad():
+        source.backbone.blocks[0].attn.q.krona_B[0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"blocks\.0\.attn\.q\.krona_B hold NaN or Inf"):
+        merge_adapters(source)
