@@ -66,7 +66,7 @@ class AdapterLinear(nn.Module, ABC):
         # Digest of the base weights taken before the first merge: unmerging restores them only
         # up to rounding. Loading other base weights (load_state_dict) forgets it.
         self._base_digest: str | None = None
-        self._register_load_state_dict_pre_hook(self._forget_base_digest)
+        self.register_load_state_dict_pre_hook(_forget_base_digest)
 
     def new_factor(self, rows: int, cols: int) -> nn.Parameter:
         """An uninitialised factor on the base weight's device, in the adapter dtype."""
@@ -166,9 +166,10 @@ class AdapterLinear(nn.Module, ABC):
             )
         weight.copy_(updated)
 
-    def _forget_base_digest(self, state_dict, prefix, *_) -> None:
-        if not self.merged and f"{prefix}base_layer.weight" in state_dict:
-            self._base_digest = None
-
     def extra_repr(self) -> str:
         return f"method={self.config.method.value}, scaling={self.scaling:g}, merged={self.merged}"
+
+
+def _forget_base_digest(layer: AdapterLinear, state_dict: dict, prefix: str, *_) -> None:
+    if not layer.merged and f"{prefix}base_layer.weight" in state_dict:
+        layer._base_digest = None
