@@ -304,16 +304,15 @@ def load_checkpoint(
     url = text if text.startswith(("http://", "https://")) else None
     path = fetch_checkpoint(text, sha256=sha256)
     try:
-        state_dict = read_state_dict(path)
-    except CheckpointError as err:
-        if url is None:
-            raise
-        path.unlink(missing_ok=True)
-        raise CheckpointError(
-            f"{err} It is the cached download of {url} and was removed; run again to download "
-            "it afresh."
-        ) from None
-    report = LoadReport(source=str(path), url=url, sha256=sha256 or sha256sum(path))
+        state_dict = _weights(path)
+    except _Unreadable as err:
+        fix = err.fix
+        if url is not None:  # validated when downloaded: damaged since, so fetch it again
+            path.unlink(missing_ok=True)
+            fix = f"It is the cached download of {url} and was removed; run again to fetch it."
+        raise CheckpointError(f"Cannot read checkpoint {path}: {err.reason}. {fix}") from None
+    digest = sha256.lower() if sha256 is not None else sha256sum(path)  # checked when given
+    report = LoadReport(source=str(path), url=url, sha256=digest)
     weights = checkpoint_filter_fn(state_dict, model, report)
     model.load_state_dict(weights, strict=False)  # strictness enforced by the filter above
     model.load_report = report

@@ -349,7 +349,7 @@ def test_a_cached_file_that_no_longer_reads_is_removed(server, tmp_path, monkeyp
     cached = cached_path(url)
     cached.write_bytes(cached.read_bytes()[:1000])  # damaged on disk after the download
     with pytest.raises(
-        CheckpointError, match=rf"{cached}: .*cached download of {url} and was removed"
+        CheckpointError, match=rf"{cached}: .*cached download of {url} and was removed; run again"
     ):
         spectralgpt_vit_base(**TINY, img_size=32, ckpt_path=url)
     assert not cached.exists()
