@@ -130,7 +130,7 @@ class AdapterLinear(nn.Module, ABC):
         """Fold ``scaling * dW`` into the base weight (in at least float32). No-op if merged.
 
         Raises:
-            ValueError: an adapter tensor holds NaN/Inf, or the merged weight would (overflow);
+            ValueError: an adapter tensor holds NaN/Inf, or the merged weight would overflow;
                 the base weight is left unchanged.
         """
         if self.merged:

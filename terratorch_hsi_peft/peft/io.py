@@ -288,12 +288,12 @@ def _parse_metadata(
             raise ValueError(
                 f"{path}: adapter metadata 'peft_config' lacks {key!r} (a {kind.__name__}). {fix}"
             )
-    shapes = {key: list(t.shape) for key, t in tensors.items()}
-    if parsed["shapes"] != shapes:
+    shapes, recorded = {key: list(t.shape) for key, t in tensors.items()}, parsed["shapes"]
+    differing = sorted(k for k in set(shapes) | set(recorded) if shapes.get(k) != recorded.get(k))
+    if differing:
         raise ValueError(
             f"{path}: adapter metadata 'shapes' does not describe the tensors the file holds "
-            f"(differing: {_listed(sorted(set(shapes) ^ set(parsed['shapes'])) or sorted(shapes))}"
-            f"). {fix}"
+            f"(differing: {_listed(differing)}). {fix}"
         )
     return parsed
 
