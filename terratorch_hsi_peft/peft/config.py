@@ -154,7 +154,13 @@ class AdapterConfig:
                 f"peft_config has no 'method'; add one of {', '.join(m.value for m in PeftMethod)}."
             )
         method = PeftMethod.parse(peft_config["method"])
-        kwargs = dict(peft_config.get("peft_config_kwargs") or {})
+        kwargs = peft_config.get("peft_config_kwargs") or {}
+        if not isinstance(kwargs, Mapping):
+            raise TypeError(
+                f"peft_config_kwargs must be a mapping such as {{target_modules: [attn.q, "
+                f"attn.v]}}, got {kwargs!r}."
+            )
+        kwargs = dict(kwargs)
         for alias, name in ALIASES.items():
             if alias in kwargs and name in VALID_KWARGS[method]:
                 if name in kwargs:

@@ -50,6 +50,11 @@ def test_defaults_and_round_trip():
         ({"method": "DORA", "peft_config_kwargs": {}}, ValueError, "use one of LORA, LORA_PLUS"),
         ({"peft_config_kwargs": {"target_modules": ["q"]}}, ValueError, "has no 'method'"),
         ({"method": "LORA", "kwargs": {}}, TypeError, r"Unknown peft_config keys \['kwargs'\]"),
+        (
+            {"method": "LORA", "peft_config_kwargs": [["target_modules", "q"]]},
+            TypeError,
+            "peft_config_kwargs must be a mapping",
+        ),
         (peft_config("KRONA", r=4), TypeError, r"\['r'\] are not valid for KRONA; valid keys"),
         (peft_config("LORA", lr_ratio=4), TypeError, r"\['lr_ratio'\] are not valid for LORA"),
         (peft_config("LOKR", scale=2.0), TypeError, "valid keys: .*'alpha', 'a_shape'"),
