@@ -71,10 +71,15 @@ def has_adapters(model: nn.Module) -> bool:
 
 
 def merge_model_adapters(model: nn.Module) -> None:
-    """Fold the adapters into the encoder weights (forward at the base model's cost)."""
+    """Fold the adapters into the encoder weights (forward at the base model's cost).
+
+    Raises:
+        ValueError: adapters holding NaN or Inf (both backends: the plugin's merge names them,
+            Hugging Face peft's ``safe_merge`` names the adapter).
+    """
     encoder = model.encoder
     if hasattr(encoder, "get_base_model"):
-        encoder.base_model.merge_adapter()
+        encoder.base_model.merge_adapter(safe_merge=True)
     else:
         merge_adapters(encoder)
 

@@ -173,6 +173,11 @@ def load_adapters(
         ) from None
     if metadata.get("format") != FORMAT:
         raise ValueError(f"{path} has no adapter metadata: it was not written by save_adapters.")
+    if "format_version" not in metadata:
+        raise ValueError(
+            f"{path} lacks the adapter metadata key 'format_version'. The file was damaged or "
+            "edited by hand; write it again with save_adapters."
+        )
     if metadata.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"{path} has adapter format version {metadata.get('format_version')!r}; this library "

@@ -186,6 +186,17 @@ def test_a_typo_in_one_target_entry_is_an_error_on_both_backends(
         build(prithvi_args, prithvi_peft)
 
 
+@pytest.mark.parametrize("backend", ["plugin", "hf"])
+def test_merging_nan_adapters_is_refused_on_both_backends(prithvi_args, prithvi_peft, backend):
+    # issue 13 item 5: MergeAdaptersForPredict merges through merge_model_adapters
+    model = build(prithvi_args, {**prithvi_peft, "method": "LORA", "backend": backend})
+    factor = next(p for name, p in model.encoder.named_parameters() if "lora_B" in name)
+    with torch.no_grad():
+        factor.fill_(float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        merge_model_adapters(model)
+
+
 def test_hf_only_method_names_pass_through_to_hf(prithvi_args, prithvi_peft):
     model = build(prithvi_args, {**prithvi_peft, "method": "LOHA"})
     assert type(model.encoder).__name__ == "PeftModel"

@@ -244,6 +244,10 @@ def test_nan_tensors_are_refused_at_load(tmp_path):
     ("change", "message"),
     [
         (
+            lambda m: {k: v for k, v in m.items() if k != "format_version"},
+            "lacks the adapter metadata key 'format_version'",
+        ),
+        (
             lambda m: {k: v for k, v in m.items() if k != "peft_config"},
             "lacks the adapter metadata key 'peft_config'",
         ),
