@@ -13,7 +13,7 @@ from typing import Any
 from terratorch_hsi_peft.backbones.checkpoint import SPECTRALGPT_PLUS_URL, load_checkpoint
 from terratorch_hsi_peft.backbones.spectralgpt import SpectralGPTEncoder
 from terratorch_hsi_peft.registry import register_backbone
-from terratorch_hsi_peft.utils.cli_values import cli_scalars
+from terratorch_hsi_peft.utils.cli_values import TEXT_OPTIONS, cli_scalars
 
 __all__ = ["spectralgpt_vit_base", "spectralgpt_vit_huge", "spectralgpt_vit_large"]
 
@@ -33,9 +33,6 @@ _COMMON_DEFAULTS: dict[str, Any] = {
     # passed on to every backbone; the encoder itself has no use for it.
     "padding": "reflect",
 }
-
-#: Options that are text even when they look like numbers ("null" still means None).
-_TEXT_OPTIONS = ("ckpt_path", "ckpt_sha256")
 
 _KWARGS_DOC = """
     Keyword arguments (``backbone_<name>`` in YAML), defaults in brackets:
@@ -69,10 +66,8 @@ def _build(name: str, arch: dict[str, int], official_url: str | None, kwargs: di
             f"{name} got unknown argument(s) {unknown}. Valid arguments (backbone_<name> in "
             f"YAML): {sorted(valid)}."
         )
-    options = {**valid, **cli_scalars(kwargs, name)}  # "false" from a CLI override is False
-    for key in _TEXT_OPTIONS:  # a file name or digest of digits only stays a string
-        if isinstance(kwargs.get(key), str) and options[key] is not None:
-            options[key] = kwargs[key]
+    # "false" from a CLI override is False; a file name or digest of digits stays a string
+    options = {**valid, **cli_scalars(kwargs, name, text=TEXT_OPTIONS)}
     pretrained = options.pop("pretrained")
     ckpt_path = options.pop("ckpt_path")
     ckpt_sha256 = options.pop("ckpt_sha256")

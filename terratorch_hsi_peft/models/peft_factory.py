@@ -26,7 +26,7 @@ from terratorch_hsi_peft.models.adapter_file import load_adapter_file
 from terratorch_hsi_peft.models.peft_config import PeftSpec
 from terratorch_hsi_peft.models.peft_model import attach_adapters
 from terratorch_hsi_peft.registry import register_model_factory
-from terratorch_hsi_peft.utils.cli_values import cli_scalar, cli_scalars
+from terratorch_hsi_peft.utils.cli_values import TEXT_OPTIONS, cli_scalar, cli_scalars
 
 __all__ = ["PEFTEncoderDecoderFactory"]
 
@@ -69,7 +69,7 @@ class PEFTEncoderDecoderFactory(ModelFactory):
                 does not fit the model.
         """
         # Dotted CLI overrides of model_args arrive as strings ("9", "false"); read them as YAML.
-        kwargs = cli_scalars(kwargs, type(self).__name__)
+        kwargs = cli_scalars(kwargs, type(self).__name__, text=TEXT_OPTIONS)
         peft_config = cli_scalar(peft_config)  # "null": full fine-tuning
         factory = EncoderDecoderFactory()
         if peft_config is None:

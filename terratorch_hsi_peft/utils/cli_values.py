@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
-__all__ = ["cli_scalar", "cli_scalars"]
+__all__ = ["TEXT_OPTIONS", "cli_scalar", "cli_scalars"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,14 @@ _BOOLEANS = {
     **dict.fromkeys(("false", "False", "FALSE"), False),
 }
 _NULLS = {"null", "Null", "NULL", "~"}
+#: ``model_args`` keys whose values are text even when they look like numbers (``backbone_*``
+#: as the model factory sees them, the bare names as the backbone factories do).
+TEXT_OPTIONS = (
+    "ckpt_path",
+    "ckpt_sha256",
+    "backbone_ckpt_path",
+    "backbone_ckpt_sha256",
+)
 _INT = re.compile(r"[-+]?[0-9]+")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
 
@@ -44,12 +52,21 @@ def cli_scalar(value: Any) -> Any:
     return value
 
 
-def cli_scalars(values: Mapping[str, Any], context: str) -> dict[str, Any]:
+def cli_scalars(
+    values: Mapping[str, Any], context: str, text: Collection[str] = ()
+) -> dict[str, Any]:
     """A copy of ``values`` with every top-level value passed through :func:`cli_scalar`.
 
-    ``context`` names the caller in the log line that lists what was converted.
+    ``context`` names the caller in the log line that lists what was converted. Keys in ``text``
+    (file paths, digests) keep their string unless it is a YAML null: a file named ``2024`` is
+    not the number 2024.
     """
-    converted = {key: cli_scalar(value) for key, value in values.items()}
+    converted = {
+        key: (None if value in _NULLS else value)
+        if key in text and isinstance(value, str)
+        else cli_scalar(value)
+        for key, value in values.items()
+    }
     changed = [f"{k}={values[k]!r} -> {v!r}" for k, v in converted.items() if v is not values[k]]
     if changed:
         logger.info("%s: read string values as YAML scalars: %s", context, ", ".join(changed))

@@ -232,6 +232,21 @@ def test_adapter_file_reproduces_the_trained_model(tmp_path, prithvi_args, prith
     assert keys == outside | {f"encoder.{name}" for name in adapter_names(trained.encoder)}
 
 
+def test_a_checkpoint_file_named_with_digits_reaches_the_backbone_as_a_path(
+    tmp_path, monkeypatch, spectralgpt_args, prithvi_peft
+):
+    # model_args strings are read as YAML for dotted CLI overrides; a path "2024" must stay text
+    encoder = build(spectralgpt_args, None).encoder
+    torch.save({"model": encoder.state_dict()}, tmp_path / "2024")
+    monkeypatch.chdir(tmp_path)
+    config = {**prithvi_peft, "replace_qkv": None}
+    config["peft_config_kwargs"] = {"target_modules": ["attn.q"]}
+    args = {**spectralgpt_args, "backbone_ckpt_path": "2024"}
+    model = PEFTEncoderDecoderFactory().build_model("segmentation", peft_config=config, **args)
+    assert model.encoder.load_report.source == "2024"
+    assert torch.equal(model.encoder.norm.weight, encoder.norm.weight)
+
+
 def test_adapter_file_of_another_random_base_is_refused(
     tmp_path, monkeypatch, spectralgpt_args, prithvi_peft
 ):

@@ -49,3 +49,14 @@ def test_top_level_strings_are_converted_and_logged(caplog):
     assert out == {"num_classes": 9, "backbone_pretrained": False, "x": "y"}
     assert "F: read string values as YAML scalars" in caplog.text
     assert "num_classes='9' -> 9" in caplog.text and "'x'" not in caplog.text
+
+
+def test_text_options_keep_their_string_unless_null():
+    values = {"backbone_ckpt_path": "2024", "ckpt_sha256": "null", "depth": "2", "ckpt_path": 5}
+    text = ("backbone_ckpt_path", "ckpt_sha256", "ckpt_path")
+    assert cli_scalars(values, "test", text=text) == {
+        "backbone_ckpt_path": "2024",  # a file named 2024, not the number
+        "ckpt_sha256": None,
+        "depth": 2,
+        "ckpt_path": 5,  # a non-string is left alone
+    }
