@@ -25,6 +25,7 @@ from torch import nn
 from terratorch_hsi_peft.models.adapter_file import load_adapter_file
 from terratorch_hsi_peft.models.peft_config import PeftSpec
 from terratorch_hsi_peft.models.peft_model import attach_adapters
+from terratorch_hsi_peft.peft.io import ORIGIN_ATTR, random_init_origin
 from terratorch_hsi_peft.registry import register_model_factory
 from terratorch_hsi_peft.utils.cli_values import TEXT_OPTIONS, cli_scalar, cli_scalars
 
@@ -79,6 +80,25 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         hf_config = spec.terratorch_peft_config() if spec.backend == "hf" else None
         model = factory.build_model(task, backbone, decoder, peft_config=hf_config, **kwargs)
         attach_adapters(model, spec)
+        _record_origin(model, backbone, kwargs)
         if spec.adapter_path is not None:
             load_adapter_file(model, spec.adapter_path)
         return model
+
+
+def _record_origin(model: nn.Module, backbone: str | nn.Module, kwargs: dict[str, Any]) -> None:
+    """Name where the base weights came from, for adapter files, when the backbone does not
+    (SpectralGPT backbones record their checkpoint or seed themselves)."""
+    if any(isinstance(getattr(m, ORIGIN_ATTR, None), str) for m in model.modules()):
+        return
+    name = backbone if isinstance(backbone, str) else type(backbone).__name__
+    ckpt, pretrained = kwargs.get("backbone_ckpt_path"), kwargs.get("backbone_pretrained")
+    if ckpt is not None:
+        origin = f"{name}, checkpoint {ckpt}"
+    elif pretrained:
+        origin = f"{name}, pretrained weights"
+    elif pretrained is None:
+        origin = f"{name}, its default weights ({random_init_origin()} if random)"
+    else:
+        origin = f"{name}, {random_init_origin()}"
+    setattr(model, ORIGIN_ATTR, origin)

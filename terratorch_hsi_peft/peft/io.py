@@ -77,7 +77,7 @@ def weights_origin(model: nn.Module) -> str:
         origin = getattr(module, ORIGIN_ATTR, None)
         if isinstance(origin, str):
             return origin
-    return f"not recorded by {type(model).__name__}"
+    return f"an unrecorded origin ({type(model).__name__})"
 
 
 def base_fingerprint(model: nn.Module) -> str:

@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
+from safetensors import safe_open
 from safetensors.torch import load_file
 from terratorch.cli_tools import build_lightning_cli
 from terratorch_cli import terratorch
@@ -351,3 +352,34 @@ def test_a_fresh_terratorch_process_finds_the_plugin_from_the_yaml(
     path.write_text(yaml.safe_dump(config))
     terratorch(["fit", "--config", path], timeout=300)
     assert list(tmp_path.rglob("adapters.safetensors"))
+
+
+def test_adapter_path_onto_another_random_base_is_refused_on_the_cli(
+    tmp_path, prithvi_args, prithvi_peft
+):
+    # issue 13 item 3 through the CLI: adapters of a random backbone (seed 0) reloaded into
+    # another random backbone (seed 1) without a word, giving other predictions
+    config = to_peft(stock_config(tmp_path / "fit", prithvi_args), prithvi_peft)
+    config["trainer"].update(limit_val_batches=0, enable_checkpointing=False)
+    fit(config, tmp_path / "fit.yaml")
+    adapters = tmp_path / "fit" / "adapters.safetensors"
+    with safe_open(adapters, framework="pt") as f:
+        assert f.metadata()["base_weights_origin"] == "prithvi_eo_tiny, random init, seed 0"
+    reload = copy.deepcopy(config)
+    reload["model"]["init_args"]["model_args"]["peft_config"]["adapter_path"] = str(adapters)
+    reload["trainer"]["callbacks"] = []
+    for seed in (1, 0):
+        reload["seed_everything"] = seed
+        (tmp_path / "test.yaml").write_text(yaml.safe_dump(reload))
+        if seed == 1:
+            with pytest.raises(ValueError) as caught:
+                build_lightning_cli(["test", "--config", str(tmp_path / "test.yaml")])
+            message = str(caught.value)
+            assert (
+                "was trained on other base weights: the file expects prithvi_eo_tiny, " in message
+            )
+            assert "random init, seed 0 (fingerprint" in message
+            assert "this model has prithvi_eo_tiny, random init, seed 1" in message
+        else:  # the same seed rebuilds the same base: the adapters load and test runs
+            cli = build_lightning_cli(["test", "--config", str(tmp_path / "test.yaml")])
+            assert cli.trainer.state.finished

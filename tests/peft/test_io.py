@@ -170,7 +170,7 @@ def test_adapters_refuse_other_base_weights_and_load_on_the_same(tmp_path):
         load_adapters(other, path)
     message = str(caught.value)
     assert f"{path} was trained on other base weights" in message
-    assert "this model has not recorded by ViTWithHead" in message
+    assert "this model has an unrecorded origin (ViTWithHead)" in message
     assert "the same seed (seed_everything)" in message
     assert all(torch.equal(v, before[k]) for k, v in other.state_dict().items())
     load_adapters(other, path, check_base=False)  # deliberate transfer, on request
