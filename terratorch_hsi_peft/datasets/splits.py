@@ -193,12 +193,16 @@ def per_class_split(
     Per class with n labelled pixels:
 
     - training pixels: ``round(train_size * n)`` for a fraction, ``train_size`` for a count;
-      raised to ``min(min_train_per_class, n // 2)``; capped at ``n // 2`` when a count asks for
-      more than half the class (the usual convention for small classes, e.g. Indian Pines' 20
-      Oats pixels), and at ``n - 1`` for a fraction, so every class keeps test pixels where it
-      has two or more;
+      raised to ``min(min_train_per_class, n // 2)`` and to at least one; capped at ``n // 2``
+      when a count asks for more than half the class (the usual convention for small classes,
+      e.g. Indian Pines' 20 Oats pixels), and at ``n - 1`` for a fraction, so every class with
+      two or more pixels is on both sides, as the literature's protocol expects;
     - validation pixels, taken out of those training pixels: ``round(val_size * n_train)`` for a
       fraction, ``val_size`` for a count, always leaving at least one training pixel.
+
+    A class with a single labelled pixel cannot be on both sides: the pixel stays in test (the
+    model cannot learn the class, and its test accuracy counts as such), the class is listed in
+    ``params["classes_missing"]["train"]`` and a warning names it with its count.
 
     Args:
         labels: (H, W) integer raster, 0 = unlabelled, 1..K = classes.
@@ -218,6 +222,7 @@ def per_class_split(
     rng = np.random.default_rng(seed)
     flat = labels.reshape(-1)
     sets: dict[str, list[np.ndarray]] = {name: [] for name in _SETS}
+    single: dict[int, int] = {}
     for cls in np.unique(flat[flat > 0]):
         pixels = rng.permutation(np.flatnonzero(flat == cls))
         n = pixels.size
@@ -225,7 +230,10 @@ def per_class_split(
             n_train = min(int(train_size), n // 2)
         else:
             n_train = min(round(train_size * n), n - 1)
-        n_train = max(n_train, min(min_train_per_class, n // 2))
+        # A class without a training pixel cannot be learned: one is kept whenever n >= 2.
+        n_train = max(n_train, min(max(min_train_per_class, 1), n // 2))
+        if n_train == 0:
+            single[int(cls)] = n
         if _is_count(val_size):
             n_val = min(int(val_size), max(n_train - 1, 0))
         else:
@@ -233,6 +241,15 @@ def per_class_split(
         sets["val"].append(pixels[:n_val])
         sets["train"].append(pixels[n_val:n_train])
         sets["test"].append(pixels[n_train:])
+    if single:
+        listing = ", ".join(f"class {c} ({n} labelled pixel)" for c, n in single.items())
+        warnings.warn(
+            f"Per-class split: {listing} has too few pixels for both a training and a test "
+            "pixel; it gets no training pixel (it stays in test), so the model cannot learn it. "
+            "Label more pixels of the class, or relabel them 0 (unlabelled) to leave it out.",
+            UserWarning,
+            stacklevel=2,
+        )
     return Split(
         **{name: np.sort(np.concatenate(parts)).astype(np.int64) for name, parts in sets.items()},
         protocol="per_class",
@@ -241,6 +258,7 @@ def per_class_split(
             "train_size": train_size,
             "val_size": val_size,
             "min_train_per_class": int(min_train_per_class),
+            "classes_missing": {"train": sorted(single), "test": []},
         },
         shape=labels.shape,
     )

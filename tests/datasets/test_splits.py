@@ -48,7 +48,12 @@ def test_per_class_fraction_matches_an_independent_count(pines_labels):
     # every labelled pixel is used exactly once
     assert split.train.size + split.val.size + split.test.size == 10_249
     assert split.protocol == "per_class" and split.seed == 3
-    assert split.params == {"train_size": 0.1, "val_size": 0.25, "min_train_per_class": 5}
+    assert split.params == {
+        "train_size": 0.1,
+        "val_size": 0.25,
+        "min_train_per_class": 5,
+        "classes_missing": {"train": [], "test": []},
+    }
 
 
 def test_per_class_count_is_capped_at_half_a_small_class(pines_labels):
@@ -58,6 +63,29 @@ def test_per_class_count_is_capped_at_half_a_small_class(pines_labels):
     np.testing.assert_array_equal(train, np.minimum(50, totals // 2))  # Oats: 20 -> 10
     np.testing.assert_array_equal(_per_class(split.val, pines_labels), 5)
     assert (_per_class(split.test, pines_labels) > 0).all()
+
+
+def test_per_class_warns_about_a_class_with_a_single_pixel():
+    labels = np.zeros((10, 10), np.int64)
+    labels[:4] = 1  # 40 pixels
+    labels[5, :6] = 2  # 6 pixels
+    labels[9, 9] = 3  # one pixel: cannot be on both sides
+    with pytest.warns(UserWarning, match=r"class 3 \(1 labelled pixel\) .*no training pixel"):
+        split = per_class_split(labels, train_size=0.1, seed=0)
+    assert split.params["classes_missing"] == {"train": [3], "test": []}
+    np.testing.assert_array_equal(_per_class(split.train, labels), [5, 3, 0])
+    np.testing.assert_array_equal(_per_class(split.test, labels), [35, 3, 1])
+
+
+def test_per_class_gives_a_small_class_one_training_pixel_even_without_a_minimum():
+    labels = np.zeros((10, 10), np.int64)
+    labels[:4] = 1
+    labels[9, :3] = 2  # 10% of 3 pixels rounds to none
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every class is on both sides: no warning
+        split = per_class_split(labels, train_size=0.1, min_train_per_class=0, seed=0)
+    np.testing.assert_array_equal(_per_class(split.train, labels), [4, 1])
+    np.testing.assert_array_equal(_per_class(split.test, labels), [36, 2])
 
 
 def test_per_class_is_reproducible_from_its_seed(pines_labels):
