@@ -10,14 +10,23 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import os
+import re
 import tempfile
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so stale temporary files are left alone
+    fcntl = None
+
 __all__ = ["DownloadError", "atomic_write", "download_url", "sha256sum"]
+
+logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 
@@ -48,11 +57,14 @@ def atomic_write(
             raising rejects it.
 
     On any exception the temporary file is removed and ``path`` is left untouched (an existing
-    file there survives).
+    file there survives). The temporary file, ``.<name>.<random>.part``, is locked while it is
+    written; one left behind by a killed writer (SIGKILL, power loss) holds no lock and is
+    removed by the next write to ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    _remove_stale_parts(path)
+    fd, tmp, lock = _locked_temp_file(path)
     try:
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are ordinary shared files
         with os.fdopen(fd, mode) as f:
@@ -66,6 +78,49 @@ def atomic_write(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    finally:
+        if lock is not None:  # held until the file is in place, so no cleaner removes it
+            os.close(lock)
+
+
+def _locked_temp_file(path: Path) -> tuple[int, str, int | None]:
+    """A new temporary file beside ``path``: its descriptor, its name, and a descriptor holding
+    its lock (``None`` without ``fcntl``)."""
+    while True:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        if fcntl is None:
+            return fd, tmp, None
+        lock = os.dup(fd)  # the lock outlives the file object, which closes fd
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.fstat(lock).st_nlink:
+            return fd, tmp, lock
+        # A concurrent writer took it for stale between mkstemp and flock: make another.
+        os.close(lock)
+        os.close(fd)
+
+
+def _remove_stale_parts(path: Path) -> None:
+    """Remove temporary files of earlier writes to ``path`` whose writer is gone (no lock)."""
+    if fcntl is None:
+        return
+    # mkstemp's names: the prefix, 8 characters of [a-z0-9_], the suffix.
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.part")
+    for entry in os.scandir(path.parent):
+        if not pattern.fullmatch(entry.name):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)  # a live writer holds it
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.path)
+            logger.info("Removed %s, left by an interrupted write of %s.", entry.path, path)
+        os.close(fd)
 
 
 def download_url(

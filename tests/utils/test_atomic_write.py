@@ -1,7 +1,10 @@
-"""atomic_write: all or nothing, and ordinary file permissions."""
+"""atomic_write: all or nothing, ordinary file permissions, no stale temporary file."""
 
 import os
+import signal
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -58,3 +61,35 @@ def test_a_download_the_validator_rejects_is_not_kept(tmp_path):
     assert target.read_bytes() == b"old" and os.listdir(target.parent) == ["model.pth"]
     download_url(source.as_uri(), target, validate=lambda path: None, overwrite=True)
     assert target.read_bytes() == b"<html>error</html>"
+
+
+def test_a_write_killed_midway_leaves_a_part_file_that_the_next_write_removes(tmp_path):
+    target = tmp_path / "adapters.safetensors"
+    killed = (
+        "import os, signal\n"
+        "from terratorch_hsi_peft.utils.download import atomic_write\n"
+        f"with atomic_write({str(target)!r}) as f:\n"
+        "    f.write(b'half'); f.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", killed], capture_output=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    (stale,) = os.listdir(tmp_path)
+    assert stale.startswith(".adapters.safetensors.") and stale.endswith(".part")
+    (tmp_path / ".other.bin.abcd1234.part").write_bytes(b"")  # another file's: not touched
+
+    with atomic_write(target) as f:
+        f.write(b"whole")
+    assert sorted(os.listdir(tmp_path)) == [".other.bin.abcd1234.part", "adapters.safetensors"]
+    assert target.read_bytes() == b"whole"
+
+
+def test_a_write_in_progress_is_not_taken_for_stale(tmp_path):
+    target = tmp_path / "map.npy"
+    with atomic_write(target) as outer:
+        outer.write(b"outer")
+        with atomic_write(target) as inner:  # a second writer of the same file meanwhile
+            inner.write(b"inner")
+        assert target.read_bytes() == b"inner"
+    assert target.read_bytes() == b"outer"
+    assert os.listdir(tmp_path) == ["map.npy"]
