@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from torch import nn
 
 from terratorch_hsi_peft.datasets import HyperspectralScene, Split, load_scene, make_split
 from terratorch_hsi_peft.transforms import BandRoute, BandRouteName, MissingBandPolicy
+from terratorch_hsi_peft.utils.cli_values import cli_scalar
 
 __all__ = ["HyperspectralDataModule"]
 
@@ -30,6 +32,12 @@ _SETS = ("train", "val", "test")
 #: Label of pixels the loss and the metrics skip (set the task's ``ignore_index`` to it).
 IGNORE_INDEX = -1
 
+#: The plugin's datamodule for each stock TerraTorch task.
+_DATAMODULE_OF_TASK = {
+    "ClassificationTask": "HyperspectralPatchDataModule",
+    "SemanticSegmentationTask": "HyperspectralSceneDataModule",
+}
+
 
 class HyperspectralDataModule(LightningDataModule):
     """Base of ``HyperspectralPatchDataModule`` and ``HyperspectralSceneDataModule``.
@@ -37,6 +45,9 @@ class HyperspectralDataModule(LightningDataModule):
     Subclasses build their datasets in ``_make_dataset(stage)`` from :meth:`routed_cube` and
     :attr:`split`, and paste predictions back into a scene map in ``paste_predictions``.
     """
+
+    #: The stock TerraTorch task the batches are made for.
+    task_name: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -85,6 +96,7 @@ class HyperspectralDataModule(LightningDataModule):
         self.class_weights = class_weights
 
         self._scene: HyperspectralScene | None = scene if not isinstance(scene, str) else None
+        self._checkpoint_class_names: list[str] | None = None
         self._split: Split | None = None
         self._route: BandRoute | None = None
         self._cube: torch.Tensor | None = None
@@ -109,12 +121,23 @@ class HyperspectralDataModule(LightningDataModule):
     @property
     def num_classes(self) -> int:
         """K: set the task's ``model_args.num_classes`` to it."""
-        return self.scene.num_classes
+        return len(self.class_names)
 
     @property
     def class_names(self) -> list[str]:
-        """Names of class indices 0..K-1 (raw labels 1..K)."""
-        return list(self.scene.class_names)
+        """Names of class indices 0..K-1 (raw labels 1..K).
+
+        A prediction-only scene without class names takes those of the checkpoint it is
+        predicted with, else ``class_1`` ... ``class_K`` for the attached task's ``num_classes``.
+        """
+        if self.scene.class_names:
+            return list(self.scene.class_names)
+        if self._checkpoint_class_names is not None:
+            return list(self._checkpoint_class_names)
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        hparams = getattr(module, "hparams", None) or {}
+        count = cli_scalar((hparams.get("model_args") or {}).get("num_classes"))
+        return [f"class_{k}" for k in range(1, count + 1)] if _is_int(count) else []
 
     @property
     def num_bands(self) -> int:
@@ -126,25 +149,72 @@ class HyperspectralDataModule(LightningDataModule):
         )
 
     def setup(self, stage: str) -> None:
-        """Load the scene and check it against the task's model config (when attached)."""
+        """Load the scene and check it against the attached task and trainer.
+
+        Raises:
+            ValueError: a labelled stage on a scene without labels; a task whose
+                ``num_classes``, ``backbone_num_bands`` or ``ignore_index`` do not fit the data,
+                or the other stock task; ``predict`` with TerraTorch's ``CustomWriter`` but
+                without :class:`~terratorch_hsi_peft.callbacks.ClassMapWriter`.
+        """
         if stage in ("fit", "validate", "test") and not self.scene.has_labels:
             raise ValueError(
                 f"Scene {self.scene.name!r} has no labels, so it cannot be used to {stage}; "
                 "give label_path (generic scenes) or only run predict."
             )
-        self._check_model_config()
-
-    def _check_model_config(self) -> None:
         module = self.trainer.lightning_module if self.trainer is not None else None
-        model_args = getattr(module, "hparams", {}).get("model_args") or {}
-        expected = {"num_classes": self.num_classes, "backbone_num_bands": self.num_bands}
+        if module is not None:
+            self._check_task(module)
+        if stage == "predict" and self.trainer is not None:
+            self._check_prediction_writer()
+
+    def _check_task(self, module: Any) -> None:
+        """Compare the task's settings with the data (dotted CLI overrides arrive as strings)."""
+        mro = {cls.__name__ for cls in type(module).__mro__}
+        for task, datamodule in _DATAMODULE_OF_TASK.items():
+            if task in mro and task != self.task_name:
+                raise ValueError(
+                    f"{type(self).__name__} makes batches for {self.task_name}, not for {task}; "
+                    f"use {datamodule} with {task}."
+                )
+        hparams = getattr(module, "hparams", None) or {}
+        model_args = hparams.get("model_args") or {}
+        expected = {"backbone_num_bands": self.num_bands}
+        # A prediction-only scene without class names takes the checkpoint's (restored later).
+        if self.scene.num_classes:
+            expected["num_classes"] = self.scene.num_classes
         for key, value in expected.items():
             given = model_args.get(key)
-            if given is not None and given != value:
+            read = cli_scalar(given)  # "--model.init_args.model_args.num_classes 16" gives "16"
+            if read is not None and not (_is_int(read) and read == value):
                 raise ValueError(
-                    f"The task's model_args.{key} is {given} but the data give {value} "
+                    f"The task's model_args.{key} is {given!r} but the data give {value} "
                     f"({self.scene.name}, band_route {self.band_route!r}); set {key}: {value}."
                 )
+        if "ignore_index" in hparams:
+            self._check_ignore_index(cli_scalar(hparams["ignore_index"]))
+
+    def _check_ignore_index(self, ignore_index: Any) -> None:
+        """Raise a ValueError when the task's ``ignore_index`` does not fit the batches."""
+
+    def _check_prediction_writer(self) -> None:
+        """TerraTorch's ``CustomWriter`` cannot write these batches: ClassMapWriter replaces it."""
+        cli_tools = sys.modules.get("terratorch.cli_tools")  # not imported: no CustomWriter
+        custom_writer = getattr(cli_tools, "CustomWriter", None)
+        callbacks = self.trainer.callbacks
+        if custom_writer is None or not any(isinstance(cb, custom_writer) for cb in callbacks):
+            return
+        from terratorch_hsi_peft.callbacks.class_map_writer import ClassMapWriter
+
+        if any(isinstance(cb, ClassMapWriter) and cb.replace_terratorch_writer for cb in callbacks):
+            return
+        raise ValueError(
+            f"predict with {type(self).__name__} needs the plugin's ClassMapWriter: TerraTorch's "
+            "CustomWriter, which the terratorch command always adds, cannot write these batches "
+            "(it expects a GeoTIFF file name per sample). Add to trainer.callbacks:\n"
+            "  - class_path: terratorch_hsi_peft.callbacks.ClassMapWriter\n"
+            "(with replace_terratorch_writer: true, its default)."
+        )
 
     # -- split --------------------------------------------------------------------------------
 
@@ -180,6 +250,13 @@ class HyperspectralDataModule(LightningDataModule):
     def route(self) -> BandRoute:
         """The fitted band route: restored from a checkpoint, or fitted on training pixels only."""
         if self._route is None:
+            if not self.scene.has_labels:
+                raise ValueError(
+                    f"Scene {self.scene.name!r} has no labels, so the {self.band_route!r} band "
+                    "route cannot be fitted on its training pixels. Predict it with the "
+                    "checkpoint of a run trained with this datamodule (--ckpt_path): its band "
+                    "route is restored from there."
+                )
             pixels = self.scene.image.reshape(-1, self.scene.num_bands)[self.split.train]
             wavelengths = self.wavelengths
             if wavelengths is None and self.scene.wavelengths is not None:
@@ -288,7 +365,10 @@ class HyperspectralDataModule(LightningDataModule):
         """The fitted band route and the split, saved in every Lightning checkpoint."""
         if self._split is None and self._route is None:
             return {}
-        state: dict[str, Any] = {"band_route": self.route.state_dict()}
+        state: dict[str, Any] = {
+            "band_route": self.route.state_dict(),
+            "class_names": json.dumps(self.class_names),
+        }
         if self.scene.has_labels:
             split = self.split
             state["split"] = {
@@ -309,10 +389,21 @@ class HyperspectralDataModule(LightningDataModule):
             return
         self._route = BandRoute.from_state_dict(state_dict["band_route"])
         self._cube = None
+        if "class_names" in state_dict:  # absent from checkpoints of earlier versions
+            names = json.loads(state_dict["class_names"])
+            self._checkpoint_class_names = names
+            if self.scene.class_names and names != self.scene.class_names:
+                warnings.warn(
+                    f"The checkpoint was trained on classes {names}, the scene "
+                    f"{self.scene.name!r} has {self.scene.class_names}; maps and metrics use the "
+                    "scene's names. Check that each class index means the same in both.",
+                    UserWarning,
+                    stacklevel=2,
+                )
         saved = state_dict.get("split")
-        if saved is None:
+        if saved is None or not self.scene.has_labels:
             return
-        if tuple(saved["shape"]) != self.scene.shape or not self.scene.has_labels:
+        if tuple(saved["shape"]) != self.scene.shape:
             logger.info("Checkpoint split is for another scene size; the configured one is used.")
             return
         restored = Split(
@@ -337,6 +428,10 @@ class HyperspectralDataModule(LightningDataModule):
                 stacklevel=2,
             )
         self._split = restored
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _already_batched(batch: Any) -> Any:

@@ -86,7 +86,8 @@ class HyperspectralPatchDataModule(HyperspectralDataModule):
 
     Model config: ``model_args.num_classes`` = :attr:`num_classes` (16 for Indian Pines) and
     ``backbone_num_bands`` = :attr:`num_bands` (``num_components`` for ``pca``, 12 for
-    ``sentinel2``, the scene's band count otherwise), ``backbone_img_size`` = ``img_size``.
+    ``sentinel2``, the scene's band count otherwise), ``backbone_img_size`` = ``img_size``;
+    ``ignore_index`` unset (an index of one of the classes would leave that class out).
     ``setup`` raises a ValueError naming the fix when the task's values differ.
 
     Band-route statistics are fitted on training pixels only and saved with the split in every
@@ -130,6 +131,8 @@ class HyperspectralPatchDataModule(HyperspectralDataModule):
             ``img_size``).
         interpolation: resize mode: ``bilinear``, ``bicubic`` or ``nearest``.
     """
+
+    task_name = "ClassificationTask"
 
     def __init__(
         self,
@@ -188,6 +191,16 @@ class HyperspectralPatchDataModule(HyperspectralDataModule):
         if protocol == "spatially_disjoint":
             return {"patch_size": self.patch_size, **params}
         return params
+
+    def _check_ignore_index(self, ignore_index: Any) -> None:
+        # Every sample is a labelled pixel: an ignore_index among the classes drops a class.
+        if isinstance(ignore_index, int) and 0 <= ignore_index < self.scene.num_classes:
+            raise ValueError(
+                f"The task's ignore_index is {ignore_index}, the index of class "
+                f"{self.class_names[ignore_index]!r}: its pixels would be left out of the loss "
+                "and the metrics. Patch samples are all labelled: leave ignore_index at its "
+                "default (-100)."
+            )
 
     def _padded_cube(self) -> torch.Tensor:
         cube = self.routed_cube()

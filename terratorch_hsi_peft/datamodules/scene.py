@@ -136,6 +136,7 @@ class HyperspectralSceneDataModule(HyperspectralDataModule):
 
     Model config: ``model_args.num_classes`` = :attr:`num_classes`, ``backbone_num_bands`` =
     :attr:`num_bands`, ``backbone_img_size`` = ``tile_size``; the task needs ``ignore_index: -1``.
+    ``setup`` raises a ValueError naming the fix when the task's values differ.
 
     Args:
         scene: name of a benchmark scene (``indian_pines``, ``pavia_university``, ...;
@@ -180,6 +181,8 @@ class HyperspectralSceneDataModule(HyperspectralDataModule):
             ``spatially_disjoint`` split, the validation and test pixels themselves otherwise.
             Default (``None``): on for ``spatially_disjoint``, off for ``per_class``.
     """
+
+    task_name = "SemanticSegmentationTask"
 
     def __init__(
         self,
@@ -237,6 +240,14 @@ class HyperspectralSceneDataModule(HyperspectralDataModule):
         self.hide_held_out = hide_held_out
         self._tiled: dict[str, torch.Tensor] = {}
         self._tiled_source: torch.Tensor | None = None
+
+    def _check_ignore_index(self, ignore_index: Any) -> None:
+        if ignore_index != IGNORE_INDEX:
+            raise ValueError(
+                f"The task's ignore_index is {ignore_index!r}, but {type(self).__name__} marks "
+                f"every pixel outside the stage's labelled subset with {IGNORE_INDEX}, which the "
+                f"loss and the metrics must skip; set the task's ignore_index: {IGNORE_INDEX}."
+            )
 
     @property
     def hides_held_out(self) -> bool:
