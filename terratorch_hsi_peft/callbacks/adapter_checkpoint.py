@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -11,6 +12,7 @@ from lightning.pytorch.callbacks import Callback
 
 from terratorch_hsi_peft.models.adapter_file import save_adapter_file
 from terratorch_hsi_peft.models.peft_model import has_adapters
+from terratorch_hsi_peft.utils.download import remove_stale_parts
 
 __all__ = ["AdapterCheckpoint"]
 
@@ -23,7 +25,9 @@ class AdapterCheckpoint(Callback):
     - ``<dir>/adapters.safetensors`` at the end of ``fit``: the final weights.
     - ``<checkpoint>.adapters.safetensors`` beside each new best checkpoint of the trainer's
       (first) ``ModelCheckpoint`` (``epoch=3.ckpt`` -> ``epoch=3.adapters.safetensors``): the
-      weights of that checkpoint. The previous one is removed once its checkpoint is gone.
+      weights of that checkpoint. It is removed once ``ModelCheckpoint`` deletes its checkpoint
+      (``save_top_k``), also when the file was written before a resume; so are the temporary
+      files of a write that was killed.
 
     ``<dir>`` is ``dirpath`` if given, else the folder of the trainer's checkpoints (its
     ``ModelCheckpoint.dirpath``), else ``trainer.default_root_dir``. Files are written atomically
@@ -47,7 +51,7 @@ class AdapterCheckpoint(Callback):
         self.dirpath = Path(dirpath) if dirpath is not None else None
         self.save_best = save_best
         self._exported_best: tuple[str, int] | None = None
-        self._written_beside: Path | None = None
+        self._kept_checkpoints: frozenset[str] | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and not has_adapters(_model(pl_module)):
@@ -61,13 +65,19 @@ class AdapterCheckpoint(Callback):
         # A resumed run restores the checkpoint callback's best path; its weights are not the
         # current ones, so only bests saved from now on are exported.
         self._exported_best = self._best_checkpoint(trainer)
+        self._remove_orphans(trainer)  # left by an earlier run that this one resumes
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_) -> None:
         # Checkpoints are saved after a batch or validation; no optimizer step has happened since.
         self._export_new_best(trainer, pl_module)
+        kept = frozenset(getattr(trainer.checkpoint_callback, "best_k_models", {}))
+        if kept != self._kept_checkpoints:  # ModelCheckpoint saved, and may have deleted one
+            self._kept_checkpoints = kept
+            self._remove_orphans(trainer)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._export_new_best(trainer, pl_module)
+        self._remove_orphans(trainer)
         if trainer.is_global_zero:
             path = self._final_dir(trainer) / self.FINAL_NAME
             save_adapter_file(_model(pl_module), path)
@@ -83,12 +93,20 @@ class AdapterCheckpoint(Callback):
         checkpoint = Path(best[0])
         path = checkpoint.with_name(checkpoint.stem + self.SUFFIX)
         save_adapter_file(_model(pl_module), path)
-        previous, self._written_beside = self._written_beside, path
-        if previous not in (None, path) and not self._checkpoint_of(previous).exists():
-            previous.unlink(missing_ok=True)
 
-    def _checkpoint_of(self, adapters: Path) -> Path:
-        return adapters.with_name(adapters.name.removesuffix(self.SUFFIX) + ".ckpt")
+    def _remove_orphans(self, trainer: pl.Trainer) -> None:
+        """Remove adapter files beside checkpoints that are gone, and killed writes' leftovers."""
+        callback = trainer.checkpoint_callback
+        dirpath = getattr(callback, "dirpath", None)
+        if not trainer.is_global_zero or not dirpath or not os.path.isdir(dirpath):
+            return
+        extension = getattr(callback, "FILE_EXTENSION", ".ckpt")
+        for adapters in Path(dirpath).glob("*" + self.SUFFIX):
+            checkpoint = adapters.with_name(adapters.name.removesuffix(self.SUFFIX) + extension)
+            if not checkpoint.exists():
+                adapters.unlink(missing_ok=True)
+                logger.info("Removed %s: its checkpoint %s is gone.", adapters, checkpoint.name)
+        remove_stale_parts(dirpath, ".+" + re.escape(self.SUFFIX))
 
     @staticmethod
     def _best_checkpoint(trainer: pl.Trainer) -> tuple[str, int] | None:

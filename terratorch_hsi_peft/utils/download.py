@@ -24,7 +24,7 @@ try:
 except ImportError:  # Windows: no advisory locks, so stale temporary files are left alone
     fcntl = None
 
-__all__ = ["DownloadError", "atomic_write", "download_url", "sha256sum"]
+__all__ = ["DownloadError", "atomic_write", "download_url", "remove_stale_parts", "sha256sum"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def atomic_write(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_parts(path)
+    remove_stale_parts(path.parent, re.escape(path.name))
     fd, tmp, lock = _locked_temp_file(path)
     try:
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are ordinary shared files
@@ -99,13 +99,25 @@ def _locked_temp_file(path: Path) -> tuple[int, str, int | None]:
         os.close(fd)
 
 
-def _remove_stale_parts(path: Path) -> None:
-    """Remove temporary files of earlier writes to ``path`` whose writer is gone (no lock)."""
+def remove_stale_parts(folder: str | os.PathLike, names: str) -> list[Path]:
+    """Remove the temporary files :func:`atomic_write` left for files named like ``names``.
+
+    Only files whose writer is gone (killed mid-write: no lock held) are removed; a write in
+    progress is left alone.
+
+    Args:
+        folder: the folder holding the files.
+        names: a regular expression matching the whole name of the written files.
+
+    Returns:
+        The paths removed.
+    """
+    removed: list[Path] = []
     if fcntl is None:
-        return
-    # mkstemp's names: the prefix, 8 characters of [a-z0-9_], the suffix.
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.part")
-    for entry in os.scandir(path.parent):
+        return removed
+    # mkstemp's names: ".<name>.", 8 characters of [a-z0-9_], ".part".
+    pattern = re.compile(rf"\.(?:{names})\.[a-z0-9_]{{8}}\.part")
+    for entry in os.scandir(folder):
         if not pattern.fullmatch(entry.name):
             continue
         try:
@@ -119,8 +131,10 @@ def _remove_stale_parts(path: Path) -> None:
             continue
         with contextlib.suppress(FileNotFoundError):
             os.unlink(entry.path)
-            logger.info("Removed %s, left by an interrupted write of %s.", entry.path, path)
+            removed.append(Path(entry.path))
+            logger.info("Removed %s, left by an interrupted write.", entry.path)
         os.close(fd)
+    return removed
 
 
 def download_url(
