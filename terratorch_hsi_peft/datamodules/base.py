@@ -8,6 +8,7 @@ fresh fit, and ``test``/``predict`` in a new process use the training run's exac
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import sys
@@ -19,7 +20,13 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch import nn
 
-from terratorch_hsi_peft.datasets import HyperspectralScene, Split, load_scene, make_split
+from terratorch_hsi_peft.datasets import (
+    PROTOCOLS,
+    HyperspectralScene,
+    Split,
+    load_scene,
+    make_split,
+)
 from terratorch_hsi_peft.transforms import BandRoute, BandRouteName, MissingBandPolicy
 from terratorch_hsi_peft.utils.cli_values import cli_scalar
 
@@ -384,13 +391,37 @@ class HyperspectralDataModule(LightningDataModule):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the band route and, for the same scene size, the split; they win over a refit."""
+        """Restore the band route and, for the same scene size, the split; they win over a refit.
+
+        Raises:
+            ValueError: the state is not one this datamodule writes (damaged or foreign).
+        """
         if not state_dict:
             return
-        self._route = BandRoute.from_state_dict(state_dict["band_route"])
+        try:
+            route = BandRoute.from_state_dict(state_dict["band_route"])
+            # Absent from checkpoints of earlier versions.
+            names = json.loads(state_dict.get("class_names", "null"))
+            saved = state_dict.get("split")
+            restored = None
+            if saved is not None:
+                restored = Split(
+                    **{name: saved[name].numpy().astype(np.int64) for name in _SETS},
+                    protocol=saved["protocol"],
+                    seed=int(saved["seed"]),
+                    params=json.loads(saved["params"]),
+                    shape=tuple(int(v) for v in saved["shape"]),
+                )
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(
+                f"The checkpoint's {type(self).__name__} state is damaged or was not written by "
+                f"this datamodule ({type(err).__name__}: {err}); use a checkpoint of a run "
+                "trained with it."
+            ) from err
+        self._warn_if_route_replaced(route)
+        self._route = route
         self._cube = None
-        if "class_names" in state_dict:  # absent from checkpoints of earlier versions
-            names = json.loads(state_dict["class_names"])
+        if names is not None:
             self._checkpoint_class_names = names
             if self.scene.class_names and names != self.scene.class_names:
                 warnings.warn(
@@ -400,34 +431,58 @@ class HyperspectralDataModule(LightningDataModule):
                     UserWarning,
                     stacklevel=2,
                 )
-        saved = state_dict.get("split")
-        if saved is None or not self.scene.has_labels:
+        if restored is None or not self.scene.has_labels:
             return
-        if tuple(saved["shape"]) != self.scene.shape:
+        if restored.shape != self.scene.shape:
             logger.info("Checkpoint split is for another scene size; the configured one is used.")
             return
-        restored = Split(
-            **{name: saved[name].numpy().astype(np.int64) for name in _SETS},
-            protocol=saved["protocol"],
-            seed=saved["seed"],
-            params=json.loads(saved["params"]),
-            shape=tuple(saved["shape"]),
-        )
         restored.validate(self.scene.labels)
-        configured = (
-            self.split_config.get("protocol", "per_class"),
-            self.split_config.get("seed", 0),
-        )
-        if self.split_file is None and configured != (restored.protocol, restored.seed):
-            warnings.warn(
-                f"The checkpoint's split ({restored.protocol}, seed {restored.seed}) replaces the "
-                f"configured one ({configured[0]}, seed {configured[1]}), so the model is "
-                "evaluated on pixels it was not trained on. To evaluate another split, train a "
-                "model on it.",
-                UserWarning,
-                stacklevel=2,
-            )
+        self._warn_if_split_replaced(restored)
         self._split = restored
+
+    def _warn_if_route_replaced(self, route: BandRoute) -> None:
+        configured = (self.band_route, self.num_components if self.band_route == "pca" else None)
+        saved = (route.route, route.num_bands_out if route.route == "pca" else None)
+        if configured != saved:
+            warnings.warn(
+                f"The checkpoint's band route ({route!r}) replaces the configured one "
+                f"(band_route {self.band_route!r}"
+                + (f", num_components {self.num_components}" if self.band_route == "pca" else "")
+                + "): the model was trained on it. To use another band route, train a model on it.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _warn_if_split_replaced(self, restored: Split) -> None:
+        if self.split_file is not None:
+            configured = Split.load(self.split_file)
+            if all(np.array_equal(getattr(configured, n), getattr(restored, n)) for n in _SETS):
+                return
+            described = f"split_file {self.split_file}"
+        else:
+            config = dict(self.split_config)
+            protocol = config.pop("protocol", "per_class")
+            seed = config.pop("seed", 0)
+            params = self._split_defaults(protocol, config)
+            if protocol in PROTOCOLS:  # unknown names fail when a split is drawn
+                defaults = inspect.signature(PROTOCOLS[protocol]).parameters.values()
+                params = {
+                    **{p.name: p.default for p in defaults if p.default is not p.empty},
+                    **params,
+                }
+            params.pop("seed", None)
+            saved = {key: restored.params.get(key) for key in params}
+            if (protocol, seed, params) == (restored.protocol, restored.seed, saved):
+                return
+            described = f"{protocol}, seed {seed}, {params}"
+        warnings.warn(
+            f"The checkpoint's split ({restored.protocol}, seed {restored.seed}, "
+            f"{ {k: v for k, v in restored.params.items() if k != 'classes_missing'} }) replaces "
+            f"the configured one ({described}), so the model is evaluated on pixels it was not "
+            "trained on. To evaluate another split, train a model on it.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _is_int(value: Any) -> bool:
