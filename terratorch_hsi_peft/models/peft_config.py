@@ -55,6 +55,15 @@ class PeftSpec:
                 f"{{target_modules: [attn.q, attn.v]}}}}, got {type(peft_config).__name__}."
             )
         unknown = sorted(set(peft_config) - set(PEFT_CONFIG_KEYS))
+        dotted = [key for key in unknown if "." in key]
+        if dotted:  # what jsonargparse makes of a dotted override below an untyped dict's key
+            raise TypeError(
+                f"peft_config holds the key(s) {dotted}: a dotted command-line override below "
+                "peft_config (such as --model.init_args.model_args.peft_config.peft_config_kwargs"
+                ".r 4) replaces the whole peft_config with that one key. Give peft_config "
+                "complete instead: --model.init_args.model_args.peft_config '{method: KRONA, "
+                "peft_config_kwargs: {target_modules: [attn.q, attn.v]}}'."
+            )
         if unknown:
             raise TypeError(
                 f"Unknown peft_config key(s) {unknown}; valid keys: {list(PEFT_CONFIG_KEYS)}."
