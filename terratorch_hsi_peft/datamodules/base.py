@@ -211,6 +211,7 @@ class HyperspectralDataModule(LightningDataModule):
         callbacks = self.trainer.callbacks
         if custom_writer is None or not any(isinstance(cb, custom_writer) for cb in callbacks):
             return
+        # Imported here: the writer pulls in matplotlib and rasterio, needed only to predict.
         from terratorch_hsi_peft.callbacks.class_map_writer import ClassMapWriter
 
         if any(isinstance(cb, ClassMapWriter) and cb.replace_terratorch_writer for cb in callbacks):
@@ -402,6 +403,10 @@ class HyperspectralDataModule(LightningDataModule):
             route = BandRoute.from_state_dict(state_dict["band_route"])
             # Absent from checkpoints of earlier versions.
             names = json.loads(state_dict.get("class_names", "null"))
+            if names is not None and not (
+                isinstance(names, list) and all(isinstance(n, str) for n in names)
+            ):
+                raise TypeError(f"class_names {names!r} is not a list of names")
             saved = state_dict.get("split")
             restored = None
             if saved is not None:

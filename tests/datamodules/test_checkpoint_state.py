@@ -66,14 +66,16 @@ def test_a_split_file_equal_to_the_checkpoints_split_is_not_reported(tmp_path):
         _module(split=None, split_file=str(path)).load_state_dict(_saved_state())
 
 
-@pytest.mark.parametrize("damage", ["no_route", "bad_params", "no_split_key"])
+@pytest.mark.parametrize("damage", ["no_route", "bad_params", "no_split_key", "bad_names"])
 def test_a_damaged_state_is_refused_with_a_clear_error(damage):
     state = _saved_state()
     if damage == "no_route":
         del state["band_route"]
     elif damage == "bad_params":
         state["split"]["params"] = "{not json"
-    else:
+    elif damage == "no_split_key":
         del state["split"]["test"]
+    else:
+        state["class_names"] = "16"
     with pytest.raises(ValueError, match="state is damaged or was not written by this datamodule"):
         _module().load_state_dict(state)
