@@ -16,6 +16,7 @@ from terratorch_hsi_peft.datamodules.scene import tile_grid
 from terratorch_hsi_peft.datamodules.windows import gather_windows
 from terratorch_hsi_peft.datasets import HyperspectralScene, Split, load_scene, make_split
 from terratorch_hsi_peft.transforms import BandRoute, BandRouteName, MissingBandPolicy
+from terratorch_hsi_peft.utils.cli_values import cli_scalar
 
 __all__ = ["HyperspectralPretrainDataModule", "PretrainWindowDataset", "SceneSource"]
 
@@ -367,9 +368,11 @@ class HyperspectralPretrainDataModule(LightningDataModule):
         model_args = getattr(module, "hparams", {}).get("model_args") or {}
         for key, value in (("num_bands", self.num_bands), ("img_size", self.img_size)):
             given = model_args.get(key)
-            if given is not None and given != value:
+            read = cli_scalar(given)  # a dotted CLI override arrives as a string: "12"
+            exact = isinstance(read, int) and not isinstance(read, bool) and read == value
+            if read is not None and not exact:
                 raise ValueError(
-                    f"The task's model_args.{key} is {given} but the data give {value} "
+                    f"The task's model_args.{key} is {given!r} but the data give {value} "
                     f"(band_route {self.band_route!r}, img_size {self.img_size}); set "
                     f"{key}: {value}."
                 )
@@ -517,12 +520,21 @@ class HyperspectralPretrainDataModule(LightningDataModule):
         if not state_dict:
             return
         names = [source.name for source in self.sources]
-        if list(state_dict["scenes"]) != names:
+        try:
+            saved = list(state_dict["scenes"])
+            routes = [BandRoute.from_state_dict(s) for s in state_dict["band_routes"]]
+        except (KeyError, TypeError, ValueError) as err:
             raise ValueError(
-                f"The checkpoint's band routes are for scenes {list(state_dict['scenes'])}, this "
+                f"The checkpoint's HyperspectralPretrainDataModule state is damaged or was not "
+                f"written by this datamodule ({type(err).__name__}: {err}); use a checkpoint of "
+                "a pre-training run."
+            ) from err
+        if saved != names:
+            raise ValueError(
+                f"The checkpoint's band routes are for scenes {saved}, this "
                 f"datamodule has {names}; resume with the same scenes in the same order."
             )
-        self._routes = [BandRoute.from_state_dict(s) for s in state_dict["band_routes"]]
+        self._routes = routes
         self._cubes = None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -167,3 +169,29 @@ def test_shared_root_and_resized_windows(shared_data):
     assert resized.shape == (16, 1, 12, 32, 32)
     expected = torch.nn.functional.interpolate(raw[:, 0], size=(32, 32), mode="bilinear")
     torch.testing.assert_close(resized[:, 0], expected)
+
+
+@pytest.mark.parametrize(
+    ("model_args", "message"),
+    [
+        ({"num_bands": "12", "img_size": "32"}, None),  # dotted CLI overrides: strings
+        ({"num_bands": "6"}, r"num_bands is '6' but the data give 12"),
+        ({"img_size": "true"}, r"img_size is 'true' but the data give 32"),
+    ],
+)
+def test_setup_reads_cli_strings_as_yaml_scalars(shared_data, model_args, message):
+    dm = HyperspectralPretrainDataModule([indian_pines(shared_data)], img_size=32)
+    dm.trainer = SimpleNamespace(
+        lightning_module=SimpleNamespace(hparams={"model_args": model_args})
+    )
+    if message is None:
+        dm.setup("fit")
+    else:
+        with pytest.raises(ValueError, match=message):
+            dm.setup("fit")
+
+
+def test_a_damaged_checkpoint_state_is_named(shared_data):
+    dm = HyperspectralPretrainDataModule([indian_pines(shared_data)], band_route="pca")
+    with pytest.raises(ValueError, match="state is damaged or was not written by this datamodule"):
+        dm.load_state_dict({"scenes": ["indian_pines"]})
