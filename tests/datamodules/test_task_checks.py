@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from lightning import Trainer
 from terratorch.cli_tools import build_lightning_cli
 from terratorch.tasks import ClassificationTask, SemanticSegmentationTask
@@ -174,6 +175,22 @@ def test_an_unlabelled_scene_without_a_checkpoint_says_where_its_band_route_come
     assert dm.class_names == [f"class_{k}" for k in range(1, 17)]
     with pytest.raises(ValueError, match=r"has no labels.*--ckpt_path"):
         dm.predict_dataloader()
+
+
+def test_the_tile_datamodule_predicts_an_unlabelled_scene_with_a_restored_route():
+    trained = HyperspectralSceneDataModule(scene=_scene(), band_route="standardize", tile_size=8)
+    trained.routed_cube()
+    state = trained.state_dict()  # what the training run's checkpoint holds
+    scene = HyperspectralScene(_scene(size=12).image, name="unlabelled")
+    dm = HyperspectralSceneDataModule(scene=scene, band_route="standardize", tile_size=8)
+    hparams = {"model_args": {"num_classes": 3, "backbone_num_bands": 5}, "ignore_index": -1}
+    dm.trainer = SimpleNamespace(lightning_module=SimpleNamespace(hparams=hparams), callbacks=[])
+    dm.setup("predict")
+    dm.load_state_dict(state)  # Lightning restores the datamodule after setup
+    assert dm.class_names == ["a", "b", "c"]
+    batch = next(iter(dm.predict_dataloader()))
+    assert batch["image"].shape[1:] == (5, 8, 8) and "mask" not in batch
+    torch.testing.assert_close(dm.route.mean, trained.route.mean)
 
 
 # -- item 8: the segmentation task's ignore_index ----------------------------------------------
