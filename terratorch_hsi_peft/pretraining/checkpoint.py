@@ -24,8 +24,8 @@ from terratorch_hsi_peft.backbones.checkpoint import (
     LoadReport,
     _abbreviate,
     checkpoint_filter_fn,
-    fetch_checkpoint,
-    read_state_dict,
+    read_checkpoint,
+    record_load,
 )
 from terratorch_hsi_peft.backbones.pos_embed import (
     resize_spatial_pos_embed,
@@ -56,22 +56,34 @@ _ENCODER_ARGS = (
 )
 
 
-def load_mae_checkpoint(model: SpectralGPTMAE, path_or_url: str | os.PathLike) -> LoadReport:
+def load_mae_checkpoint(
+    model: SpectralGPTMAE, path_or_url: str | os.PathLike, sha256: str | None = None
+) -> LoadReport:
     """Load a SpectralGPT pre-training checkpoint (file or URL) into ``model``; return the report.
 
-    Encoder keys go through the backbone's own filter (position tables resized to the model's
-    grid and spectral groups, every other shape must match, every encoder weight required);
-    the decoder's position tables are resized the same way. Decoder keys the checkpoint lacks
-    keep their initialisation and are listed in ``report.missing`` (an encoder-only file, such as
-    an :func:`export_encoder` output, starts a fresh decoder). Stored as ``model.load_report``.
+    The file is fetched and read as the backbone's are (:func:`read_checkpoint`: URL-keyed cache,
+    ``sha256`` check, a damaged cached download removed). Encoder keys go through the backbone's
+    own filter (position tables resized to the model's grid and spectral groups, every other
+    shape must match, every encoder weight required); the decoder's position tables are resized
+    the same way. Decoder keys the checkpoint lacks keep their initialisation and are listed in
+    ``report.missing`` (an encoder-only file, such as an :func:`export_encoder` output, starts a
+    fresh decoder). The report names the file, URL and sha256 and is stored as
+    ``model.load_report`` and ``model.encoder.load_report``; ``model.encoder.weights_origin``
+    names the checkpoint; it is logged as the backbone's is (WARNING when a tensor was resized or
+    is missing).
+
+    Args:
+        model: the masked autoencoder to fill.
+        path_or_url: a local file or an http(s) address.
+        sha256: the file's expected hex sha256, checked when given.
 
     Raises:
         CheckpointError: an unreadable file, a key the model does not have, or a shape that
             cannot be adapted (the message names the setting to change).
     """
-    path = fetch_checkpoint(path_or_url)
-    report = LoadReport(source=str(path))
-    weights = {key.removeprefix("module."): value for key, value in read_state_dict(path).items()}
+    state_dict, report = read_checkpoint(path_or_url, sha256=sha256)
+    path = report.source
+    weights = {key.removeprefix("module."): value for key, value in state_dict.items()}
     encoder_part = {k: v for k, v in weights.items() if not k.startswith(DECODER_PREFIXES)}
     decoder_part = {k: v for k, v in weights.items() if k.startswith(DECODER_PREFIXES)}
     encoder_weights = checkpoint_filter_fn(encoder_part, model.encoder, report)
@@ -87,21 +99,22 @@ def load_mae_checkpoint(model: SpectralGPTMAE, path_or_url: str | os.PathLike) -
     for key, value in decoder_part.items():
         target = tuple(expected[key].shape)
         if tuple(value.shape) != target:
-            value = _adapt_decoder(key, value, model, target, str(path))
+            value = _adapt_decoder(key, value, model, target, path)
             report.resized[key] = (tuple(decoder_part[key].shape), target)
         decoder_weights[key] = value
         report.loaded.append(key)
-    report.missing = [key for key in expected if key not in decoder_weights]
+    missing_decoder = [key for key in expected if key not in decoder_weights]
+    report.missing += missing_decoder  # after the encoder's own
     model.encoder.load_state_dict(encoder_weights, strict=False)  # strictness checked above
     model.load_state_dict(decoder_weights, strict=False)
-    model.load_report = model.encoder.load_report = report
-    if report.missing:
+    if missing_decoder:
         logger.warning(
             "%s holds no MAE decoder (%d keys missing): the decoder starts from scratch.",
             path,
-            len(report.missing),
+            len(missing_decoder),
         )
-    logger.info("%s", report)
+    record_load(model.encoder, report)
+    model.load_report = report
     return report
 
 
