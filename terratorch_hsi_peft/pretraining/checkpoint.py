@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -23,6 +24,7 @@ from terratorch_hsi_peft.backbones.checkpoint import (
     CheckpointError,
     LoadReport,
     _abbreviate,
+    _read_failure,
     checkpoint_filter_fn,
     read_checkpoint,
     record_load,
@@ -33,6 +35,7 @@ from terratorch_hsi_peft.backbones.pos_embed import (
 )
 from terratorch_hsi_peft.backbones.spectralgpt import SpectralGPTEncoder
 from terratorch_hsi_peft.pretraining.mae import DECODER_PREFIXES, SpectralGPTMAE
+from terratorch_hsi_peft.utils.cli_values import cli_scalar
 from terratorch_hsi_peft.utils.download import atomic_write
 
 __all__ = [
@@ -43,6 +46,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_DEFAULT_NUM_BANDS = inspect.signature(SpectralGPTMAE).parameters["num_bands"].default
 
 #: Architecture attributes of the encoder written into an export's ``args``.
 _ENCODER_ARGS = (
@@ -168,10 +173,12 @@ def export_encoder_from_checkpoint(
     try:
         content = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises many types for damaged or foreign files
+        # said as the backbone says it, without torch's advice to switch weights_only off
+        reason = _read_failure(checkpoint, err).reason
         raise CheckpointError(
-            f"Cannot read {checkpoint} with weights_only=True ({err}). Export from the run "
-            "itself instead: add the EncoderExport callback and resume with --ckpt_path."
-        ) from err
+            f"Cannot read {checkpoint}: {reason}. Export from the run itself instead: add the "
+            "EncoderExport callback and resume with --ckpt_path."
+        ) from None
     state = content.get("state_dict", {}) if isinstance(content, dict) else {}
     prefix = "model.encoder."
     weights = {
@@ -188,7 +195,8 @@ def export_encoder_from_checkpoint(
     kernel = weights["patch_embed.proj.weight"]
     model_args = content.get("hyper_parameters", {}).get("model_args", {})
     args = {
-        "num_bands": model_args.get("num_bands"),
+        # as the run built the model: its default when unset, a number when a CLI override left text
+        "num_bands": cli_scalar(model_args.get("num_bands", _DEFAULT_NUM_BANDS)),
         "img_size": math.isqrt(weights["pos_embed_spatial"].shape[1]) * kernel.shape[3],
         "patch_size": kernel.shape[3],
         "t_patch_size": kernel.shape[2],

@@ -315,3 +315,23 @@ def test_a_checkpoint_named_with_digits_only_stays_a_path(tmp_path, monkeypatch)
         "spectralgpt_mae_vit_base", **TINY, img_size=16, ckpt_path="2024"
     )
     assert model.load_report.source == "2024" and not model.load_report.missing
+
+
+def test_export_from_a_lightning_checkpoint_records_num_bands_and_refuses_objects(tmp_path):
+    from terratorch_hsi_peft.pretraining import export_encoder_from_checkpoint
+
+    model = spectralgpt_mae_vit_base(**TINY, img_size=16)  # num_bands: the default 12
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    path = tmp_path / "last.ckpt"
+    # unset (the factory's default), or the text a dotted CLI override leaves
+    for model_args in ({"model": "spectralgpt_mae_vit_base"}, {"num_bands": "12"}):
+        torch.save({"state_dict": state, "hyper_parameters": {"model_args": model_args}}, path)
+        args = torch.load(export_encoder_from_checkpoint(path), weights_only=True)["args"]
+        assert args["num_bands"] == 12
+    # a pickled object is refused as such, without torch's advice to load with weights_only=False
+    torch.save({"state_dict": state, "extra": argparse.Namespace(lr=1.0)}, path)
+    with pytest.raises(CheckpointError) as error:
+        export_encoder_from_checkpoint(path)
+    message = str(error.value)
+    assert "holds Python objects/code (argparse.Namespace) and will not be loaded" in message
+    assert "set to `False`" not in message and "EncoderExport" in message
