@@ -11,6 +11,8 @@
   refused as such, not as a damaged file.
 - ``checkpoint_filter_fn`` (timm style): strips a ``module.`` prefix (DDP), drops the MAE decoder
   by name, resizes the position tables to the model, and refuses anything else that does not fit.
+- ``read_checkpoint`` / ``record_load``: the fetch-and-read and the report-and-origin halves of
+  ``load_checkpoint``, shared with the masked autoencoder's loader.
 - ``load_checkpoint``: all of it, returning a :class:`LoadReport` stored as ``model.load_report``;
   the report is logged at WARNING (shown by the ``terratorch`` CLI) when a tensor was resized or
   left missing, at INFO otherwise. A cached download that no longer reads is removed.
@@ -45,10 +47,13 @@ __all__ = [
     "LoadReport",
     "cache_dir",
     "cached_path",
+    "check_sha256_option",
     "checkpoint_filter_fn",
     "fetch_checkpoint",
     "load_checkpoint",
+    "read_checkpoint",
     "read_state_dict",
+    "record_load",
 ]
 
 logger = logging.getLogger(__name__)
@@ -282,6 +287,51 @@ def checkpoint_filter_fn(
     return adapted
 
 
+def read_checkpoint(
+    path_or_url: str | os.PathLike, sha256: str | None = None
+) -> tuple[dict[str, torch.Tensor], LoadReport]:
+    """Fetch and read a checkpoint (file or URL): its weights and a report naming its source.
+
+    The one reading path of the backbone (:func:`load_checkpoint`) and the masked autoencoder
+    (``load_mae_checkpoint``). The report names the file, the URL it was downloaded from and its
+    sha256; nothing is loaded or listed yet.
+
+    Args:
+        path_or_url: a local file or an http(s) address (see :func:`fetch_checkpoint`).
+        sha256: the file's expected hex sha256, checked when given.
+
+    Raises:
+        CheckpointError: the file cannot be read. A cached download that cannot be read any more
+            is removed first (the message says so), so the next run downloads it again.
+    """
+    text = os.fspath(path_or_url)
+    url = text if text.startswith(("http://", "https://")) else None
+    path = fetch_checkpoint(text, sha256=sha256)
+    try:
+        state_dict = _weights(path)
+    except _Unreadable as err:
+        fix = err.fix
+        if url is not None:  # validated when downloaded: damaged since, so fetch it again
+            path.unlink(missing_ok=True)
+            fix = f"It is the cached download of {url} and was removed; run again to fetch it."
+        raise CheckpointError(f"Cannot read checkpoint {path}: {err.reason}. {fix}") from None
+    digest = sha256.lower() if sha256 is not None else sha256sum(path)  # checked when given
+    return state_dict, LoadReport(source=str(path), url=url, sha256=digest)
+
+
+def record_load(encoder: SpectralGPTEncoder, report: LoadReport) -> None:
+    """Store ``report`` as ``encoder.load_report``, name its origin, and log it.
+
+    ``encoder.weights_origin`` becomes the file (its URL if downloaded) and sha256, which adapter
+    files trained on the encoder record. The report is logged at WARNING (shown by the
+    ``terratorch`` CLI) when a tensor was resized or left at its initialisation, else at INFO.
+    """
+    encoder.load_report = report
+    encoder.weights_origin = f"checkpoint {report.url or report.source} (sha256 {report.sha256})"
+    level = logging.WARNING if report.resized or report.missing else logging.INFO
+    logger.log(level, "%s", report)
+
+
 def load_checkpoint(
     model: SpectralGPTEncoder, path_or_url: str | os.PathLike, sha256: str | None = None
 ) -> LoadReport:
@@ -300,26 +350,35 @@ def load_checkpoint(
         CheckpointError: the file cannot be read or does not fit ``model``. A cached download
             that cannot be read any more is removed first, so the next run downloads it again.
     """
-    text = os.fspath(path_or_url)
-    url = text if text.startswith(("http://", "https://")) else None
-    path = fetch_checkpoint(text, sha256=sha256)
-    try:
-        state_dict = _weights(path)
-    except _Unreadable as err:
-        fix = err.fix
-        if url is not None:  # validated when downloaded: damaged since, so fetch it again
-            path.unlink(missing_ok=True)
-            fix = f"It is the cached download of {url} and was removed; run again to fetch it."
-        raise CheckpointError(f"Cannot read checkpoint {path}: {err.reason}. {fix}") from None
-    digest = sha256.lower() if sha256 is not None else sha256sum(path)  # checked when given
-    report = LoadReport(source=str(path), url=url, sha256=digest)
+    state_dict, report = read_checkpoint(path_or_url, sha256=sha256)
     weights = checkpoint_filter_fn(state_dict, model, report)
     model.load_state_dict(weights, strict=False)  # strictness enforced by the filter above
-    model.load_report = report
-    model.weights_origin = f"checkpoint {url or path} (sha256 {report.sha256})"
-    level = logging.WARNING if report.resized or report.missing else logging.INFO
-    logger.log(level, "%s", report)
+    record_load(model, report)
     return report
+
+
+def check_sha256_option(name: str, ckpt_path: object, ckpt_sha256: object) -> None:
+    """Refuse a ``ckpt_sha256`` factory option without a checkpoint or that is no hex digest.
+
+    Args:
+        name: the factory, named in the message.
+        ckpt_path: the checkpoint that will be loaded (None: none).
+        ckpt_sha256: the option's value (None: not given).
+
+    Raises:
+        ValueError: the digest is given without a checkpoint, or is not 64 hex digits.
+    """
+    if ckpt_sha256 is None:
+        return
+    if ckpt_path is None:
+        raise ValueError(
+            f"{name}: ckpt_sha256 is set but no checkpoint is loaded; set ckpt_path (or "
+            "pretrained: true), or drop ckpt_sha256."
+        )
+    if not isinstance(ckpt_sha256, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", ckpt_sha256):
+        raise ValueError(
+            f"{name}: ckpt_sha256 must be 64 hex digits (quote it in YAML), got {ckpt_sha256!r}."
+        )
 
 
 def _adapt(

@@ -7,10 +7,13 @@ command-line overrides leave (``"false"``, ``"2"``) are read as YAML scalars.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from terratorch_hsi_peft.backbones.checkpoint import SPECTRALGPT_PLUS_URL, load_checkpoint
+from terratorch_hsi_peft.backbones.checkpoint import (
+    SPECTRALGPT_PLUS_URL,
+    check_sha256_option,
+    load_checkpoint,
+)
 from terratorch_hsi_peft.backbones.spectralgpt import SpectralGPTEncoder
 from terratorch_hsi_peft.registry import register_backbone
 from terratorch_hsi_peft.utils.cli_values import TEXT_OPTIONS, cli_scalars
@@ -79,17 +82,7 @@ def _build(name: str, arch: dict[str, int], official_url: str | None, kwargs: di
                 "checkpoint or use pretrained: false."
             )
         ckpt_path = official_url
-    if ckpt_sha256 is not None:
-        if ckpt_path is None:
-            raise ValueError(
-                f"{name}: ckpt_sha256 is set but no checkpoint is loaded; set ckpt_path (or "
-                "pretrained: true), or drop ckpt_sha256."
-            )
-        if not isinstance(ckpt_sha256, str) or not re.fullmatch(r"[0-9a-fA-F]{64}", ckpt_sha256):
-            raise ValueError(
-                f"{name}: ckpt_sha256 must be 64 hex digits (quote it in YAML), got "
-                f"{ckpt_sha256!r}."
-            )
+    check_sha256_option(name, ckpt_path, ckpt_sha256)
     model = SpectralGPTEncoder(**options)
     if ckpt_path is not None:
         load_checkpoint(model, ckpt_path, sha256=ckpt_sha256)

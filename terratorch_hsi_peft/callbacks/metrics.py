@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from matplotlib.figure import Figure
 from torchmetrics import MetricCollection
 
 from terratorch_hsi_peft.metrics import AverageAccuracy, CohenKappa, OverallAccuracy
+from terratorch_hsi_peft.utils.cli_values import cli_scalar
 from terratorch_hsi_peft.utils.download import atomic_write
 
 __all__ = ["HyperspectralMetrics", "write_confusion_matrix"]
@@ -54,9 +56,8 @@ class HyperspectralMetrics(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Add the figures to the task's validation and test metric collections (once)."""
         collections = _collections(pl_module)
-        hparams = pl_module.hparams
-        num_classes = hparams["model_args"]["num_classes"]
-        ignore_index = hparams.get("ignore_index")
+        num_classes = _num_classes(pl_module)
+        ignore_index = pl_module.hparams.get("ignore_index")
         for collection in collections:
             missing = {name: cls for name, cls in _ADDED.items() if name not in collection}
             collection.add_metrics(
@@ -84,7 +85,7 @@ class HyperspectralMetrics(Callback):
         logger.info("Confusion matrices written: %s", [str(p) for p in self.written])
 
     def _class_names(self, trainer: Trainer, pl_module: LightningModule) -> list[str]:
-        num_classes = pl_module.hparams["model_args"]["num_classes"]
+        num_classes = _num_classes(pl_module)
         for names in (
             self.class_names,
             getattr(trainer.datamodule, "class_names", None),
@@ -93,6 +94,22 @@ class HyperspectralMetrics(Callback):
             if names is not None and len(names) == num_classes:
                 return [str(n) for n in names]
         return [str(i) for i in range(num_classes)]
+
+
+def _num_classes(pl_module: LightningModule) -> int:
+    """The task's ``model_args.num_classes``, read as YAML when a dotted CLI override left text."""
+    model_args = pl_module.hparams.get("model_args")
+    value = cli_scalar(model_args.get("num_classes")) if isinstance(model_args, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        found = "has none" if value is None else f"is {value!r}"
+        raise ValueError(
+            f"HyperspectralMetrics needs a classification or segmentation task with "
+            f"model_args.num_classes (an integer >= 2); {type(pl_module).__name__}'s "
+            f"model_args.num_classes {found}. Set num_classes in the task's model_args, or "
+            "remove the callback from runs without classes (e.g. pre-training with "
+            "ReconstructionTask)."
+        )
+    return value
 
 
 def _collections(pl_module: LightningModule) -> list[MetricCollection]:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -23,9 +24,10 @@ from terratorch_hsi_peft.backbones.checkpoint import (
     CheckpointError,
     LoadReport,
     _abbreviate,
+    _read_failure,
     checkpoint_filter_fn,
-    fetch_checkpoint,
-    read_state_dict,
+    read_checkpoint,
+    record_load,
 )
 from terratorch_hsi_peft.backbones.pos_embed import (
     resize_spatial_pos_embed,
@@ -33,6 +35,7 @@ from terratorch_hsi_peft.backbones.pos_embed import (
 )
 from terratorch_hsi_peft.backbones.spectralgpt import SpectralGPTEncoder
 from terratorch_hsi_peft.pretraining.mae import DECODER_PREFIXES, SpectralGPTMAE
+from terratorch_hsi_peft.utils.cli_values import cli_scalar
 from terratorch_hsi_peft.utils.download import atomic_write
 
 __all__ = [
@@ -43,6 +46,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_DEFAULT_NUM_BANDS = inspect.signature(SpectralGPTMAE).parameters["num_bands"].default
 
 #: Architecture attributes of the encoder written into an export's ``args``.
 _ENCODER_ARGS = (
@@ -56,22 +61,34 @@ _ENCODER_ARGS = (
 )
 
 
-def load_mae_checkpoint(model: SpectralGPTMAE, path_or_url: str | os.PathLike) -> LoadReport:
+def load_mae_checkpoint(
+    model: SpectralGPTMAE, path_or_url: str | os.PathLike, sha256: str | None = None
+) -> LoadReport:
     """Load a SpectralGPT pre-training checkpoint (file or URL) into ``model``; return the report.
 
-    Encoder keys go through the backbone's own filter (position tables resized to the model's
-    grid and spectral groups, every other shape must match, every encoder weight required);
-    the decoder's position tables are resized the same way. Decoder keys the checkpoint lacks
-    keep their initialisation and are listed in ``report.missing`` (an encoder-only file, such as
-    an :func:`export_encoder` output, starts a fresh decoder). Stored as ``model.load_report``.
+    The file is fetched and read as the backbone's are (:func:`read_checkpoint`: URL-keyed cache,
+    ``sha256`` check, a damaged cached download removed). Encoder keys go through the backbone's
+    own filter (position tables resized to the model's grid and spectral groups, every other
+    shape must match, every encoder weight required); the decoder's position tables are resized
+    the same way. Decoder keys the checkpoint lacks keep their initialisation and are listed in
+    ``report.missing`` (an encoder-only file, such as an :func:`export_encoder` output, starts a
+    fresh decoder). The report names the file, URL and sha256 and is stored as
+    ``model.load_report`` and ``model.encoder.load_report``; ``model.encoder.weights_origin``
+    names the checkpoint; it is logged as the backbone's is (WARNING when a tensor was resized or
+    is missing).
+
+    Args:
+        model: the masked autoencoder to fill.
+        path_or_url: a local file or an http(s) address.
+        sha256: the file's expected hex sha256, checked when given.
 
     Raises:
         CheckpointError: an unreadable file, a key the model does not have, or a shape that
             cannot be adapted (the message names the setting to change).
     """
-    path = fetch_checkpoint(path_or_url)
-    report = LoadReport(source=str(path))
-    weights = {key.removeprefix("module."): value for key, value in read_state_dict(path).items()}
+    state_dict, report = read_checkpoint(path_or_url, sha256=sha256)
+    path = report.source
+    weights = {key.removeprefix("module."): value for key, value in state_dict.items()}
     encoder_part = {k: v for k, v in weights.items() if not k.startswith(DECODER_PREFIXES)}
     decoder_part = {k: v for k, v in weights.items() if k.startswith(DECODER_PREFIXES)}
     encoder_weights = checkpoint_filter_fn(encoder_part, model.encoder, report)
@@ -87,21 +104,22 @@ def load_mae_checkpoint(model: SpectralGPTMAE, path_or_url: str | os.PathLike) -
     for key, value in decoder_part.items():
         target = tuple(expected[key].shape)
         if tuple(value.shape) != target:
-            value = _adapt_decoder(key, value, model, target, str(path))
+            value = _adapt_decoder(key, value, model, target, path)
             report.resized[key] = (tuple(decoder_part[key].shape), target)
         decoder_weights[key] = value
         report.loaded.append(key)
-    report.missing = [key for key in expected if key not in decoder_weights]
+    missing_decoder = [key for key in expected if key not in decoder_weights]
+    report.missing += missing_decoder  # after the encoder's own
     model.encoder.load_state_dict(encoder_weights, strict=False)  # strictness checked above
     model.load_state_dict(decoder_weights, strict=False)
-    model.load_report = model.encoder.load_report = report
-    if report.missing:
+    if missing_decoder:
         logger.warning(
             "%s holds no MAE decoder (%d keys missing): the decoder starts from scratch.",
             path,
-            len(report.missing),
+            len(missing_decoder),
         )
-    logger.info("%s", report)
+    record_load(model.encoder, report)
+    model.load_report = report
     return report
 
 
@@ -155,10 +173,12 @@ def export_encoder_from_checkpoint(
     try:
         content = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises many types for damaged or foreign files
+        # said as the backbone says it, without torch's advice to switch weights_only off
+        reason = _read_failure(checkpoint, err).reason
         raise CheckpointError(
-            f"Cannot read {checkpoint} with weights_only=True ({err}). Export from the run "
-            "itself instead: add the EncoderExport callback and resume with --ckpt_path."
-        ) from err
+            f"Cannot read {checkpoint}: {reason}. Export from the run itself instead: add the "
+            "EncoderExport callback and resume with --ckpt_path."
+        ) from None
     state = content.get("state_dict", {}) if isinstance(content, dict) else {}
     prefix = "model.encoder."
     weights = {
@@ -175,7 +195,8 @@ def export_encoder_from_checkpoint(
     kernel = weights["patch_embed.proj.weight"]
     model_args = content.get("hyper_parameters", {}).get("model_args", {})
     args = {
-        "num_bands": model_args.get("num_bands"),
+        # as the run built the model: its default when unset, a number when a CLI override left text
+        "num_bands": cli_scalar(model_args.get("num_bands", _DEFAULT_NUM_BANDS)),
         "img_size": math.isqrt(weights["pos_embed_spatial"].shape[1]) * kernel.shape[3],
         "patch_size": kernel.shape[3],
         "t_patch_size": kernel.shape[2],

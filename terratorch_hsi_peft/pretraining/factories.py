@@ -18,17 +18,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from terratorch_hsi_peft.backbones.checkpoint import SPECTRALGPT_PLUS_URL
+from terratorch_hsi_peft.backbones.checkpoint import SPECTRALGPT_PLUS_URL, check_sha256_option
 from terratorch_hsi_peft.pretraining.checkpoint import load_mae_checkpoint
 from terratorch_hsi_peft.pretraining.mae import OFFICIAL_MASK_RATIO, SpectralGPTMAE
 from terratorch_hsi_peft.registry import register_full_model
-from terratorch_hsi_peft.utils.cli_values import cli_scalars
+from terratorch_hsi_peft.utils.cli_values import TEXT_OPTIONS, cli_scalars
 
 __all__ = ["spectralgpt_mae_vit_base", "spectralgpt_mae_vit_huge", "spectralgpt_mae_vit_large"]
 
 _DEFAULTS: dict[str, Any] = {
     "pretrained": False,
     "ckpt_path": None,
+    "ckpt_sha256": None,
     "num_bands": 12,
     "img_size": 128,
     "patch_size": 8,
@@ -47,7 +48,9 @@ _KWARGS_DOC = """
         pretrained (bool) [False]: load the released pre-training checkpoint (encoder and decoder)
             when no ``ckpt_path`` is given.
         ckpt_path (str | None) [None]: an official pre-training checkpoint (or an encoder-only
-            export, which starts a fresh decoder), file or http(s) URL; loaded with a report.
+            export, which starts a fresh decoder), file or http(s) URL (cached as the
+            backbone's); loaded with a report.
+        ckpt_sha256 (str | None) [None]: the checkpoint's expected sha256, checked when given.
         num_bands (int) [12], img_size (int) [128], patch_size (int) [8], t_patch_size (int) [3],
             mlp_ratio (float) [4.0], drop_path_rate (float) [0.0]: as ``spectralgpt_vit_*``.
         embed_dim, depth, num_heads (int): encoder width, blocks and heads [{arch}].
@@ -66,9 +69,11 @@ def _build(name: str, arch: dict[str, int], official_url: str | None, kwargs: di
             f"{name} got unknown argument(s) {unknown}. Valid model_args next to 'model': "
             f"{sorted(valid)}."
         )
-    options = {**valid, **cli_scalars(kwargs, name)}
+    # "false" from a CLI override is False; a file name or digest of digits stays a string
+    options = {**valid, **cli_scalars(kwargs, name, text=TEXT_OPTIONS)}
     pretrained = options.pop("pretrained")
     ckpt_path = options.pop("ckpt_path")
+    ckpt_sha256 = options.pop("ckpt_sha256")
     if pretrained and ckpt_path is None:
         if official_url is None:
             raise ValueError(
@@ -76,9 +81,10 @@ def _build(name: str, arch: dict[str, int], official_url: str | None, kwargs: di
                 "checkpoint or use pretrained: false."
             )
         ckpt_path = official_url
+    check_sha256_option(name, ckpt_path, ckpt_sha256)
     model = SpectralGPTMAE(**options)
     if ckpt_path is not None:
-        load_mae_checkpoint(model, ckpt_path)
+        load_mae_checkpoint(model, ckpt_path, sha256=ckpt_sha256)
     return model
 
 

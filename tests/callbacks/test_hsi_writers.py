@@ -93,12 +93,14 @@ def test_metrics_callback_needs_a_stock_task():
         HyperspectralMetrics().setup(SimpleNamespace(), LightningModule(), "test")
 
 
-def test_metrics_callback_adds_figures_once():
+# "3": what a dotted CLI override (--model.init_args.model_args.num_classes 3) leaves in hparams
+@pytest.mark.parametrize("num_classes", [3, "3"])
+def test_metrics_callback_adds_figures_once(num_classes):
     from torchmetrics import MetricCollection
     from torchmetrics.classification import MulticlassAccuracy
 
     module = LightningModule()
-    module.save_hyperparameters({"model_args": {"num_classes": 3}, "ignore_index": -1})
+    module.save_hyperparameters({"model_args": {"num_classes": num_classes}, "ignore_index": -1})
     module.val_metrics = MetricCollection(
         {"Acc": MulticlassAccuracy(3, ignore_index=-1)}, prefix="val/"
     )
@@ -111,3 +113,26 @@ def test_metrics_callback_adds_figures_once():
     values = module.test_metrics[0].compute()
     assert float(values["test/OA"]) == pytest.approx(2 / 3)
     assert float(values["test/AA"]) == pytest.approx((1 + 0.5) / 2)
+
+
+def test_metrics_callback_on_a_task_without_num_classes_names_the_fix():
+    # a pre-training run (ReconstructionTask) with the callback raised a bare KeyError 'num_classes'
+    from lightning.pytorch import Trainer
+    from terratorch.tasks import ReconstructionTask
+    from torch.utils.data import DataLoader
+
+    model_args = {"model": "spectralgpt_mae_vit_base", "embed_dim": 24, "depth": 1,
+                  "num_heads": 2, "decoder_embed_dim": 16, "decoder_depth": 1,
+                  "decoder_num_heads": 2, "img_size": 16}  # fmt: skip
+    task = ReconstructionTask(model_factory="FullModelFactory", model_args=model_args)
+    trainer = Trainer(
+        accelerator="cpu",
+        fast_dev_run=1,
+        callbacks=[HyperspectralMetrics()],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    loader = DataLoader([{"image": torch.zeros(12, 16, 16)}], batch_size=1)
+    with pytest.raises(ValueError, match=r"ReconstructionTask's model_args.num_classes has none\."):
+        trainer.fit(task, train_dataloaders=loader)

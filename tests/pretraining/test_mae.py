@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import re
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from terratorch.models.model import ReconstructionOutput
 from terratorch.registry import FULL_MODEL_REGISTRY
 
 from terratorch_hsi_peft.backbones import CheckpointError, spectralgpt_vit_base
+from terratorch_hsi_peft.backbones.checkpoint import CACHE_ENV, cached_path
 from terratorch_hsi_peft.pretraining import (
     OFFICIAL_MASK_RATIO,
     SpectralGPTMAE,
@@ -18,6 +21,7 @@ from terratorch_hsi_peft.pretraining import (
     load_mae_checkpoint,
     spectralgpt_mae_vit_base,
 )
+from terratorch_hsi_peft.utils import sha256sum
 
 TINY = {
     "embed_dim": 24,
@@ -33,6 +37,11 @@ def official_checkpoint(path, sd: dict[str, torch.Tensor]) -> None:
     """A file as the official main_pretrain.py writes it (misc.save_model)."""
     args = argparse.Namespace(model="mae_vit_base_patch8_128", mask_ratio=0.9, norm_pix_loss=False)
     torch.save({"model": sd, "optimizer": {}, "epoch": 7, "scaler": {}, "args": args}, path)
+
+
+def tiny_mae_state_dict() -> dict[str, torch.Tensor]:
+    """An official MAE of TINY's sizes on a 4x4 grid of 4 spectral groups."""
+    return official_mae_state_dict(24, 2, grid=4, groups=4, decoder_dim=16, decoder_depth=2)
 
 
 def float32_exact(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -258,3 +267,71 @@ def test_training_steps_lower_the_reconstruction_loss():
         optimizer.step()
     assert all(p.grad is not None for p in model.parameters())
     assert model(x, noise=noise).loss["loss"].item() < 0.8 * first
+
+
+def test_a_damaged_cached_download_is_removed_and_the_report_names_url_and_sha256(
+    tmp_path, monkeypatch, caplog
+):
+    # the backbone's reading path: URL-keyed cache, sha256, report logged, weights origin recorded
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    url = "http://127.0.0.1:9/v2/SpectralGPT+.pth"  # never contacted: the file is in the cache
+    cached = cached_path(url)
+    cached.parent.mkdir(parents=True)
+    official_checkpoint(cached, tiny_mae_state_dict())
+    digest = sha256sum(cached)
+    with caplog.at_level(logging.INFO):
+        model = spectralgpt_mae_vit_base(**TINY, img_size=16, ckpt_path=url, ckpt_sha256=digest)
+    report = model.load_report
+    assert (report.url, report.sha256) == (url, digest)
+    assert model.encoder.load_report is report
+    assert model.encoder.weights_origin == f"checkpoint {url} (sha256 {digest})"
+    (record,) = [r for r in caplog.records if f"(from {url}), sha256 {digest}" in r.getMessage()]
+    assert record.levelno == logging.WARNING  # position tables were resized
+    assert "decoder_pos_embed_spatial [1, 16, 16] -> [1, 4, 16]" in record.getMessage()
+
+    cached.write_bytes(cached.read_bytes()[:1000])  # damaged on disk after the download
+    removed = f"{re.escape(str(cached))}: .*cached download of {re.escape(url)} and was removed"
+    with pytest.raises(CheckpointError, match=rf"{removed}; run again"):
+        spectralgpt_mae_vit_base(**TINY, img_size=16, ckpt_path=url)
+    assert not cached.exists()
+
+
+def test_ckpt_sha256_is_checked_like_the_backbones(tmp_path):
+    path = tmp_path / "SpectralGPT+.pth"
+    official_checkpoint(path, tiny_mae_state_dict())
+    with pytest.raises(CheckpointError, match=r"has sha256 .* not the expected ffff"):
+        spectralgpt_mae_vit_base(**TINY, img_size=16, ckpt_path=str(path), ckpt_sha256="f" * 64)
+    with pytest.raises(ValueError, match="ckpt_sha256 is set but no checkpoint is loaded"):
+        spectralgpt_mae_vit_base(**TINY, img_size=16, ckpt_sha256="f" * 64)
+    with pytest.raises(ValueError, match="must be 64 hex digits"):
+        spectralgpt_mae_vit_base(**TINY, img_size=16, ckpt_path=str(path), ckpt_sha256="abc")
+
+
+def test_a_checkpoint_named_with_digits_only_stays_a_path(tmp_path, monkeypatch):
+    # a dotted CLI override leaves the string "2024"; read as a YAML int it is no path any more
+    monkeypatch.chdir(tmp_path)
+    official_checkpoint(tmp_path / "2024", tiny_mae_state_dict())
+    model = FULL_MODEL_REGISTRY.build(
+        "spectralgpt_mae_vit_base", **TINY, img_size=16, ckpt_path="2024"
+    )
+    assert model.load_report.source == "2024" and not model.load_report.missing
+
+
+def test_export_from_a_lightning_checkpoint_records_num_bands_and_refuses_objects(tmp_path):
+    from terratorch_hsi_peft.pretraining import export_encoder_from_checkpoint
+
+    model = spectralgpt_mae_vit_base(**TINY, img_size=16)  # num_bands: the default 12
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    path = tmp_path / "last.ckpt"
+    # unset (the factory's default), or the text a dotted CLI override leaves
+    for model_args in ({"model": "spectralgpt_mae_vit_base"}, {"num_bands": "12"}):
+        torch.save({"state_dict": state, "hyper_parameters": {"model_args": model_args}}, path)
+        args = torch.load(export_encoder_from_checkpoint(path), weights_only=True)["args"]
+        assert args["num_bands"] == 12
+    # a pickled object is refused as such, without torch's advice to load with weights_only=False
+    torch.save({"state_dict": state, "extra": argparse.Namespace(lr=1.0)}, path)
+    with pytest.raises(CheckpointError) as error:
+        export_encoder_from_checkpoint(path)
+    message = str(error.value)
+    assert "holds Python objects/code (argparse.Namespace) and will not be loaded" in message
+    assert "set to `False`" not in message and "EncoderExport" in message
