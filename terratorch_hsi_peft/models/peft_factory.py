@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_info
 from terratorch.models.encoder_decoder_factory import EncoderDecoderFactory
 from terratorch.models.model import Model, ModelFactory
 from torch import nn
@@ -25,6 +26,7 @@ from torch import nn
 from terratorch_hsi_peft.models.adapter_file import load_adapter_file
 from terratorch_hsi_peft.models.peft_config import PeftSpec
 from terratorch_hsi_peft.models.peft_model import attach_adapters
+from terratorch_hsi_peft.models.summary import peft_summary
 from terratorch_hsi_peft.peft.io import ORIGIN_ATTR, random_init_origin
 from terratorch_hsi_peft.registry import register_model_factory
 from terratorch_hsi_peft.utils.cli_values import TEXT_OPTIONS, cli_scalar, cli_scalars
@@ -83,6 +85,8 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         _record_origin(model, backbone, kwargs)
         if spec.adapter_path is not None:
             load_adapter_file(model, spec.adapter_path)
+        # Lightning's own logger: shown on the console by default, rank zero only.
+        rank_zero_info(peft_summary(model))
         return model
 
 

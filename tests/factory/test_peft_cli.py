@@ -7,6 +7,7 @@ tiny Prithvi ViT + UNet, a few steps); one subprocess shows that the YAML alone 
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -209,6 +210,32 @@ def test_prithvi_yaml_switches_to_krona_export_reload_and_merged_predict(
     merged = torch.cat([out[0][0] for out in merging.predict(cli.model, loader)])
     assert ((merged - unmerged).norm() / unmerged.norm()).item() < 1e-5
     assert not any(layer.merged for layer in adapter_layers(model).values())  # unmerged after
+
+
+def test_fit_reports_the_adapters_and_where_their_file_went(
+    tmp_path, prithvi_args, prithvi_peft, caplog
+):
+    """Both lines go to Lightning's logger (on the console of a ``terratorch`` run, see
+    tests/e2e/test_terratorch_examples.py; here pytest captures it)."""
+    config = to_peft(stock_config(tmp_path / "run", prithvi_args), prithvi_peft)
+    cli = fit(config, tmp_path / "peft.yaml")
+    text = caplog.text
+    adapters = sum(
+        p.numel()
+        for layer in adapter_layers(cli.model.model.encoder).values()
+        for p in layer.adapter_parameters().values()
+    )
+    trainable = sum(p.numel() for p in cli.model.parameters() if p.requires_grad)
+    line = re.search(
+        r"PEFT KRONA \(plugin\) on PrithviViT, layers (.*): ([\d,]+) adapter param", text
+    )
+    assert line, text[-3000:]
+    assert line.group(1) == "blocks.*.attn.qkv.q_linear, blocks.*.attn.qkv.v_linear"
+    assert int(line.group(2).replace(",", "")) == adapters
+    assert f"trainable {trainable:,} (adapters {adapters:,}" in text
+    written = Path(cli.trainer.checkpoint_callback.dirpath) / "adapters.safetensors"
+    assert f"AdapterCheckpoint: wrote {written} (" in text
+    assert "adapters " in text.split(f"wrote {written}")[1].splitlines()[0]
 
 
 def test_freeze_backbone_true_still_trains_adapters(tmp_path, prithvi_args, prithvi_peft):
