@@ -7,7 +7,10 @@ tiny Prithvi ViT + UNet, a few steps); one subprocess shows that the YAML alone 
 from __future__ import annotations
 
 import copy
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -22,6 +25,7 @@ from terratorch_cli import terratorch
 from torch.utils.data import DataLoader, Dataset
 
 from terratorch_hsi_peft.callbacks import MergeAdaptersForPredict
+from terratorch_hsi_peft.export import main as export_main
 from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory, load_adapter_file
 from terratorch_hsi_peft.peft import adapter_layers
 
@@ -236,6 +240,59 @@ def test_fit_reports_the_adapters_and_where_their_file_went(
     written = Path(cli.trainer.checkpoint_callback.dirpath) / "adapters.safetensors"
     assert f"AdapterCheckpoint: wrote {written} (" in text
     assert "adapters " in text.split(f"wrote {written}")[1].splitlines()[0]
+
+
+def test_merged_export_loads_in_stock_terratorch_and_predicts_the_same(
+    tmp_path, prithvi_args, prithvi_peft
+):
+    """KronA on Prithvi's split q/v, merged and fused back into qkv by the export command; a new
+    interpreter that cannot import the plugin loads it with the stock task and factory."""
+    config = to_peft(stock_config(tmp_path / "run", prithvi_args), prithvi_peft)
+    cli = fit(config, tmp_path / "peft.yaml")
+    checkpoint = Path(cli.trainer.checkpoint_callback.best_model_path)
+    merged = tmp_path / "merged.ckpt"
+    export_main([str(checkpoint), str(merged)])
+
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    torch.save(x, tmp_path / "x.pt")
+    model = cli.model.model.eval()
+    with torch.no_grad():
+        adapted = model(x).output
+    code = f"""
+import sys, torch
+sys.modules["terratorch_hsi_peft"] = None  # any import of the plugin fails
+from terratorch.tasks import SemanticSegmentationTask
+task = SemanticSegmentationTask.load_from_checkpoint({str(merged)!r}, map_location="cpu")
+assert task.hparams.model_factory == "EncoderDecoderFactory"
+assert "peft_config" not in task.hparams.model_args
+keys = list(task.state_dict())
+assert any(k.endswith("blocks.0.attn.qkv.weight") for k in keys), keys
+assert not any("q_linear" in k or "krona" in k for k in keys), keys
+x = torch.load({str(tmp_path / "x.pt")!r}, weights_only=True)
+task.model.eval()
+with torch.no_grad():
+    torch.save(task.model(x).output, {str(tmp_path / "y.pt")!r})
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TERRATORCH_HSI_PEFT_AUTOLOAD"] = "0"
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_path, timeout=600)
+    stock = torch.load(tmp_path / "y.pt", weights_only=True)
+    torch.testing.assert_close(stock, adapted, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(adapted, cli_output_without_adapters(cli, x))
+
+
+def cli_output_without_adapters(cli, x: torch.Tensor) -> torch.Tensor:
+    """The trained model's output with every adapter switched off (the adapters changed it)."""
+    layers = adapter_layers(cli.model.model).values()
+    scalings = [layer.scaling for layer in layers]
+    for layer in layers:
+        layer.scaling = 0.0
+    try:
+        with torch.no_grad():
+            return cli.model.model(x).output
+    finally:
+        for layer, scaling in zip(layers, scalings, strict=True):
+            layer.scaling = scaling
 
 
 def test_freeze_backbone_true_still_trains_adapters(tmp_path, prithvi_args, prithvi_peft):
