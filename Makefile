@@ -10,7 +10,7 @@ DATA ?= ../shared/data
 # The test suite reads the real scenes from HSI_SHARED_DATA (an environment value wins over DATA).
 export HSI_SHARED_DATA ?= $(abspath $(DATA))
 
-.PHONY: setup quickstart test lint docs compat clean
+.PHONY: setup quickstart test lint docs compat wheel-check clean
 
 setup: $(STAMP)
 
@@ -35,7 +35,21 @@ docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) site .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(WHEEL_VENV) dist build site .pytest_cache .ruff_cache
+
+# The wheel as users get it: built, checked for content, installed with its real dependencies in
+# a fresh venv and used from outside the repository (.ci/check_wheel.py says what is checked).
+# The editable install of `make setup` must carry the start-up hook as well.
+WHEEL_VENV ?= .venv-wheel
+wheel-check: $(STAMP)
+	test -f $(wildcard $(VENV)/lib/python3*/site-packages)/terratorch_hsi_peft_autoload.pth
+	rm -rf dist build $(WHEEL_VENV)
+	$(BIN)/python -m pip wheel --quiet --no-deps -w dist .
+	$(BIN)/python .ci/check_wheel.py contents dist/terratorch_hsi_peft-*.whl
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(WHEEL_VENV)/bin/python -m pip install --quiet dist/terratorch_hsi_peft-*.whl $(TORCH_PIN)
+	cd "$$(mktemp -d)" && $(abspath $(WHEEL_VENV))/bin/python $(abspath .ci/check_wheel.py) installed
 
 # Compatibility smoke test against the newest TerraTorch release line (1.2.13 needs Python >= 3.12).
 # The first interpreter that really is 3.12 (a pyenv shim may exist without a 3.12 selected).

@@ -137,11 +137,13 @@ def classification_model_args(
 def segmentation_model_args(
     geometry: Geometry, num_bands: int, num_classes: int, ckpt_path: str | None
 ) -> dict[str, Any]:
-    """model_args: four layers -> image pyramid -> UNet decoder."""
+    """model_args: four evenly spaced layers ending with the last -> image pyramid -> UNet."""
+    layers = [max(0, (k + 1) * geometry.depth // 4 - 1) for k in range(4)]  # [2, 5, 8, 11] for 12
     return {
         **geometry.backbone_args(num_bands, geometry.tile_size, ckpt_path),
         "necks": [
-            {"name": "ReshapeTokensToImage", "remove_cls_token": False},
+            {"name": "SelectIndices", "indices": layers},
+            {"name": "ReshapeTokensToImage"},
             {"name": "LearnedInterpolateToPyramidal"},
         ],
         "decoder": "UNetDecoder",

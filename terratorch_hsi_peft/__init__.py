@@ -1,9 +1,9 @@
 """terratorch-hsi-peft: SpectralGPT and parameter-efficient fine-tuning for hyperspectral images.
 
 Importing this package registers the plugin's backbones, model factory and masked autoencoders
-with TerraTorch's registries (once; see :mod:`terratorch_hsi_peft.registry`). A TerraTorch YAML
-triggers that import by naming any plugin class by ``class_path`` (for example the plugin's
-datamodules or callbacks).
+with TerraTorch's registries (once; see :mod:`terratorch_hsi_peft.registry`). An installed plugin
+is imported as soon as TerraTorch has finished importing (see :mod:`terratorch_hsi_peft_autoload`);
+a TerraTorch YAML also triggers the import by naming any plugin class by ``class_path``.
 """
 
 from importlib.metadata import PackageNotFoundError, version

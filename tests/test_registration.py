@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import subprocess
 import sys
@@ -83,8 +84,9 @@ def test_importing_again_registers_nothing_twice():
 
 
 def test_plugin_import_is_silent_and_leaves_terratorch_alone():
-    """A fresh interpreter: importing the plugin warns nothing; importing TerraTorch alone does
-    not import the plugin (no cost for people who never use it)."""
+    """A fresh interpreter with the automatic import switched off: importing TerraTorch alone
+    does not import the plugin, and importing the plugin warns nothing. (With it on, see
+    tests/test_autoload.py and tests/test_wheel_install.py.)"""
     code = (
         "import sys, warnings\n"
         "import terratorch\n"
@@ -94,7 +96,8 @@ def test_plugin_import_is_silent_and_leaves_terratorch_alone():
         "from terratorch.registry import BACKBONE_REGISTRY\n"
         "assert 'spectralgpt_vit_base' in BACKBONE_REGISTRY\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
+    env = {**os.environ, "TERRATORCH_HSI_PEFT_AUTOLOAD": "0"}
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT, env=env)
 
 
 def test_register_once_refuses_foreign_clash():

@@ -30,6 +30,7 @@ _COMMON_DEFAULTS: dict[str, Any] = {
     "t_patch_size": 3,
     "out_indices": None,
     "group_fusion": "mean",
+    "cls_token": True,
     "mlp_ratio": 4.0,
     "drop_path_rate": 0.0,
     # Read by TerraTorch's EncoderDecoderFactory (how inputs are padded to the patch size) and
@@ -52,8 +53,12 @@ _KWARGS_DOC = """
         patch_size (int) [8]: spatial patch size.
         t_patch_size (int) [3]: bands per spectral group.
         out_indices (list[int] | None) [None]: layers whose features are returned (negative counts
-            from the end); None: four evenly spaced layers ending with the last.
+            from the end); None: every layer, as TerraTorch's ViTs (necks such as SelectIndices
+            choose). Only the layers up to the deepest one listed are run.
         group_fusion (str) ["mean"]: "mean", "concat" or "learned" (see SpectralGPTEncoder).
+        cls_token (bool) [True]: lead each feature with one token (the mean of its tokens) where
+            TerraTorch's ViTs have their class token, so ReshapeTokensToImage works with its
+            defaults; False: patch tokens only (then remove_cls_token: false).
         embed_dim, depth, num_heads (int): width, blocks and heads [{arch}].
         mlp_ratio (float) [4.0]: MLP hidden width / embed_dim.
         drop_path_rate (float) [0.0]: stochastic depth, increasing linearly over the blocks.

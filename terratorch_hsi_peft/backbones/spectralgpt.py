@@ -30,7 +30,7 @@ from terratorch_hsi_peft.backbones.layers import Block, PatchEmbed3D, layer_norm
 from terratorch_hsi_peft.backbones.pos_embed import resize_spatial_pos_embed
 from terratorch_hsi_peft.peft.io import random_init_origin
 
-__all__ = ["GROUP_FUSIONS", "SpectralGPTEncoder", "default_out_indices"]
+__all__ = ["GROUP_FUSIONS", "SpectralGPTEncoder"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,35 +38,33 @@ logger = logging.getLogger(__name__)
 GROUP_FUSIONS = ("mean", "concat", "learned")
 
 
-def default_out_indices(depth: int) -> list[int]:
-    """Four evenly spaced layers ending with the last: ``[2, 5, 8, 11]`` for depth 12.
-
-    Four features feed ``LearnedInterpolateToPyramidal`` + ``UNetDecoder`` directly, and the last
-    one is what classification heads read (``IdentityDecoder`` takes index -1). Shallow encoders
-    (depth < 4) repeat layers to keep four features.
-    """
-    return [max(0, (k + 1) * depth // 4 - 1) for k in range(4)]
-
-
 class SpectralGPTEncoder(nn.Module):
-    """SpectralGPT ViT encoder returning the features of selected layers (TerraTorch backbone).
+    """SpectralGPT ViT encoder returning every block's features (TerraTorch backbone).
 
     Input: (B, num_bands, H, W) as TerraTorch passes images, or (B, 1, num_bands, H, W) as the
     official code does. H and W must be multiples of ``patch_size``; a size other than
     ``img_size`` works by resizing the spatial position table bicubically on the fly.
 
-    Output of ``forward``: one tensor per entry of ``out_indices``, tokens after group fusion:
+    Output of ``forward``, as TerraTorch's ViTs (Prithvi) give it: one tensor per entry of
+    ``out_indices`` (by default every block, so necks such as ``SelectIndices`` choose), each
+    ``(B, 1 + N, C)``: a leading token where those ViTs put their class token, then the N patch
+    tokens after group fusion. SpectralGPT has no class token; the leading token is the mean of
+    the N tokens (not a learned parameter), so ``ReshapeTokensToImage`` with its default
+    ``remove_cls_token: true`` drops it, and ``AggregateTokens`` gives the mean of the patch
+    tokens with ``pooling: mean`` and with ``pooling: CLS``. ``cls_token=False`` returns the N
+    tokens alone. The N tokens, by ``group_fusion``:
 
-    - ``concat``: (B, num_groups * h * w, embed_dim), laid out ``(t h w)``, so that TerraTorch's
-      ``ReshapeTokensToImage(remove_cls_token=False, effective_time_dim=num_groups)`` gives
-      (B, num_groups * embed_dim, h, w) images; ``out_channels`` = num_groups * embed_dim.
-    - ``mean``: the mean over spectral groups, (B, h * w, embed_dim); ``out_channels`` =
-      embed_dim.
-    - ``learned``: a learned weighted sum over groups (``Linear(num_groups, 1)`` per selected
-      layer, as the original segmentation model; initialised to the mean), (B, h * w, embed_dim).
+    - ``concat``: (num_groups * h * w) tokens of embed_dim, laid out ``(t h w)``, so that
+      ``ReshapeTokensToImage(effective_time_dim=num_groups)`` gives (B, num_groups * embed_dim,
+      h, w) images; ``out_channels`` = num_groups * embed_dim.
+    - ``mean``: the mean over spectral groups, h * w tokens; ``out_channels`` = embed_dim.
+    - ``learned``: a learned weighted sum over groups (``Linear(num_groups, 1)`` per returned
+      layer, as the original segmentation model; initialised to the mean), h * w tokens. Set
+      ``out_indices`` to the layers the necks use: a fusion layer whose output no neck reads
+      gets no gradient (which DDP reports as an unused parameter).
 
-    The final LayerNorm ``norm`` is applied to the last layer's output when it is selected.
-    Blocks after the deepest selected layer are not run (their parameters get no gradient).
+    The final LayerNorm ``norm`` is applied to the last layer's output when it is returned.
+    Blocks after the deepest returned layer are not run (their parameters get no gradient).
 
     Attributes:
         patch_size: spatial patch size (an int; TerraTorch pads inputs to a multiple of it).
@@ -96,6 +94,7 @@ class SpectralGPTEncoder(nn.Module):
         drop_path_rate: float = 0.0,
         out_indices: Sequence[int] | None = None,
         group_fusion: str = "mean",
+        cls_token: bool = True,
     ) -> None:
         super().__init__()
         _check_config(num_bands, img_size, patch_size, t_patch_size, embed_dim, depth, num_heads)
@@ -115,6 +114,12 @@ class SpectralGPTEncoder(nn.Module):
         self.band_padding = self.num_groups * t_patch_size - num_bands
         self.out_indices = _normalise_out_indices(out_indices, depth)
         self.group_fusion = group_fusion
+        if not isinstance(cls_token, bool):
+            raise ValueError(
+                f"cls_token must be true or false, got {cls_token!r}; set cls_token "
+                "(backbone_cls_token in YAML) to a boolean."
+            )
+        self.cls_token = cls_token
 
         self.patch_embed = PatchEmbed3D(patch_size, t_patch_size, embed_dim)
         self.pos_embed_spatial = nn.Parameter(torch.zeros(1, self.grid_size**2, embed_dim))
@@ -177,10 +182,13 @@ class SpectralGPTEncoder(nn.Module):
             tokens = block(tokens)
             if index in self.out_indices:
                 features[index] = self.norm(tokens) if index == self.depth - 1 else tokens
-        return [
+        fused = [
             self._fuse(features[index], position, grid)
             for position, index in enumerate(self.out_indices)
         ]
+        if not self.cls_token:
+            return fused
+        return [torch.cat([f.mean(dim=1, keepdim=True), f], dim=1) for f in fused]
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Tubelet tokens of a cube with both position tables added, before any block.
@@ -196,9 +204,10 @@ class SpectralGPTEncoder(nn.Module):
     def prepare_features_for_image_model(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
         """Turn the tokens ``forward`` returned into (B, out_channel, h, w) images.
 
-        For use without necks; equivalent to ``ReshapeTokensToImage(remove_cls_token=False,
-        effective_time_dim=num_groups)`` with ``concat`` and ``effective_time_dim=1`` otherwise.
-        The token grid is that of the latest ``forward`` call (TerraTorch calls this right after).
+        For use without necks; equivalent to ``ReshapeTokensToImage(effective_time_dim=num_groups)``
+        with ``concat`` and ``ReshapeTokensToImage()`` otherwise (``remove_cls_token: false`` with
+        ``cls_token=False``). The token grid is that of the latest ``forward`` call (TerraTorch
+        calls this right after).
         """
         if self._grid is None:
             raise RuntimeError("Call forward before prepare_features_for_image_model.")
@@ -206,6 +215,8 @@ class SpectralGPTEncoder(nn.Module):
         groups = self.num_groups if self.group_fusion == "concat" else 1
         images = []
         for tokens in features:
+            if self.cls_token:
+                tokens = tokens[:, 1:]
             batch, _, dim = tokens.shape
             image = tokens.reshape(batch, groups, height, width, dim).permute(0, 1, 4, 2, 3)
             images.append(image.reshape(batch, groups * dim, height, width))
@@ -290,11 +301,11 @@ def _check_config(
 
 def _normalise_out_indices(out_indices: Sequence[int] | None, depth: int) -> list[int]:
     if out_indices is None:
-        return default_out_indices(depth)
+        return list(range(depth))
     if isinstance(out_indices, int | str) or len(out_indices) == 0:
         raise ValueError(
             f"out_indices must be a non-empty list of layer indices, got {out_indices!r}; e.g. "
-            f"out_indices={default_out_indices(depth)}."
+            f"out_indices=[-1] for the last layer, or null for all {depth}."
         )
     normalised = []
     for index in out_indices:

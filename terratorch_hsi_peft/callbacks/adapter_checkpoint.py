@@ -9,8 +9,9 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
 
-from terratorch_hsi_peft.models.adapter_file import save_adapter_file
+from terratorch_hsi_peft.models.adapter_file import adapter_file_parts, save_adapter_file
 from terratorch_hsi_peft.models.peft_model import has_adapters
 from terratorch_hsi_peft.utils.download import remove_stale_parts
 
@@ -81,7 +82,10 @@ class AdapterCheckpoint(Callback):
         if trainer.is_global_zero:
             path = self._final_dir(trainer) / self.FINAL_NAME
             save_adapter_file(_model(pl_module), path)
-            logger.info("Adapters written to %s", path)
+            rank_zero_info(
+                f"AdapterCheckpoint: wrote {path} ({path.stat().st_size / 1e6:.2f} MB: "
+                f"{adapter_file_parts(_model(pl_module))})"
+            )
 
     def _export_new_best(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         best = self._best_checkpoint(trainer)
@@ -93,6 +97,7 @@ class AdapterCheckpoint(Callback):
         checkpoint = Path(best[0])
         path = checkpoint.with_name(checkpoint.stem + self.SUFFIX)
         save_adapter_file(_model(pl_module), path)
+        rank_zero_info(f"AdapterCheckpoint: wrote {path} (the adapters of {checkpoint.name})")
 
     def _remove_orphans(self, trainer: pl.Trainer) -> None:
         """Remove adapter files beside checkpoints that are gone, and killed writes' leftovers."""

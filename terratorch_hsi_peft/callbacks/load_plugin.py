@@ -7,10 +7,12 @@ class LoadPlugin(Callback):
     """Registers the plugin's backbones and model factory with TerraTorch; does nothing in training.
 
     TerraTorch discovers no plugins by itself: a component registered by a package exists only once
-    that package is imported. Every class of this plugin named by ``class_path`` in a YAML makes
-    jsonargparse import the package while it parses the config, before any model is built. The
-    plugin's datamodules and callbacks do that as a side effect; a pipeline that uses none of them
-    (its own datamodule, full fine-tuning) adds this one::
+    that package is imported. The installed plugin is imported automatically once TerraTorch is
+    (see ``terratorch_hsi_peft_autoload``); where that is switched off
+    (``TERRATORCH_HSI_PEFT_AUTOLOAD=0``) or the package is not installed (a source tree on
+    ``PYTHONPATH``), every class of this plugin named by ``class_path`` in a YAML makes jsonargparse
+    import the package while it parses the config. A pipeline that names none of them adds this
+    one::
 
         trainer:
           callbacks:

@@ -10,6 +10,7 @@ as BatchNorm statistics). With the pretrained backbone it reproduces the trained
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
@@ -18,7 +19,57 @@ from terratorch_hsi_peft.models.peft_model import SPEC_ATTR, TRAINABLE_ATTR, has
 from terratorch_hsi_peft.peft.inject import adapter_layers
 from terratorch_hsi_peft.peft.io import load_adapters, save_adapters
 
-__all__ = ["load_adapter_file", "save_adapter_file", "trained_tensor_names"]
+__all__ = [
+    "AdapterFileParts",
+    "adapter_file_parts",
+    "load_adapter_file",
+    "save_adapter_file",
+    "trained_tensor_names",
+]
+
+
+@dataclass(frozen=True)
+class AdapterFileParts:
+    """What an adapter file holds, in two parts: the encoder's (adapter factors and the backbone's
+    ``trainable_with_adapters`` tensors) and the task's (necks, decoder, heads: every tensor,
+    buffers included). Sizes are the tensors' bytes; the file adds a small JSON header."""
+
+    adapter_tensors: int
+    adapter_bytes: int
+    task_tensors: int
+    task_bytes: int
+
+    def __str__(self) -> str:
+        return (
+            f"adapters {_size(self.adapter_bytes)} ({self.adapter_tensors:,} values) + necks, "
+            f"decoder and heads {_size(self.task_bytes)} ({self.task_tensors:,} values)"
+        )
+
+
+def adapter_file_parts(model: nn.Module) -> AdapterFileParts:
+    """Sizes of the two parts of the file :func:`save_adapter_file` writes for ``model``."""
+    _require_plugin_adapters(model)
+    state = model.state_dict()
+    names = trained_tensor_names(model)
+    extras = {n for n in names if n.startswith("encoder.")}
+    task = [k for k in state if not k.startswith("encoder.")]
+    encoder = [
+        f"encoder.{layer_name}.{name}"
+        for layer_name, layer in adapter_layers(model.encoder).items()
+        for name in layer.adapter_parameters()
+    ] + [k for k in state if any(k == e or k.startswith(e + ".") for e in extras)]
+    encoder_tensors = [state[k] for k in dict.fromkeys(encoder) if k in state]
+    task_tensors = [state[k] for k in task]
+    return AdapterFileParts(
+        adapter_tensors=sum(t.numel() for t in encoder_tensors),
+        adapter_bytes=sum(t.numel() * t.element_size() for t in encoder_tensors),
+        task_tensors=sum(t.numel() for t in task_tensors),
+        task_bytes=sum(t.numel() * t.element_size() for t in task_tensors),
+    )
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 1e3:,.1f} kB" if n_bytes < 1e6 else f"{n_bytes / 1e6:,.1f} MB"
 
 
 def trained_tensor_names(model: nn.Module) -> list[str]:

@@ -16,8 +16,12 @@ See :mod:`terratorch_hsi_peft.models.peft_config` for the keys and the ``hf`` ba
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from lightning.pytorch.utilities import rank_zero_info
+from terratorch.models import encoder_decoder_factory
 from terratorch.models.encoder_decoder_factory import EncoderDecoderFactory
 from terratorch.models.model import Model, ModelFactory
 from torch import nn
@@ -25,11 +29,47 @@ from torch import nn
 from terratorch_hsi_peft.models.adapter_file import load_adapter_file
 from terratorch_hsi_peft.models.peft_config import PeftSpec
 from terratorch_hsi_peft.models.peft_model import attach_adapters
+from terratorch_hsi_peft.models.summary import peft_summary
+from terratorch_hsi_peft.peft.config import PeftMethod
 from terratorch_hsi_peft.peft.io import ORIGIN_ATTR, random_init_origin
 from terratorch_hsi_peft.registry import register_model_factory
 from terratorch_hsi_peft.utils.cli_values import TEXT_OPTIONS, cli_scalar, cli_scalars
 
 __all__ = ["PEFTEncoderDecoderFactory"]
+
+#: Methods only the plugin has: under TerraTorch's own factory they end in a bare KeyError.
+_PLUGIN_ONLY = {m.value for m in PeftMethod} - {"LORA", "LOKR"}
+
+
+def _refuse_plugin_methods(get_peft_backbone: Callable) -> Callable:
+    """Wrap TerraTorch's ``get_peft_backbone`` (used by ``EncoderDecoderFactory``) so that a
+    method of this plugin is a clear error naming the factory to use instead of a KeyError."""
+    if getattr(get_peft_backbone, "_refuses_plugin_methods", False):  # module reloaded
+        return get_peft_backbone
+
+    @functools.wraps(get_peft_backbone)
+    def guarded(peft_config: dict[str, Any], backbone: nn.Module) -> nn.Module:
+        method = peft_config.get("method") if isinstance(peft_config, Mapping) else None
+        try:
+            plugin_method = isinstance(method, str) and PeftMethod.parse(method).value
+        except ValueError:
+            plugin_method = None
+        if plugin_method in _PLUGIN_ONLY:
+            raise ValueError(
+                f"peft_config method {method!r} is a terratorch-hsi-peft method, which "
+                "TerraTorch's EncoderDecoderFactory cannot apply (it only knows Hugging Face peft "
+                "methods). "
+                "Set model_factory: PEFTEncoderDecoderFactory (the rest of model_args stays)."
+            )
+        return get_peft_backbone(peft_config, backbone)
+
+    guarded._refuses_plugin_methods = True
+    return guarded
+
+
+encoder_decoder_factory.get_peft_backbone = _refuse_plugin_methods(
+    encoder_decoder_factory.get_peft_backbone
+)
 
 
 @register_model_factory
@@ -83,6 +123,8 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         _record_origin(model, backbone, kwargs)
         if spec.adapter_path is not None:
             load_adapter_file(model, spec.adapter_path)
+        # Lightning's own logger: shown on the console by default, rank zero only.
+        rank_zero_info(peft_summary(model))
         return model
 
 

@@ -94,8 +94,8 @@ def test_same_shapes_load_unchanged_and_learned_fusion_is_reported_missing(tmp_p
         **TINY, img_size=32, group_fusion="learned", ckpt_path=str(tmp_path / "bare.pth")
     )
     assert model.load_report.resized == {}
-    assert model.load_report.missing == [
-        f"fusion_layers.{i}.{p}" for i in range(4) for p in ("weight", "bias")
+    assert model.load_report.missing == [  # one fusion layer per returned layer: all of them
+        f"fusion_layers.{i}.{p}" for i in range(DEPTH) for p in ("weight", "bias")
     ]
     torch.testing.assert_close(model.pos_embed_spatial.data, sd["pos_embed_spatial"])
 
@@ -417,7 +417,7 @@ def test_terratorch_fit_loads_the_named_url_and_shows_the_report(
                   backbone_embed_dim: {DIM}
                   backbone_num_heads: 2
                   backbone_img_size: 32
-                  necks: [{{name: ReshapeTokensToImage, remove_cls_token: false}}]
+                  necks: [{{name: ReshapeTokensToImage}}]
                   decoder: FCNDecoder
                   decoder_channels: 8
                   num_classes: 3

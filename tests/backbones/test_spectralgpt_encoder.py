@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from einops import rearrange
 from spectralgpt_reference import bicubic_table, official_forward
-from terratorch.models.necks import ReshapeTokensToImage
+from terratorch.models.necks import AggregateTokens, ReshapeTokensToImage, SelectIndices
 from terratorch.registry import BACKBONE_REGISTRY
 
 from terratorch_hsi_peft.backbones import SpectralGPTEncoder, factories, spectralgpt_vit_base
-from terratorch_hsi_peft.backbones.spectralgpt import default_out_indices
 
 TINY = {"embed_dim": 24, "depth": 2, "num_heads": 2}
 
@@ -71,14 +72,15 @@ def test_output_shapes_any_band_count(bands, size, fusion):
     h = size // 8
     tokens = groups * h * h if fusion == "concat" else h * h
     width = 24 * groups if fusion == "concat" else 24
-    assert [f.shape for f in features] == [(2, tokens, 24)] * 2
+    assert [f.shape for f in features] == [(2, 1 + tokens, 24)] * 2  # leading token first
     assert model.out_channels == [width, width]
     images = model.prepare_features_for_image_model(features)
     assert [i.shape for i in images] == [(2, width, h, h)] * 2
 
 
 def test_matches_official_forward_all_fusions():
-    model = randomise(tiny(num_bands=12, out_indices=[0, 1], group_fusion="learned")).double()
+    model = tiny(num_bands=12, out_indices=[0, 1], group_fusion="learned", cls_token=False)
+    model = randomise(model).double()
     x = torch.randn(2, 12, 32, 32, dtype=torch.float64)
     sd = model.state_dict()
     blocks, final = official_forward(sd, x, depth=2, num_heads=2)
@@ -116,7 +118,8 @@ def test_learned_fusion_starts_as_mean_and_is_listed_for_adapters():
 
 
 def test_partial_last_group_is_zero_padded():
-    model = randomise(tiny(num_bands=200, out_indices=[-1], group_fusion="concat")).double()
+    model = tiny(num_bands=200, out_indices=[-1], group_fusion="concat", cls_token=False)
+    model = randomise(model).double()
     assert model.num_groups == 67 and model.band_padding == 1
     x = torch.randn(1, 200, 32, 32, dtype=torch.float64)
     padded = torch.cat([x, torch.zeros(1, 1, 32, 32, dtype=torch.float64)], dim=1)
@@ -126,7 +129,8 @@ def test_partial_last_group_is_zero_padded():
 
 
 def test_other_input_size_resizes_spatial_table_bicubically():
-    model = randomise(tiny(num_bands=12, out_indices=[-1], group_fusion="concat")).double()
+    model = tiny(num_bands=12, out_indices=[-1], group_fusion="concat", cls_token=False)
+    model = randomise(model).double()
     x = torch.randn(1, 12, 48, 64, dtype=torch.float64)  # 6x8 grid on a 4x4-native model
     sd = dict(model.state_dict())
     sd["pos_embed_spatial"] = bicubic_table(sd["pos_embed_spatial"], 4, (6, 8))
@@ -137,24 +141,52 @@ def test_other_input_size_resizes_spatial_table_bicubically():
     assert image.shape == (1, 24 * 4, 6, 8)
 
 
+@pytest.mark.parametrize("cls_token", [True, False])
 @pytest.mark.parametrize("fusion", ["concat", "mean"])
-def test_prepare_features_agrees_with_terratorch_neck(fusion):
-    model = tiny(num_bands=9, group_fusion=fusion)
-    features = model(torch.randn(2, 9, 32, 32))
+def test_prepare_features_agrees_with_terratorch_neck(fusion, cls_token):
+    """With the leading token, ReshapeTokensToImage works with its defaults and warns nothing;
+    without it, with remove_cls_token: false."""
+    model = tiny(num_bands=9, group_fusion=fusion, cls_token=cls_token)
+    features = model(torch.randn(2, 9, 40, 32))  # not square: no guessing from the token count
     time_dim = model.num_groups if fusion == "concat" else 1
     neck = ReshapeTokensToImage(
-        model.out_channels, remove_cls_token=False, effective_time_dim=time_dim
+        model.out_channels, remove_cls_token=cls_token, effective_time_dim=time_dim
     )
-    for ours, theirs in zip(
-        model.prepare_features_for_image_model(features), neck(features), strict=True
-    ):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        images = neck(features, image_size=(40, 32))
+    for ours, theirs in zip(model.prepare_features_for_image_model(features), images, strict=True):
+        assert ours.shape == (2, model.out_channels[0], 5, 4)
         torch.testing.assert_close(ours, theirs)
 
 
-def test_out_indices_default_and_validation():
-    assert default_out_indices(12) == [2, 5, 8, 11]
-    assert default_out_indices(24) == [5, 11, 17, 23]
+def test_leading_token_is_the_mean_so_aggregate_tokens_pools_the_patch_tokens():
+    model = randomise(tiny(num_bands=12)).double()
+    x = torch.randn(2, 12, 32, 32, dtype=torch.float64)
+    features = model(x)
+    patches = tiny(num_bands=12, cls_token=False)
+    patches.load_state_dict(model.state_dict())
+    for with_token, without in zip(features, patches.double()(x), strict=True):
+        torch.testing.assert_close(with_token[:, 1:], without)
+        torch.testing.assert_close(with_token[:, 0], without.mean(dim=1))
+    for pooling in ("mean", "CLS"):
+        (pooled,) = AggregateTokens(model.out_channels, pooling=pooling)(features)
+        torch.testing.assert_close(pooled, features[-1][:, 1:].mean(dim=1))
+
+
+def test_every_layer_by_default_as_terratorch_vits():
+    model = tiny(depth=3)
+    assert model.out_indices == [0, 1, 2] and len(model.out_channels) == 3
+    features = model(torch.randn(1, 12, 32, 32))
+    assert len(features) == 3
+    # TerraTorch's usual ViT neck chain picks layers by index, as on Prithvi
+    assert len(SelectIndices(model.out_channels, indices=[0, 2])(features)) == 2
+
+
+def test_out_indices_and_cls_token_validation():
     assert tiny(out_indices=[-1, 0]).out_indices == [1, 0]
+    with pytest.raises(ValueError, match="cls_token must be true or false"):
+        tiny(cls_token="yes")
     for bad in ([2], [-3], [0.5], [], 1):
         with pytest.raises(ValueError, match="out_indices"):
             tiny(out_indices=bad)

@@ -34,11 +34,7 @@ def test_unet_segmentation_builds_runs_and_trains_the_decoder(fusion):
         backbone_group_fusion=fusion,
         necks=[
             {"name": "SelectIndices", "indices": [0, 1, 2, 3]},
-            {
-                "name": "ReshapeTokensToImage",
-                "remove_cls_token": False,
-                "effective_time_dim": time_dim,
-            },
+            {"name": "ReshapeTokensToImage", "effective_time_dim": time_dim},
             {"name": "LearnedInterpolateToPyramidal"},
         ],
         decoder="UNetDecoder",
@@ -63,7 +59,7 @@ def test_segmentation_pads_odd_sizes_to_the_patch():
         **TINY,
         backbone_num_bands=12,
         necks=[
-            {"name": "ReshapeTokensToImage", "remove_cls_token": False},
+            {"name": "ReshapeTokensToImage"},
             {"name": "LearnedInterpolateToPyramidal"},
         ],
         decoder="UNetDecoder",
@@ -146,8 +142,9 @@ def test_terratorch_fit_cli_runs_steps_and_writes_a_checkpoint(tmp_path):
                   backbone_num_bands: 20
                   backbone_img_size: 32
                   necks:
+                    - name: SelectIndices
+                      indices: [0, 0, 1, 1]
                     - name: ReshapeTokensToImage
-                      remove_cls_token: false
                     - name: LearnedInterpolateToPyramidal
                   decoder: UNetDecoder
                   decoder_channels: [32, 16, 8, 8]

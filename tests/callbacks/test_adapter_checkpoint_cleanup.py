@@ -72,7 +72,7 @@ def _config(folder: Path, max_steps: int) -> Path:
                     "backbone_embed_dim": 16,
                     "backbone_num_heads": 2,
                     "backbone_out_indices": [0],
-                    "necks": [{"name": "ReshapeTokensToImage", "remove_cls_token": False}],
+                    "necks": [{"name": "ReshapeTokensToImage"}],
                     "decoder": "FCNDecoder",
                     "decoder_channels": 8,
                     "num_classes": 3,

@@ -183,7 +183,7 @@ def test_scene_datamodule_segmentation_fit_test_predict(tmp_path, shared_data):
                 "backbone_img_size": 16,
                 "necks": [
                     {"name": "SelectIndices", "indices": [0, 1]},
-                    {"name": "ReshapeTokensToImage", "remove_cls_token": False},
+                    {"name": "ReshapeTokensToImage"},
                 ],
                 "decoder": "UNetDecoder",
                 "decoder_channels": [16, 8],

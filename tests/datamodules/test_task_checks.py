@@ -205,7 +205,7 @@ def _segmentation_task(**kwargs) -> SemanticSegmentationTask:
             "backbone_num_bands": 5,
             "necks": [
                 {"name": "SelectIndices", "indices": [-1]},
-                {"name": "ReshapeTokensToImage", "remove_cls_token": False},
+                {"name": "ReshapeTokensToImage"},
             ],
             "decoder": "FCNDecoder",
             "num_classes": 3,

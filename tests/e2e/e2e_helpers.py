@@ -25,6 +25,10 @@ def small_copy(experiment: str, folder: Path) -> list[str]:
     config = yaml.safe_load(config_path.read_text())
     model_args = config["model"]["init_args"]["model_args"]
     model_args.update(SMALL)
+    for neck in model_args.get("necks", []):
+        if neck["name"] == "SelectIndices":  # the shipped indices are layers of 12 blocks
+            depth = SMALL["backbone_depth"]
+            neck["indices"] = [index * depth // 12 for index in neck["indices"]]
     for key in ("a_shape", "b_shape"):  # the shipped 24x24 kron 32x32 fits width 768 only
         model_args["peft_config"]["peft_config_kwargs"].pop(key)
     copy = folder / config_path.name

@@ -36,7 +36,7 @@ SPECTRALGPT_FCN_ARGS = {
     "backbone_num_heads": 2,
     "backbone_group_fusion": "learned",
     "backbone_out_indices": [0, 1],
-    "necks": [{"name": "ReshapeTokensToImage", "remove_cls_token": False}],
+    "necks": [{"name": "ReshapeTokensToImage"}],
     "decoder": "FCNDecoder",
     "decoder_channels": 8,
     "num_classes": 3,

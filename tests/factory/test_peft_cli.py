@@ -7,6 +7,10 @@ tiny Prithvi ViT + UNet, a few steps); one subprocess shows that the YAML alone 
 from __future__ import annotations
 
 import copy
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -21,6 +25,7 @@ from terratorch_cli import terratorch
 from torch.utils.data import DataLoader, Dataset
 
 from terratorch_hsi_peft.callbacks import MergeAdaptersForPredict
+from terratorch_hsi_peft.export import main as export_main
 from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory, load_adapter_file
 from terratorch_hsi_peft.peft import adapter_layers
 
@@ -209,6 +214,85 @@ def test_prithvi_yaml_switches_to_krona_export_reload_and_merged_predict(
     merged = torch.cat([out[0][0] for out in merging.predict(cli.model, loader)])
     assert ((merged - unmerged).norm() / unmerged.norm()).item() < 1e-5
     assert not any(layer.merged for layer in adapter_layers(model).values())  # unmerged after
+
+
+def test_fit_reports_the_adapters_and_where_their_file_went(
+    tmp_path, prithvi_args, prithvi_peft, caplog
+):
+    """Both lines go to Lightning's logger (on the console of a ``terratorch`` run, see
+    tests/e2e/test_terratorch_examples.py; here pytest captures it)."""
+    config = to_peft(stock_config(tmp_path / "run", prithvi_args), prithvi_peft)
+    cli = fit(config, tmp_path / "peft.yaml")
+    text = caplog.text
+    adapters = sum(
+        p.numel()
+        for layer in adapter_layers(cli.model.model.encoder).values()
+        for p in layer.adapter_parameters().values()
+    )
+    trainable = sum(p.numel() for p in cli.model.parameters() if p.requires_grad)
+    line = re.search(
+        r"PEFT KRONA \(plugin\) on PrithviViT, layers (.*): ([\d,]+) adapter param", text
+    )
+    assert line, text[-3000:]
+    assert line.group(1) == "blocks.*.attn.qkv.q_linear, blocks.*.attn.qkv.v_linear"
+    assert int(line.group(2).replace(",", "")) == adapters
+    assert f"trainable {trainable:,} (adapters {adapters:,}" in text
+    written = Path(cli.trainer.checkpoint_callback.dirpath) / "adapters.safetensors"
+    assert f"AdapterCheckpoint: wrote {written} (" in text
+    assert "adapters " in text.split(f"wrote {written}")[1].splitlines()[0]
+
+
+def test_merged_export_loads_in_stock_terratorch_and_predicts_the_same(
+    tmp_path, prithvi_args, prithvi_peft
+):
+    """KronA on Prithvi's split q/v, merged and fused back into qkv by the export command; a new
+    interpreter that cannot import the plugin loads it with the stock task and factory."""
+    config = to_peft(stock_config(tmp_path / "run", prithvi_args), prithvi_peft)
+    cli = fit(config, tmp_path / "peft.yaml")
+    checkpoint = Path(cli.trainer.checkpoint_callback.best_model_path)
+    merged = tmp_path / "merged.ckpt"
+    export_main([str(checkpoint), str(merged)])
+
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    torch.save(x, tmp_path / "x.pt")
+    model = cli.model.model.eval()
+    with torch.no_grad():
+        adapted = model(x).output
+    code = f"""
+import sys, torch
+sys.modules["terratorch_hsi_peft"] = None  # any import of the plugin fails
+from terratorch.tasks import SemanticSegmentationTask
+task = SemanticSegmentationTask.load_from_checkpoint({str(merged)!r}, map_location="cpu")
+assert task.hparams.model_factory == "EncoderDecoderFactory"
+assert "peft_config" not in task.hparams.model_args
+keys = list(task.state_dict())
+assert any(k.endswith("blocks.0.attn.qkv.weight") for k in keys), keys
+assert not any("q_linear" in k or "krona" in k for k in keys), keys
+x = torch.load({str(tmp_path / "x.pt")!r}, weights_only=True)
+task.model.eval()
+with torch.no_grad():
+    torch.save(task.model(x).output, {str(tmp_path / "y.pt")!r})
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TERRATORCH_HSI_PEFT_AUTOLOAD"] = "0"
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_path, timeout=600)
+    stock = torch.load(tmp_path / "y.pt", weights_only=True)
+    torch.testing.assert_close(stock, adapted, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(adapted, cli_output_without_adapters(cli, x))
+
+
+def cli_output_without_adapters(cli, x: torch.Tensor) -> torch.Tensor:
+    """The trained model's output with every adapter switched off (the adapters changed it)."""
+    layers = adapter_layers(cli.model.model).values()
+    scalings = [layer.scaling for layer in layers]
+    for layer in layers:
+        layer.scaling = 0.0
+    try:
+        with torch.no_grad():
+            return cli.model.model(x).output
+    finally:
+        for layer, scaling in zip(layers, scalings, strict=True):
+            layer.scaling = scaling
 
 
 def test_freeze_backbone_true_still_trains_adapters(tmp_path, prithvi_args, prithvi_peft):

@@ -36,7 +36,7 @@ CONFIG = {
                 "backbone_embed_dim": 16,
                 "backbone_num_heads": 2,
                 "backbone_out_indices": [0],
-                "necks": [{"name": "ReshapeTokensToImage", "remove_cls_token": False}],
+                "necks": [{"name": "ReshapeTokensToImage"}],
                 "decoder": "FCNDecoder",
                 "num_classes": 3,
                 "peft_config": {

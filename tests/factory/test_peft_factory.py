@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning.pytorch as pl
 import pytest
 import torch
+import yaml
 from safetensors import safe_open
 from terratorch.models.encoder_decoder_factory import EncoderDecoderFactory
 from terratorch.registry import MODEL_FACTORY_REGISTRY
@@ -343,3 +346,46 @@ def _train_like_on_device(model: torch.nn.Module) -> None:
         for p in model.parameters():
             if p.requires_grad:
                 p.normal_(std=0.1)
+
+
+@pytest.mark.parametrize("method", ["KRONA_PLUS", "krona+", "KRONA", "LORA_PLUS"])
+def test_plugin_method_under_terratorchs_own_factory_is_a_clear_error(prithvi_args, method):
+    """Forgetting to switch model_factory: a ValueError naming the fix, not a bare KeyError."""
+    peft_config = {
+        "method": method,
+        "replace_qkv": "qkv",
+        "peft_config_kwargs": {"target_modules": ["q_linear", "v_linear"]},
+    }
+    with pytest.raises(ValueError, match=r"Set model_factory: PEFTEncoderDecoderFactory"):
+        EncoderDecoderFactory().build_model("segmentation", peft_config=peft_config, **prithvi_args)
+    with pytest.raises(ValueError, match=r"terratorch-hsi-peft method"):
+        SemanticSegmentationTask(
+            model_factory="EncoderDecoderFactory",
+            model_args={**prithvi_args, "peft_config": peft_config},
+            loss="ce",
+            ignore_index=-1,
+        )
+
+
+def test_hugging_face_methods_still_pass_through_terratorchs_own_factory(prithvi_args):
+    peft_config = {
+        "method": "LORA",
+        "replace_qkv": "qkv",
+        "peft_config_kwargs": {"target_modules": ["q_linear", "v_linear"], "r": 2},
+    }
+    model = EncoderDecoderFactory().build_model(
+        "segmentation", peft_config=peft_config, **prithvi_args
+    )
+    assert any("lora_A" in name for name, _ in model.encoder.named_parameters())
+
+
+def test_readme_snippet_works_on_prithvi_as_written(prithvi_args):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    snippet = readme.split("Two lines switch an existing TerraTorch pipeline")[1]
+    block = yaml.safe_load(snippet.split("```yaml\n")[1].split("```")[0])
+    init_args = block["model"]["init_args"]
+    assert init_args["model_factory"] == "PEFTEncoderDecoderFactory"
+    model = MODEL_FACTORY_REGISTRY.build(init_args["model_factory"]).build_model(
+        "segmentation", **{**prithvi_args, **init_args["model_args"]}
+    )
+    assert len(adapter_layers(model.encoder)) == 2 * 4  # q and v of each of the 4 blocks

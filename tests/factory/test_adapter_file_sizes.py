@@ -1,0 +1,45 @@
+"""The adapter file sizes docs/existing_pipeline.md states, from the shipped configs' models."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory, save_adapter_file
+from terratorch_hsi_peft.models.adapter_file import adapter_file_parts
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ROW = re.compile(
+    r"^\| `([^`]+\.yaml)` \([^)]*\) \| ([\d.]+ kB) \| ([\d.]+ [kM]B) \| ([\d.]+ [kM]B) \|$"
+)
+
+
+def documented_rows() -> list[tuple[str, str, str, str]]:
+    page = (REPO_ROOT / "docs" / "existing_pipeline.md").read_text()
+    return [m.groups() for line in page.splitlines() if (m := ROW.match(line))]
+
+
+def test_the_table_lists_classification_and_unet_segmentation():
+    names = [row[0] for row in documented_rows()]
+    assert "indian_pines/classification/krona_plus.yaml" in names
+    assert "indian_pines/segmentation/krona_plus.yaml" in names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("row", documented_rows(), ids=lambda row: row[0])
+def test_documented_sizes_are_the_real_ones(row, tmp_path):
+    name, adapters, task, total = row
+    config = yaml.safe_load((REPO_ROOT / "configs" / name).read_text())
+    model_args = {**config["model"]["init_args"]["model_args"], "backbone_pretrained": False}
+    task_kind = (
+        "segmentation" if "Segmentation" in config["model"]["class_path"] else "classification"
+    )
+    model = PEFTEncoderDecoderFactory().build_model(task=task_kind, **model_args)
+    parts = str(adapter_file_parts(model))
+    assert parts.startswith(f"adapters {adapters} ") and f"heads {task} " in parts, parts
+    size = save_adapter_file(model, tmp_path / "a.safetensors").stat().st_size
+    value, unit = total.split()
+    assert round(size / (1e3 if unit == "kB" else 1e6), 1) == pytest.approx(float(value)), size
