@@ -27,7 +27,13 @@ from terratorch_hsi_peft.datasets import (
     load_scene,
     make_split,
 )
-from terratorch_hsi_peft.transforms import BandRoute, BandRouteName, MissingBandPolicy
+from terratorch_hsi_peft.transforms import (
+    BandRoute,
+    BandRouteName,
+    MissingBandPolicy,
+    SampleTransformDataset,
+    split_train_transform,
+)
 from terratorch_hsi_peft.utils.cli_values import cli_scalar
 
 __all__ = ["HyperspectralDataModule"]
@@ -73,6 +79,7 @@ class HyperspectralDataModule(LightningDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         class_weights: bool = False,
+        train_transform: list[Any] | None = None,
     ) -> None:
         super().__init__()
         if isinstance(scene, str) and root is None:
@@ -101,6 +108,9 @@ class HyperspectralDataModule(LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.class_weights = class_weights
+        self.train_transform = train_transform
+        # Albumentations run per sample in the loader; batch transforms on the device.
+        self._sample_transform, self._batch_transforms = split_train_transform(train_transform)
 
         self._scene: HyperspectralScene | None = scene if not isinstance(scene, str) else None
         self._checkpoint_class_names: list[str] | None = None
@@ -330,6 +340,8 @@ class HyperspectralDataModule(LightningDataModule):
 
     def _loader(self, stage: str, shuffle: bool = False) -> torch.utils.data.DataLoader:
         dataset = self._make_dataset(stage)
+        if stage == "train" and self._sample_transform is not None:
+            dataset = SampleTransformDataset(dataset, self._sample_transform)
         if stage == "predict":
             self.predict_dataset = dataset
         return torch.utils.data.DataLoader(
@@ -358,6 +370,13 @@ class HyperspectralDataModule(LightningDataModule):
     def predict_dataloader(self) -> torch.utils.data.DataLoader:
         """Batches covering every pixel of the scene, labelled or not."""
         return self._loader("predict")
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict:
+        """Apply ``train_transform``'s batch transforms to training batches, on their device."""
+        if self._batch_transforms and self.trainer is not None and self.trainer.training:
+            for transform in self._batch_transforms:
+                batch = transform(batch)
+        return batch
 
     def paste_predictions(
         self, class_map: np.ndarray, indices: list[int], predictions: torch.Tensor

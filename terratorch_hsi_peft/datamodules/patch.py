@@ -130,6 +130,13 @@ class HyperspectralPatchDataModule(HyperspectralDataModule):
         img_size: side the windows are resized to before the model (the backbone's
             ``img_size``).
         interpolation: resize mode: ``bilinear``, ``bicubic`` or ``nearest``.
+        train_transform: training augmentation in TerraTorch's convention: a list of
+            ``class_path``/``init_args`` entries (or instances). Albumentations transforms run per
+            window in the loader (on (p, p, k) arrays); the plugin's batch transforms
+            (``terratorch_hsi_peft.transforms.RandomFlipRotate``, ``SpectralJitter``) run on
+            whole batches on their device, before the resize. Use transforms that keep the centre
+            pixel in place (flips, right-angle rotations): it carries the label. Validation, test
+            and predict windows are never transformed.
     """
 
     task_name = "ClassificationTask"
@@ -154,6 +161,7 @@ class HyperspectralPatchDataModule(HyperspectralDataModule):
         patch_size: int = 9,
         img_size: int = 32,
         interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear",
+        train_transform: list[Any] | None = None,
     ) -> None:
         super().__init__(
             scene=scene,
@@ -171,6 +179,7 @@ class HyperspectralPatchDataModule(HyperspectralDataModule):
             batch_size=batch_size,
             num_workers=num_workers,
             class_weights=class_weights,
+            train_transform=train_transform,
         )
         if patch_size < 1 or patch_size % 2 == 0:
             raise ValueError(f"patch_size={patch_size} must be odd and >= 1 (a centred window).")
@@ -226,7 +235,11 @@ class HyperspectralPatchDataModule(HyperspectralDataModule):
         return PixelPatchDataset(self._padded_cube(), pixels, width, self.patch_size, targets)
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict:
-        """Resize the windows to ``img_size`` on the device the batch now lives on."""
+        """Augment training windows (``train_transform``), then resize them to ``img_size``.
+
+        Both run on the device the batch now lives on.
+        """
+        batch = super().on_after_batch_transfer(batch, dataloader_idx)
         image = batch["image"]
         if image.shape[-1] != self.img_size or image.shape[-2] != self.img_size:
             smooth = self.interpolation != "nearest"

@@ -180,6 +180,13 @@ class HyperspectralSceneDataModule(HyperspectralDataModule):
             spectrum: whole blocks (``block_size``) holding a validation or test pixel for a
             ``spatially_disjoint`` split, the validation and test pixels themselves otherwise.
             Default (``None``): on for ``spatially_disjoint``, off for ``per_class``.
+        train_transform: training augmentation in TerraTorch's convention: a list of
+            ``class_path``/``init_args`` entries (or instances). Albumentations transforms run per
+            tile in the loader, on the image (t, t, k) and its mask together (give rotations
+            ``fill_mask: -1`` so new pixels are ignored); the plugin's batch transforms
+            (``terratorch_hsi_peft.transforms.RandomFlipRotate``, ``SpectralJitter``) run on
+            whole batches on their device. Validation, test and predict tiles are never
+            transformed.
     """
 
     task_name = "SemanticSegmentationTask"
@@ -205,6 +212,7 @@ class HyperspectralSceneDataModule(HyperspectralDataModule):
         train_stride: int | None = None,
         inference_stride: int | None = None,
         hide_held_out: bool | None = None,
+        train_transform: list[Any] | None = None,
     ) -> None:
         super().__init__(
             scene=scene,
@@ -222,6 +230,7 @@ class HyperspectralSceneDataModule(HyperspectralDataModule):
             batch_size=batch_size,
             num_workers=num_workers,
             class_weights=class_weights,
+            train_transform=train_transform,
         )
         self.tile_size = tile_size
         self.train_stride = train_stride or max(tile_size // 2, 1)
