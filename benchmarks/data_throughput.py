@@ -3,8 +3,9 @@
 For the patch formulation (Indian Pines, PCA to 12 bands, 9x9 windows resized to 32x32) and the
 scene formulation (32x32 tiles), it times:
 
-- the loader: the datamodule's training dataloader, batches moved to the device and passed
-  through ``on_after_batch_transfer`` (the resize), as Lightning does;
+- the loader: the datamodule's training dataloader, batches moved to the device, augmented
+  (``--train-transform``: none, the plugin's batch transforms, or albumentations per sample) and
+  passed through ``on_after_batch_transfer`` (the resize), as Lightning does;
 - the model: forward + backward (bf16 autocast on CUDA) of a SpectralGPT encoder (``tiny``:
   2 blocks of 96 channels; ``medium``: 6 blocks of 384; ``base``: the released ViT-Base) on a
   batch of the same shape.
@@ -31,6 +32,17 @@ from terratorch_hsi_peft.datamodules import (
     HyperspectralSceneDataModule,
 )
 
+FLIPS = {"class_path": "terratorch_hsi_peft.transforms.RandomFlipRotate"}
+#: ``--train-transform`` presets: TerraTorch-style lists.
+TRANSFORMS = {
+    "none": None,
+    "flips": [FLIPS],
+    "flips_jitter": [FLIPS, {"class_path": "terratorch_hsi_peft.transforms.SpectralJitter"}],
+    "albumentations": [
+        {"class_path": "albumentations.HorizontalFlip"},
+        {"class_path": "albumentations.RandomRotate90"},
+    ],
+}
 MODELS = {
     "tiny": {"embed_dim": 96, "depth": 2, "num_heads": 3},
     "medium": {"embed_dim": 384, "depth": 6, "num_heads": 6},
@@ -65,7 +77,7 @@ def loader_rate(datamodule, device: torch.device, seconds: float) -> float:
             batches = iter(loader)
             batch = next(batches)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        batch = datamodule.on_after_batch_transfer(batch, 0)
+        batch = datamodule.on_after_batch_transfer(datamodule.augment(batch), 0)
         _synchronize(device)
         return len(batch["image"])
 
@@ -97,6 +109,7 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
     parser.add_argument("--models", nargs="+", default=["tiny", "medium"], choices=MODELS)
+    parser.add_argument("--train-transform", default="flips", choices=TRANSFORMS)
     args = parser.parse_args()
     device = torch.device(args.device)
     common = {
@@ -104,6 +117,7 @@ def main() -> None:
         "root": args.root,
         "num_components": 12,
         "num_workers": args.num_workers,
+        "train_transform": TRANSFORMS[args.train_transform],
     }
     formulations = {
         "patch 9x9 -> 32x32": HyperspectralPatchDataModule(
@@ -113,7 +127,10 @@ def main() -> None:
             **common, tile_size=32, batch_size=max(args.batch_size // 16, 1)
         ),
     }
-    print(f"device: {device}, batch size {args.batch_size}, workers {args.num_workers}")
+    print(
+        f"device: {device}, batch size {args.batch_size}, workers {args.num_workers}, "
+        f"train_transform {args.train_transform}"
+    )
     for name, datamodule in formulations.items():
         loader = loader_rate(datamodule, device, args.seconds)
         print(f"{name}: loader {loader:10.0f} samples/s")

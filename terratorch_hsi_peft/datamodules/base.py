@@ -371,11 +371,16 @@ class HyperspectralDataModule(LightningDataModule):
         """Batches covering every pixel of the scene, labelled or not."""
         return self._loader("predict")
 
+    def augment(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``train_transform``'s batch transforms applied to a batch, on the batch's device."""
+        for transform in self._batch_transforms:
+            batch = transform(batch)
+        return batch
+
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict:
-        """Apply ``train_transform``'s batch transforms to training batches, on their device."""
-        if self._batch_transforms and self.trainer is not None and self.trainer.training:
-            for transform in self._batch_transforms:
-                batch = transform(batch)
+        """Augment training batches (:meth:`augment`); other stages pass unchanged."""
+        if self.trainer is not None and self.trainer.training:
+            batch = self.augment(batch)
         return batch
 
     def paste_predictions(
