@@ -329,9 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         scene = IndianPines(args.data_root / "indian_pines")
         with tempfile.TemporaryDirectory(prefix="recipe_splits_") as split_dir:
-            for factor in ["svm_rbf", *args.factors]:
-                for protocol in args.splits:
-                    for seed in args.seeds:
+            # Seed-major: a study cut short still has every configuration on the first seeds.
+            for seed in args.seeds:
+                for factor in ["svm_rbf", *args.factors]:
+                    for protocol in args.splits:
                         if (factor, protocol, seed) in done:
                             continue
                         split = draw_split(scene, protocol, seed)
