@@ -93,6 +93,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=Path, help="JSON-lines file of finished runs (resumable)")
     parser.add_argument("--results-md", type=Path, help="Markdown file whose section to write")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report")
+    parser.add_argument(
+        "--section",
+        default="recipe",
+        help="name of the --results-md section (another name keeps the main one)",
+    )
+    parser.add_argument("--heading", default="## Training recipe study", help="its heading")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 steps, test subsets")
     args = parser.parse_args(argv)
     if args.steps < 1:
@@ -360,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table, flush=True)
     if args.results_md is not None:
         update_markdown_section(
-            args.results_md, "recipe", "## Training recipe study", report(args, runs, table)
+            args.results_md, args.section, args.heading, report(args, runs, table)
         )
     return 0
 
