@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -106,3 +107,20 @@ def test_yaml_with_a_terratorch_style_transform_list_trains(formulation, shared_
     batch = datamodule._batch_transforms
     assert [type(t) for t in batch] == [RandomFlipRotate, SpectralJitter]
     assert batch[1].gain_std == 0.05
+
+
+def test_shipped_patch_config_flips_and_null_switches_it_off(shared_data, tmp_path):
+    """configs/data/indian_pines_patch.yaml flips by default; the documented override removes it."""
+    config = tmp_path / "tiny.yaml"
+    body = CONFIGS["patch"].format(
+        root=shared_data / "indian_pines", transforms="", backbone=BACKBONE
+    )
+    config.write_text(TRAINER + body)
+    shipped = Path(__file__).resolve().parents[2] / "configs" / "data" / "indian_pines_patch.yaml"
+    # The shipped data file first, the tiny model after it (its data keys override the sizes).
+    args = ["fit", "-c", str(shipped), "-c", str(config)]
+    with mock.patch.object(sys, "argv", sys.argv[:1]):
+        flipped = build_lightning_cli(args)
+        plain = build_lightning_cli([*args, "--data.init_args.train_transform", "null"])
+    assert [type(t) for t in flipped.datamodule._batch_transforms] == [RandomFlipRotate]
+    assert plain.datamodule._batch_transforms == [] and plain.datamodule._sample_transform is None
