@@ -380,6 +380,11 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], table: str) -> 
             train = np.mean([r["train_pixels"] for r in mine])
             test = np.mean([r["test_pixels"] for r in mine])
             sizes.append(f"{split}: {train:.0f} training / {test:.0f} test pixels on average")
+    combined = (
+        " `combined` = " + " + ".join(f"`{c}`" for c in args.combined) + "."
+        if "combined" in args.factors
+        else ""
+    )
     return "\n".join(
         [
             "Produced by `benchmarks/recipe_study.py` "
@@ -388,11 +393,9 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], table: str) -> 
             f"- Machine: {machine_description()}",
             "- Model and recipe: the quickstart's (configs/quickstart.yaml: SpectralGPT width 64, "
             "depth 4, 2 heads, 4x4x3 tubelets, random init, 9x9 windows resized to 16x16, "
-            "batch 32, AdamW lr 1e-3, weight decay 0.05, cosine schedule), read from the YAML "
-            f"files, trained for {args.steps} steps; each row changes one thing (see the "
-            "script's docstring), `combined` = "
-            + " + ".join(f"`{c}`" for c in args.combined)
-            + ".",
+            "batch 32, AdamW lr 1e-3, weight decay 0.05, cosine schedule, no augmentation), read "
+            f"from the YAML files, trained for {args.steps} steps; each row changes one thing "
+            f"(see the script's docstring).{combined}",
             f"- Splits: {'; '.join(sizes)}. Spatially disjoint splits use a "
             f"{MAX_WINDOW // 2}-pixel buffer (the largest window's radius) for every row.",
             "- ΔOA: OA minus the baseline's OA on the same split and seed, mean ± std over seeds.",
