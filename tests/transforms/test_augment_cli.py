@@ -88,6 +88,7 @@ trainer:
   enable_progress_bar: false
   enable_checkpointing: false
   logger: false
+  default_root_dir: {run}   # TerraTorch copies the configs there
 """
 
 
@@ -97,7 +98,7 @@ def test_yaml_with_a_terratorch_style_transform_list_trains(formulation, shared_
     body = CONFIGS[formulation].format(
         root=shared_data / "indian_pines", transforms=TRANSFORMS, backbone=BACKBONE
     )
-    config.write_text(TRAINER + body)
+    config.write_text(TRAINER.format(run=tmp_path / "run") + body)
     with mock.patch.object(sys, "argv", sys.argv[:1]):
         cli = build_lightning_cli(["fit", "-c", str(config)])
     assert cli.trainer.global_step == 2
@@ -115,7 +116,7 @@ def test_shipped_patch_config_flips_and_null_switches_it_off(shared_data, tmp_pa
     body = CONFIGS["patch"].format(
         root=shared_data / "indian_pines", transforms="", backbone=BACKBONE
     )
-    config.write_text(TRAINER + body)
+    config.write_text(TRAINER.format(run=tmp_path / "run") + body)
     shipped = Path(__file__).resolve().parents[2] / "configs" / "data" / "indian_pines_patch.yaml"
     # The shipped data file first, the tiny model after it (its data keys override the sizes).
     args = ["fit", "-c", str(shipped), "-c", str(config)]
