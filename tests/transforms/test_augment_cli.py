@@ -74,7 +74,7 @@ data:
     model_args:
 {backbone}      necks:
         - {{name: SelectIndices, indices: [0]}}
-        - {{name: ReshapeTokensToImage, remove_cls_token: false}}
+        - {{name: ReshapeTokensToImage}}
       decoder: FCNDecoder
 """,
 }
