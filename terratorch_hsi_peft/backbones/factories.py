@@ -66,20 +66,29 @@ _KWARGS_DOC = """
 """
 
 
-def _build(name: str, arch: dict[str, int], official_url: str | None, kwargs: dict) -> Any:
-    valid = {**_COMMON_DEFAULTS, **arch}
-    unknown = sorted(set(kwargs) - set(valid))
+def read_options(
+    name: str, defaults: dict[str, Any], kwargs: dict[str, Any], where: str
+) -> dict[str, Any]:
+    """``defaults`` updated with ``kwargs``: unknown keys are a TypeError listing the valid ones
+    (``where`` says how they are spelled in YAML); strings that dotted CLI overrides leave are read
+    as YAML scalars ("false" is False), while file names and digests of digits stay strings."""
+    unknown = sorted(set(kwargs) - set(defaults))
     if unknown:
         raise TypeError(
-            f"{name} got unknown argument(s) {unknown}. Valid arguments (backbone_<name> in "
-            f"YAML): {sorted(valid)}."
+            f"{name} got unknown argument(s) {unknown}. Valid arguments ({where}): "
+            f"{sorted(defaults)}."
         )
-    # "false" from a CLI override is False; a file name or digest of digits stays a string
-    options = {**valid, **cli_scalars(kwargs, name, text=TEXT_OPTIONS)}
+    return {**defaults, **cli_scalars(kwargs, name, text=TEXT_OPTIONS)}
+
+
+def pop_checkpoint(
+    name: str, options: dict[str, Any], official_url: str | None
+) -> tuple[str | None, str | None]:
+    """Remove ``pretrained``, ``ckpt_path`` and ``ckpt_sha256`` from ``options``; return the
+    checkpoint to load (``official_url`` when only ``pretrained`` is set) and its sha256."""
     pretrained = options.pop("pretrained")
     ckpt_path = options.pop("ckpt_path")
     ckpt_sha256 = options.pop("ckpt_sha256")
-    options.pop("padding")
     if pretrained and ckpt_path is None:
         if official_url is None:
             raise ValueError(
@@ -88,45 +97,62 @@ def _build(name: str, arch: dict[str, int], official_url: str | None, kwargs: di
             )
         ckpt_path = official_url
     check_sha256_option(name, ckpt_path, ckpt_sha256)
+    return ckpt_path, ckpt_sha256
+
+
+def documented(summary: str, arch: dict[str, int], kwargs_doc: str):
+    """Give a factory its docstring: ``summary`` plus ``kwargs_doc`` with ``arch``'s widths."""
+
+    def decorate(factory):
+        widths = ", ".join(str(arch[k]) for k in ("embed_dim", "depth", "num_heads"))
+        factory.__doc__ = summary + "\n" + kwargs_doc.format(arch=widths)
+        return factory
+
+    return decorate
+
+
+#: Widths of the official architectures.
+VIT_BASE = {"embed_dim": 768, "depth": 12, "num_heads": 12}
+VIT_LARGE = {"embed_dim": 1024, "depth": 24, "num_heads": 16}
+VIT_HUGE = {"embed_dim": 1280, "depth": 32, "num_heads": 16}
+
+
+def _build(name: str, arch: dict[str, int], official_url: str | None, kwargs: dict) -> Any:
+    options = read_options(name, {**_COMMON_DEFAULTS, **arch}, kwargs, "backbone_<name> in YAML")
+    ckpt_path, ckpt_sha256 = pop_checkpoint(name, options, official_url)
+    options.pop("padding")
     model = SpectralGPTEncoder(**options)
     if ckpt_path is not None:
         load_checkpoint(model, ckpt_path, sha256=ckpt_sha256)
     return model
 
 
-def _documented(summary: str, arch: dict[str, int]):
-    """Give a factory its docstring: ``summary`` plus the keyword arguments with defaults."""
-
-    def decorate(factory):
-        widths = ", ".join(str(arch[k]) for k in ("embed_dim", "depth", "num_heads"))
-        factory.__doc__ = summary + "\n" + _KWARGS_DOC.format(arch=widths)
-        return factory
-
-    return decorate
-
-
-_BASE = {"embed_dim": 768, "depth": 12, "num_heads": 12}
-_LARGE = {"embed_dim": 1024, "depth": 24, "num_heads": 16}
-_HUGE = {"embed_dim": 1280, "depth": 32, "num_heads": 16}
-
-
 @register_backbone
-@_documented(
+@documented(
     "SpectralGPT ViT-Base, the released model. ``pretrained=True`` without ``ckpt_path`` "
     "downloads SpectralGPT+ (Zenodo record 8412455).",
-    _BASE,
+    VIT_BASE,
+    _KWARGS_DOC,
 )
 def spectralgpt_vit_base(**kwargs: Any) -> SpectralGPTEncoder:
-    return _build("spectralgpt_vit_base", _BASE, SPECTRALGPT_PLUS_URL, kwargs)
+    return _build("spectralgpt_vit_base", VIT_BASE, SPECTRALGPT_PLUS_URL, kwargs)
 
 
 @register_backbone
-@_documented("SpectralGPT ViT-Large shapes (official), random init: no weights released.", _LARGE)
+@documented(
+    "SpectralGPT ViT-Large shapes (official), random init: no weights released.",
+    VIT_LARGE,
+    _KWARGS_DOC,
+)
 def spectralgpt_vit_large(**kwargs: Any) -> SpectralGPTEncoder:
-    return _build("spectralgpt_vit_large", _LARGE, None, kwargs)
+    return _build("spectralgpt_vit_large", VIT_LARGE, None, kwargs)
 
 
 @register_backbone
-@_documented("SpectralGPT ViT-Huge shapes (official), random init: no weights released.", _HUGE)
+@documented(
+    "SpectralGPT ViT-Huge shapes (official), random init: no weights released.",
+    VIT_HUGE,
+    _KWARGS_DOC,
+)
 def spectralgpt_vit_huge(**kwargs: Any) -> SpectralGPTEncoder:
-    return _build("spectralgpt_vit_huge", _HUGE, None, kwargs)
+    return _build("spectralgpt_vit_huge", VIT_HUGE, None, kwargs)

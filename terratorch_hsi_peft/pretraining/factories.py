@@ -18,11 +18,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from terratorch_hsi_peft.backbones.checkpoint import SPECTRALGPT_PLUS_URL, check_sha256_option
+from terratorch_hsi_peft.backbones.checkpoint import SPECTRALGPT_PLUS_URL
+from terratorch_hsi_peft.backbones.factories import (
+    VIT_BASE,
+    VIT_HUGE,
+    VIT_LARGE,
+    documented,
+    pop_checkpoint,
+    read_options,
+)
 from terratorch_hsi_peft.pretraining.checkpoint import load_mae_checkpoint
 from terratorch_hsi_peft.pretraining.mae import OFFICIAL_MASK_RATIO, SpectralGPTMAE
 from terratorch_hsi_peft.registry import register_full_model
-from terratorch_hsi_peft.utils.cli_values import TEXT_OPTIONS, cli_scalars
 
 __all__ = ["spectralgpt_mae_vit_base", "spectralgpt_mae_vit_huge", "spectralgpt_mae_vit_large"]
 
@@ -62,63 +69,38 @@ _KWARGS_DOC = """
 
 
 def _build(name: str, arch: dict[str, int], official_url: str | None, kwargs: dict) -> Any:
-    valid = {**_DEFAULTS, **arch}
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise TypeError(
-            f"{name} got unknown argument(s) {unknown}. Valid model_args next to 'model': "
-            f"{sorted(valid)}."
-        )
-    # "false" from a CLI override is False; a file name or digest of digits stays a string
-    options = {**valid, **cli_scalars(kwargs, name, text=TEXT_OPTIONS)}
-    pretrained = options.pop("pretrained")
-    ckpt_path = options.pop("ckpt_path")
-    ckpt_sha256 = options.pop("ckpt_sha256")
-    if pretrained and ckpt_path is None:
-        if official_url is None:
-            raise ValueError(
-                f"No pretrained weights were released for {name}; set ckpt_path to your own "
-                "checkpoint or use pretrained: false."
-            )
-        ckpt_path = official_url
-    check_sha256_option(name, ckpt_path, ckpt_sha256)
+    options = read_options(name, {**_DEFAULTS, **arch}, kwargs, "model_args next to 'model'")
+    ckpt_path, ckpt_sha256 = pop_checkpoint(name, options, official_url)
     model = SpectralGPTMAE(**options)
     if ckpt_path is not None:
         load_mae_checkpoint(model, ckpt_path, sha256=ckpt_sha256)
     return model
 
 
-def _documented(summary: str, arch: dict[str, int]):
-    def decorate(factory):
-        widths = ", ".join(str(arch[k]) for k in ("embed_dim", "depth", "num_heads"))
-        factory.__doc__ = summary + "\n" + _KWARGS_DOC.format(arch=widths)
-        return factory
-
-    return decorate
-
-
-_BASE = {"embed_dim": 768, "depth": 12, "num_heads": 12}
-_LARGE = {"embed_dim": 1024, "depth": 24, "num_heads": 16}
-_HUGE = {"embed_dim": 1280, "depth": 32, "num_heads": 16}
-
-
 @register_full_model
-@_documented(
+@documented(
     "SpectralGPT ViT-Base masked autoencoder. ``pretrained=True`` without ``ckpt_path`` "
     "continues from SpectralGPT+ (Zenodo record 8412455).",
-    _BASE,
+    VIT_BASE,
+    _KWARGS_DOC,
 )
 def spectralgpt_mae_vit_base(**kwargs: Any) -> SpectralGPTMAE:
-    return _build("spectralgpt_mae_vit_base", _BASE, SPECTRALGPT_PLUS_URL, kwargs)
+    return _build("spectralgpt_mae_vit_base", VIT_BASE, SPECTRALGPT_PLUS_URL, kwargs)
 
 
 @register_full_model
-@_documented("SpectralGPT ViT-Large masked autoencoder (official shapes), random init.", _LARGE)
+@documented(
+    "SpectralGPT ViT-Large masked autoencoder (official shapes), random init.",
+    VIT_LARGE,
+    _KWARGS_DOC,
+)
 def spectralgpt_mae_vit_large(**kwargs: Any) -> SpectralGPTMAE:
-    return _build("spectralgpt_mae_vit_large", _LARGE, None, kwargs)
+    return _build("spectralgpt_mae_vit_large", VIT_LARGE, None, kwargs)
 
 
 @register_full_model
-@_documented("SpectralGPT ViT-Huge masked autoencoder (official shapes), random init.", _HUGE)
+@documented(
+    "SpectralGPT ViT-Huge masked autoencoder (official shapes), random init.", VIT_HUGE, _KWARGS_DOC
+)
 def spectralgpt_mae_vit_huge(**kwargs: Any) -> SpectralGPTMAE:
-    return _build("spectralgpt_mae_vit_huge", _HUGE, None, kwargs)
+    return _build("spectralgpt_mae_vit_huge", VIT_HUGE, None, kwargs)
