@@ -11,6 +11,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from terratorch_hsi_peft.callbacks.run_files import run_dir, task_model
 from terratorch_hsi_peft.models.adapter_file import adapter_file_parts, save_adapter_file
 from terratorch_hsi_peft.models.peft_model import has_adapters
 from terratorch_hsi_peft.utils.download import remove_stale_parts
@@ -55,7 +56,7 @@ class AdapterCheckpoint(Callback):
         self._kept_checkpoints: frozenset[str] | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit" and not has_adapters(_model(pl_module)):
+        if stage == "fit" and not has_adapters(task_model(pl_module)):
             raise ValueError(
                 "AdapterCheckpoint needs a model with adapters: set model_factory: "
                 "PEFTEncoderDecoderFactory and model_args.peft_config, or drop the callback for "
@@ -80,11 +81,11 @@ class AdapterCheckpoint(Callback):
         self._export_new_best(trainer, pl_module)
         self._remove_orphans(trainer)
         if trainer.is_global_zero:
-            path = self._final_dir(trainer) / self.FINAL_NAME
-            save_adapter_file(_model(pl_module), path)
+            path = run_dir(trainer, self.dirpath) / self.FINAL_NAME
+            save_adapter_file(task_model(pl_module), path)
             rank_zero_info(
                 f"AdapterCheckpoint: wrote {path} ({path.stat().st_size / 1e6:.2f} MB: "
-                f"{adapter_file_parts(_model(pl_module))})"
+                f"{adapter_file_parts(task_model(pl_module))})"
             )
 
     def _export_new_best(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -96,7 +97,7 @@ class AdapterCheckpoint(Callback):
             return
         checkpoint = Path(best[0])
         path = checkpoint.with_name(checkpoint.stem + self.SUFFIX)
-        save_adapter_file(_model(pl_module), path)
+        save_adapter_file(task_model(pl_module), path)
         rank_zero_info(f"AdapterCheckpoint: wrote {path} (the adapters of {checkpoint.name})")
 
     def _remove_orphans(self, trainer: pl.Trainer) -> None:
@@ -120,13 +121,3 @@ class AdapterCheckpoint(Callback):
         if not path or not os.path.isfile(path):
             return None
         return path, os.stat(path).st_mtime_ns  # same name saved again counts as new
-
-    def _final_dir(self, trainer: pl.Trainer) -> Path:
-        if self.dirpath is not None:
-            return self.dirpath
-        dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)
-        return Path(dirpath) if dirpath else Path(trainer.default_root_dir)
-
-
-def _model(pl_module: pl.LightningModule):
-    return getattr(pl_module, "model", pl_module)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
 
+from terratorch_hsi_peft.callbacks.run_files import run_dir, task_model
 from terratorch_hsi_peft.pretraining import SpectralGPTMAE, export_encoder
 
 __all__ = ["EncoderExport"]
-
-logger = logging.getLogger(__name__)
 
 
 class EncoderExport(Callback):
@@ -46,7 +45,7 @@ class EncoderExport(Callback):
         self.filename = filename
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit" and not isinstance(_model(pl_module), SpectralGPTMAE):
+        if stage == "fit" and not isinstance(task_model(pl_module), SpectralGPTMAE):
             raise ValueError(
                 "EncoderExport exports the encoder of a SpectralGPT masked autoencoder: use it "
                 "with ReconstructionTask, model_factory: FullModelFactory and model_args.model: "
@@ -59,15 +58,6 @@ class EncoderExport(Callback):
         datamodule = getattr(trainer, "datamodule", None)
         state = datamodule.state_dict() if datamodule is not None else {}
         extra = {key: state[key] for key in ("scenes", "band_routes") if key in state}
-        path = export_encoder(_model(pl_module), self._dir(trainer) / self.filename, extra)
-        logger.info("Pre-trained encoder written to %s", path)
-
-    def _dir(self, trainer: pl.Trainer) -> Path:
-        if self.dirpath is not None:
-            return self.dirpath
-        dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)
-        return Path(dirpath) if dirpath else Path(trainer.default_root_dir)
-
-
-def _model(pl_module: pl.LightningModule):
-    return getattr(pl_module, "model", pl_module)
+        target = run_dir(trainer, self.dirpath) / self.filename
+        path = export_encoder(task_model(pl_module), target, extra)
+        rank_zero_info(f"EncoderExport: wrote {path} (load it with backbone_ckpt_path)")

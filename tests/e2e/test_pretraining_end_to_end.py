@@ -8,6 +8,7 @@ folder. Both small (a 2-block encoder of width 48) and a few steps long.
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
@@ -51,9 +52,10 @@ def small_mae_copy(folder: Path) -> list[str]:
 def test_pretrain_export_and_peft_from_the_exported_encoder(tmp_path, shared_data):
     root = shared_data / "indian_pines"
     step_one = small_mae_copy(tmp_path)
-    terratorch([*step_one, "--data.init_args.root", root, *FEW_STEPS, *QUIET], tmp_path)
+    output = terratorch([*step_one, "--data.init_args.root", root, *FEW_STEPS, *QUIET], tmp_path)
     checkpoints = tmp_path / "outputs" / STEP_ONE / "checkpoints"
     encoder_file = checkpoints / "encoder.pth"
+    assert re.search(r"EncoderExport: wrote \S*/checkpoints/encoder\.pth", output)  # visible
     exported = torch.load(encoder_file, weights_only=True)
     pretrained = torch.load(checkpoints / "last.ckpt", weights_only=True)
     # the export is the trained encoder of the Lightning checkpoint, under the official names
