@@ -79,6 +79,7 @@ class Geometry:
         tile_size: side of the tiles of the segmentation formulation (its input side).
         head_dim: hidden width of the classification MLP head.
         decoder_channels: UNet decoder channels (segmentation formulation).
+        patch_size: spatial side of a token (SpectralGPT's 8; 4 gives small inputs more tokens).
     """
 
     embed_dim: int
@@ -89,6 +90,7 @@ class Geometry:
     tile_size: int = 32
     head_dim: int = 64
     decoder_channels: tuple[int, int, int, int] = (64, 32, 16, 16)
+    patch_size: int = 8
 
     def backbone_args(self, num_bands: int, img_size: int, ckpt_path: str | None) -> dict[str, Any]:
         """``backbone_*`` model_args of this geometry (random init unless ``ckpt_path``)."""
@@ -99,6 +101,7 @@ class Geometry:
             "backbone_embed_dim": self.embed_dim,
             "backbone_depth": self.depth,
             "backbone_num_heads": self.num_heads,
+            "backbone_patch_size": self.patch_size,
             "backbone_ckpt_path": ckpt_path,
         }
 
@@ -106,7 +109,7 @@ class Geometry:
         """One line naming the encoder size and inputs, for tables and logs."""
         return (
             f"SpectralGPT encoder embed_dim {self.embed_dim}, depth {self.depth}, "
-            f"{self.num_heads} heads, 8x8x3 tubelets; {self.window}x{self.window} patches resized "
+            f"{self.num_heads} heads, {self.patch_size}x{self.patch_size}x3 tubelets; {self.window}x{self.window} patches resized "
             f"to {self.img_size}x{self.img_size}; {self.tile_size}x{self.tile_size} tiles"
         )
 
