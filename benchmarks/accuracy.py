@@ -480,9 +480,13 @@ def results_section(
     img = os.path.relpath(args.img_dir, args.results_md.parent) if args.img_dir else None
     honest = (
         "Adapters on a frozen *random* encoder measure little: only the adapters and the head "
-        "learn, on top of random features. The from-scratch full fine-tuning row is the honest "
-        "reference for what this encoder size learns here; rerun with `--ckpt-path` and the "
-        "official SpectralGPT weights to compare the methods as the source paper does."
+        "learn, on top of random features. These rows are the reference; the section "
+        "[Accuracy on a pre-trained encoder](#accuracy-on-a-pre-trained-encoder) measures the "
+        "same methods where they are meant to work, on encoders pre-trained with the plugin's "
+        "masked autoencoder (`benchmarks/pretrain_then_tune.py`). The from-scratch full "
+        "fine-tuning row is the honest reference for what this encoder size learns from labels "
+        "alone; rerun with `--ckpt-path` and the official SpectralGPT weights to compare the "
+        "methods as the source paper does."
         if not args.ckpt_path
         else "Encoder initialised from the official SpectralGPT weights."
     )

@@ -109,8 +109,9 @@ class Geometry:
         """One line naming the encoder size and inputs, for tables and logs."""
         return (
             f"SpectralGPT encoder embed_dim {self.embed_dim}, depth {self.depth}, "
-            f"{self.num_heads} heads, {self.patch_size}x{self.patch_size}x3 tubelets; {self.window}x{self.window} patches resized "
-            f"to {self.img_size}x{self.img_size}; {self.tile_size}x{self.tile_size} tiles"
+            f"{self.num_heads} heads, {self.patch_size}x{self.patch_size}x3 tubelets; "
+            f"{self.window}x{self.window} patches resized to {self.img_size}x{self.img_size}; "
+            f"{self.tile_size}x{self.tile_size} tiles"
         )
 
 

@@ -716,7 +716,8 @@ def results_section(
         f"- Command: `{command}`; resume or complete the grid with the same command, "
         "rebuild this section from the runs file with `--report-only`.",
         f"- Machine: {machine_description()}",
-        f"- Encoder: {geometry.describe()}; the MAE decoder is 2 blocks of width 64, "
+        f"- Encoder: {geometry.describe()}; the MAE decoder is {MAE_ARGS['decoder_depth']} "
+        f"blocks of width {MAE_ARGS['decoder_embed_dim']}, "
         f"{MAE_ARGS['mask_ratio']:.0%} of the tokens masked.",
         "- Pre-training (the plugin's `spectralgpt_mae_vit_base` sized down, the official loss): "
         f"AdamW lr {args.pretrain_lr:g} (betas 0.9/0.95, weight decay 0.05), 5% warm-up then "
