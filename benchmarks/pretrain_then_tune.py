@@ -139,6 +139,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pretrain-batch-size", type=int, default=64)
     parser.add_argument("--pretrain-lr", type=float, default=1e-3, help="MAE AdamW peak lr")
     parser.add_argument("--lr", type=float, default=1e-3, help="fine-tuning AdamW lr")
+    parser.add_argument(
+        "--probe-lr",
+        type=float,
+        default=3e-2,
+        help="AdamW lr of LINEAR_PROBE: a lone linear head on frozen features needs larger steps",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument(
@@ -429,7 +435,7 @@ def finetune(
     ckpt_path = None if ckpt is None else str(ckpt)
     bands, classes = datamodule.num_bands, datamodule.num_classes
     if method == "LINEAR_PROBE":
-        task = linear_probe_task(geometry, bands, classes, args.lr, ckpt_path)
+        task = linear_probe_task(geometry, bands, classes, method_lr(method, args), ckpt_path)
     else:
         task = build_task("classification", geometry, bands, classes, method, args.lr, ckpt_path)
     report = task.model.encoder.load_report
@@ -456,9 +462,24 @@ def finetune(
     )
 
 
+def method_lr(method: str, args: argparse.Namespace) -> float:
+    """The learning rate of a method's runs: ``--probe-lr`` for the linear probe, else ``--lr``."""
+    return args.probe_lr if method == "LINEAR_PROBE" else args.lr
+
+
+def matching(records: list[dict[str, Any]], args: argparse.Namespace, geometry: Geometry) -> list:
+    """The records made with this invocation's settings (and its lr for the record's method)."""
+    wanted = settings(args, geometry)
+    return [
+        r
+        for r in records
+        if r["settings"] == wanted and r.get("lr", args.lr) == method_lr(r["method"], args)
+    ]
+
+
 def settings(args: argparse.Namespace, geometry: Geometry) -> dict[str, Any]:
-    """What makes runs comparable: runs of the JSONL file made otherwise are not mixed in."""
-    return {
+    """What makes runs comparable, as stored in the JSONL file (lists, not tuples)."""
+    plain = {
         "geometry": asdict(geometry),
         "steps": args.steps,
         "lr": args.lr,
@@ -468,12 +489,13 @@ def settings(args: argparse.Namespace, geometry: Geometry) -> dict[str, Any]:
         "pretrain_lr": args.pretrain_lr,
         "quick": args.quick,
     }
+    return json.loads(json.dumps(plain))
 
 
 def run_grid(args: argparse.Namespace, geometry: Geometry, device: torch.device) -> None:
     """Every planned run not yet in ``--runs``, appended to it as soon as it finishes."""
-    wanted = json.loads(json.dumps(settings(args, geometry)))
-    done = {r["key"] for r in read_runs(args.runs) if r["settings"] == wanted}
+    wanted = settings(args, geometry)
+    done = {r["key"] for r in matching(read_runs(args.runs), args, geometry)}
     todo = [plan for plan in planned_runs(args) if run_key(*plan) not in done]
     log(f"{len(done)} runs already in {args.runs}; {len(todo)} to go")
     if not todo:
@@ -506,6 +528,7 @@ def run_grid(args: argparse.Namespace, geometry: Geometry, device: torch.device)
                 "key": run_key(encoder, method, protocol, seed),
                 "encoder": encoder,
                 "settings": wanted,
+                "lr": method_lr(method, args),
                 **asdict(run),
             }
             append_run(args.runs, record)
@@ -735,7 +758,8 @@ def results_section(
         f"for every method, no validation or early stopping; {fit:.0f} s per fit on average "
         f"({total:.0f} min of fitting in all). Methods as in the Accuracy section (Q and V of "
         "every block, r=4, lr_ratio 16); LINEAR_PROBE: frozen encoder, one Linear on the mean "
-        "token. "
+        f"token, AdamW lr {args.probe_lr:g} (a lone linear head on frozen features needs larger "
+        "steps). "
         "Trainable parameters include the head; the encoder's share is in brackets.",
         f"- Splits and baselines: as in the Accuracy section (same split draws per seed; RBF SVM, "
         f"random forest of {forest_trees(args.quick)} trees on the 200-band spectra).",
@@ -765,9 +789,8 @@ def main(argv: list[str] | None = None) -> int:
     geometry = QUICK_GEOMETRY if args.quick else GEOMETRY
     if not args.report_only:
         run_grid(args, geometry, device)
-    wanted = json.loads(json.dumps(settings(args, geometry)))
     every = read_runs(args.runs)
-    records = [r for r in every if r["settings"] == wanted]
+    records = matching(every, args, geometry)
     if len(records) < len(every):
         log(f"{len(every) - len(records)} runs of {args.runs} used other settings: left out")
     if not records:

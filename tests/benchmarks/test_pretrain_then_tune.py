@@ -65,6 +65,19 @@ def test_a_line_cut_short_is_redone_and_a_repeated_run_counts_once(tmp_path, cap
     assert "unreadable line" in capsys.readouterr().err
 
 
+def test_runs_of_other_settings_or_another_probe_lr_are_not_mixed_in(shared_data):
+    args = bench.parse_args(["--data-root", str(shared_data)])
+    same = bench.settings(args, bench.GEOMETRY)
+    records = [
+        {"method": "FULL", "settings": same, "lr": 1e-3},
+        {"method": "FULL", "settings": {**same, "steps": 10}, "lr": 1e-3},
+        {"method": "LINEAR_PROBE", "settings": same, "lr": 1e-3},
+        {"method": "LINEAR_PROBE", "settings": same, "lr": args.probe_lr},
+    ]
+    kept = bench.matching(records, args, bench.GEOMETRY)
+    assert kept == [records[0], records[3]]
+
+
 @pytest.mark.slow
 def test_quick_grid_pretrains_tunes_resumes_and_writes_the_section(tmp_path, shared_data, capsys):
     results = tmp_path / "docs" / "results.md"
@@ -82,6 +95,8 @@ def test_quick_grid_pretrains_tunes_resumes_and_writes_the_section(tmp_path, sha
     by_key = {r["key"]: r for r in runs}
     # the linear probe trains the head only; KronA+ trains adapters, not the frozen weights
     assert by_key["in_domain|LINEAR_PROBE|per_class|0"]["trainable_encoder"] == 0
+    assert by_key["in_domain|LINEAR_PROBE|per_class|0"]["lr"] == 3e-2  # --probe-lr
+    assert by_key["in_domain|KRONA_PLUS|per_class|0"]["lr"] == 1e-3  # --lr
     full = by_key["in_domain|FULL|per_class|0"]
     krona = by_key["in_domain|KRONA_PLUS|per_class|0"]
     assert 0 < krona["trainable_encoder"] < full["trainable_encoder"]
