@@ -572,6 +572,13 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows.values(), key=lambda r: (order[r["encoder"]], methods[r["method"]]))
 
 
+def _cell(score: dict[str, Any]) -> str:
+    """Mean ± std over seeds; a single seed has no spread to show."""
+    if score["n"] == 1:
+        return f"{score['mean']:.1f}"
+    return f"{score['mean']:.1f} ± {score['std']:.1f}"
+
+
 def markdown_table(summary: list[dict[str, Any]], splits: list[str]) -> str:
     """OA / AA / kappa in %, mean +- std over the seeds done (their count in `Seeds`)."""
     titles = {"per_class": "per-class 10%", "spatially_disjoint": "spatially disjoint"}
@@ -591,7 +598,7 @@ def markdown_table(summary: list[dict[str, Any]], splits: list[str]) -> str:
             got = row["splits"].get(split)
             seeds.append(str(got["oa"]["n"]) if got else "0")
             for score in ("oa", "aa", "kappa"):
-                cells.append(f"{got[score]['mean']:.1f} ± {got[score]['std']:.1f}" if got else "-")
+                cells.append(_cell(got[score]) if got else "-")
         cells += [" / ".join(seeds), f"{row['fit_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -764,7 +771,7 @@ def results_section(
         f"- Splits and baselines: as in the Accuracy section (same split draws per seed; RBF SVM, "
         f"random forest of {forest_trees(args.quick)} trees on the 200-band spectra).",
         "",
-        "OA / AA / κ in %, mean ± std over the seeds done:",
+        "OA / AA / κ in %, mean ± std over the seeds done (one seed: its value):",
         "",
         table,
         "",
