@@ -797,9 +797,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         run_grid(args, geometry, device)
     every = read_runs(args.runs)
-    records = matching(every, args, geometry)
+    planned = {run_key(*plan) for plan in planned_runs(args)}
+    records = [r for r in matching(every, args, geometry) if r["key"] in planned]
     if len(records) < len(every):
-        log(f"{len(every) - len(records)} runs of {args.runs} used other settings: left out")
+        log(
+            f"{len(every) - len(records)} runs of {args.runs} used other settings or lie outside "
+            "this grid (--seeds, --splits, --methods, --encoders): left out"
+        )
     if not records:
         log(f"no finished run in {args.runs} for these settings: nothing to report")
         return 1

@@ -149,6 +149,16 @@ def test_quick_grid_pretrains_tunes_resumes_and_writes_the_section(tmp_path, sha
     results.write_text("# Results\n")
     assert bench.main([*args, "--report-only"]) == 0
     assert "<!-- pretrain_then_tune:start -->" in results.read_text()
+    # ... of the grid asked for: here full fine-tuning only (and the baselines)
+    capsys.readouterr()
+    only_full = [a for a in args if a not in ("LINEAR_PROBE", "KRONA_PLUS")]
+    assert bench.main([*only_full, "--report-only"]) == 0
+    out = capsys.readouterr()
+    rows = [line for line in out.out.splitlines() if line.startswith("| ")][1:]
+    assert [row.split("|")[2].strip() for row in rows] == [
+        "FULL", "FULL", "FULL", "SVM_RBF", "RANDOM_FOREST"
+    ]  # fmt: skip
+    assert "6 runs" in out.err and "left out" in out.err
 
 
 def test_bad_settings_are_refused_with_the_fix(tmp_path, shared_data, capsys):
