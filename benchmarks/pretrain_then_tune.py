@@ -760,7 +760,9 @@ def results_section(
         "list on the plugin's AVIRIS approximation) and Samson (401-889 nm, no SWIR: B9, B11, B12 "
         "fed as zeros) through the `sentinel2` route; Indian Pines is never seen before "
         "fine-tuning, which fits the same route on its training pixels.",
-        "- CPU budget: " + ("; ".join(budgets) if budgets else "no pre-training done yet") + ".",
+        "- CPU budget (wall time on the machine above, shared): "
+        + ("; ".join(budgets) if budgets else f"no pre-trained encoder file in {args.work_dir}")
+        + ".",
         f"- Fine-tuning: AdamW lr {args.lr:g}, {args.steps} steps of {args.batch_size} patches "
         f"for every method, no validation or early stopping; {fit:.0f} s per fit on average "
         f"({total:.0f} min of fitting in all). Methods as in the Accuracy section (Q and V of "
