@@ -20,10 +20,11 @@ Linear on the mean token), ``LORA``, ``LORA_PLUS``, ``KRONA``, ``KRONA_PLUS``, `
 every block, as ``benchmarks/accuracy.py``), next to an RBF SVM and a random forest on the same
 training pixels, on both split protocols, several seeds.
 
-CPU budget (2 shared cores, one torch thread): each pre-training is ``--pretrain-steps`` (1,500)
-MAE steps of 64 windows, about 12 min on a quiet core; each fine-tune is ``--steps`` (300) steps of
-64 patches, about 1 min, plus its test pass. The grid is 4 encoders x 7 methods x 2 splits x 3
-seeds = 168 fine-tunes (about 3 h on a quiet machine).
+CPU budget (one torch thread): each pre-training is ``--pretrain-steps`` (1,500) MAE steps of 64
+windows, at most ~12 min (measured at nice 19 on 2 shared cores: 7.7 min in-domain, 4.2 min
+cross-sensor); each fine-tune is ``--steps`` (300) steps of 64 patches, 0.5-2 min there with its
+test pass. The grid is 4 encoders x 7 methods x 2 splits x 3 seeds = 168 fine-tunes (seed 0 of
+both splits, 56 fine-tunes and both pre-trainings, took 42 min there).
 
 Resumable: every finished run is appended to ``--runs`` (JSONL) and skipped when the script is
 started again with the same file; pre-trained encoders are kept in ``--work-dir`` and reused.
