@@ -24,7 +24,7 @@ CPU budget (one torch thread): each pre-training is ``--pretrain-steps`` (1,500)
 windows, at most ~12 min (measured at nice 19 on 2 shared cores: 7.7 min in-domain, 4.2 min
 cross-sensor); each fine-tune is ``--steps`` (300) steps of 64 patches, 0.5-2 min there with its
 test pass. The grid is 4 encoders x 7 methods x 2 splits x 3 seeds = 168 fine-tunes (seed 0 of
-both splits, 56 fine-tunes and both pre-trainings, took 42 min there).
+both splits, 56 fine-tunes and both pre-trainings, took about 70 min there).
 
 Resumable: every finished run is appended to ``--runs`` (JSONL) and skipped when the script is
 started again with the same file; pre-trained encoders are kept in ``--work-dir`` and reused.
