@@ -275,9 +275,13 @@ def predict_tiles(
     return torch.cat(predictions).numpy(), torch.cat(targets).numpy()
 
 
+#: Loggers :func:`quiet_libraries` raises to ERROR.
+QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "terratorch", "terratorch_hsi_peft")
+
+
 def quiet_libraries() -> None:
     """Keep stdout for the table: no Lightning banners, no library deprecation chatter."""
-    for name in ("lightning.pytorch", "lightning.fabric", "terratorch", "terratorch_hsi_peft"):
+    for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,21 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 
 import pretrain_then_tune as bench  # noqa: E402
+from hsi_models import QUIET_LOGGERS  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CELL = re.compile(r"^-?\d+\.\d$")  # one seed: its value, no spread
+
+
+@pytest.fixture(autouse=True)
+def keep_logging_and_warnings():
+    """``bench.main`` quiets library loggers and warnings for its table (``quiet_libraries``);
+    undo it, or later tests in this process that read the library's log lines see none."""
+    levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    with warnings.catch_warnings():
+        yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def quick(tmp_path: Path, shared_data: Path, *extra: str) -> list[str]:
