@@ -284,18 +284,28 @@ def _check_config(
         "depth": depth,
         "num_heads": num_heads,
     }
-    for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}; set {name}.")
+    check_positive_ints(sizes)
     if img_size % patch_size:
         raise ValueError(
             f"img_size={img_size} is not divisible by patch_size={patch_size}; set img_size to a "
             f"multiple of {patch_size} (e.g. {img_size // patch_size * patch_size or patch_size})."
         )
-    if embed_dim % num_heads:
+    check_heads_divide("embed_dim", embed_dim, "num_heads", num_heads)
+
+
+def check_positive_ints(sizes: dict[str, object]) -> None:
+    """Each value of ``sizes`` must be a positive int (not a bool); the error names the key."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}; set {name}.")
+
+
+def check_heads_divide(width_name: str, width: int, heads_name: str, heads: int) -> None:
+    """Attention heads must divide the width they split."""
+    if width % heads:
         raise ValueError(
-            f"embed_dim={embed_dim} is not divisible by num_heads={num_heads}; set num_heads to a "
-            "divisor of embed_dim."
+            f"{width_name}={width} is not divisible by {heads_name}={heads}; set {heads_name} to "
+            f"a divisor of {width_name}."
         )
 
 

@@ -31,7 +31,11 @@ from torch import nn
 
 from terratorch_hsi_peft.backbones.layers import Block, layer_norm
 from terratorch_hsi_peft.backbones.pos_embed import resize_spatial_pos_embed
-from terratorch_hsi_peft.backbones.spectralgpt import SpectralGPTEncoder
+from terratorch_hsi_peft.backbones.spectralgpt import (
+    SpectralGPTEncoder,
+    check_heads_divide,
+    check_positive_ints,
+)
 
 __all__ = ["DECODER_PREFIXES", "OFFICIAL_MASK_RATIO", "SpectralGPTMAE"]
 
@@ -97,19 +101,16 @@ class SpectralGPTMAE(Model):
         _check_mask_ratio(mask_ratio)
         if not isinstance(norm_pix_loss, bool):
             raise ValueError(f"norm_pix_loss must be true or false, got {norm_pix_loss!r}.")
-        decoder = {
-            "decoder_embed_dim": decoder_embed_dim,
-            "decoder_depth": decoder_depth,
-            "decoder_num_heads": decoder_num_heads,
-        }
-        for name, value in decoder.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}; set {name}.")
-        if decoder_embed_dim % decoder_num_heads:
-            raise ValueError(
-                f"decoder_embed_dim={decoder_embed_dim} is not divisible by decoder_num_heads="
-                f"{decoder_num_heads}; set decoder_num_heads to a divisor of decoder_embed_dim."
-            )
+        check_positive_ints(
+            {
+                "decoder_embed_dim": decoder_embed_dim,
+                "decoder_depth": decoder_depth,
+                "decoder_num_heads": decoder_num_heads,
+            }
+        )
+        check_heads_divide(
+            "decoder_embed_dim", decoder_embed_dim, "decoder_num_heads", decoder_num_heads
+        )
         self.encoder = SpectralGPTEncoder(
             num_bands=num_bands,
             img_size=img_size,
