@@ -56,7 +56,50 @@ class HyperspectralDataModule(LightningDataModule):
     """Base of ``HyperspectralPatchDataModule`` and ``HyperspectralSceneDataModule``.
 
     Subclasses build their datasets in ``_make_dataset(stage)`` from :meth:`routed_cube` and
-    :attr:`split`, and paste predictions back into a scene map in ``paste_predictions``.
+    :attr:`split`, and paste predictions back into a scene map in ``paste_predictions``. They
+    declare only their own arguments and pass the ones below on with ``**kwargs``, which
+    jsonargparse follows: ``terratorch fit --help`` and ``--print_config`` list these too.
+
+    Args:
+        scene: name of a benchmark scene (``indian_pines``, ``pavia_university``, ...;
+            ``generic`` for your own files, see ``scene_options``) or a loaded
+            ``HyperspectralScene``.
+        root: folder holding the scene's files (receiving them with ``download``).
+        download: fetch missing benchmark files (checked, written atomically).
+        scene_options: more arguments for the scene loader: ``checksum`` for benchmark scenes;
+            ``image_path``, ``label_path``, ``image_key``, ``label_key``, ``wavelengths``,
+            ``class_names``, ``name``, ``gsd`` for ``generic``.
+        split: how to draw the train/val/test split: ``protocol`` (``per_class`` or
+            ``spatially_disjoint``), ``seed``, and the protocol's parameters (``train_size``,
+            ``val_size``, ``min_train_per_class``; ``block_size``, ``test_fraction``,
+            ``val_fraction``, ``patch_size`` - the patch datamodule defaults the latter to its
+            own ``patch_size``). Default: ``per_class`` with seed 0 and 10% of each class for
+            training.
+        split_file: a split saved with ``Split.save`` (``.npz``/``.json``) instead of ``split``.
+        band_route: ``pca`` (per-band z-score, then ``num_components`` principal components,
+            whitened), ``standardize`` (per-band z-score), ``sentinel2`` (SpectralGPT's 12
+            Sentinel-2 bands simulated from the sensor's wavelengths, then z-scored) or ``none``
+            (raw values). Statistics come from training pixels only.
+        num_components: principal components kept by ``pca`` (the source paper: 12).
+        pca_whiten: scale each principal component to unit training variance.
+        wavelengths: band centres in nm, overriding the scene's (for ``sentinel2``).
+        missing_bands: Sentinel-2 bands the sensor does not cover (e.g. SWIR for ROSIS):
+            ``zero`` (fed as the training mean, with a warning), ``nearest`` (the closest sensor
+            channel, with a warning) or ``error``.
+        min_coverage: fraction of a Sentinel-2 band's Gaussian response the sensor must cover
+            for the band to be simulated.
+        batch_size: samples per batch (also for predict).
+        num_workers: DataLoader worker processes (0: cut batches in the main process, usually
+            fast enough as cutting is one gather per batch).
+        class_weights: weight the task's cross-entropy by ``n_train / (K * n_class)`` from the
+            training counts (installed on the task's ``criterion``; needs ``loss: ce`` and no
+            task ``class_weights``). :meth:`class_weight_values` gives the same list.
+        train_transform: training augmentation in TerraTorch's convention: a list of
+            ``class_path``/``init_args`` entries (or instances). Albumentations transforms run
+            per sample in the loader (a subclass's docstring says what a sample is); the
+            plugin's batch transforms (``terratorch_hsi_peft.transforms.RandomFlipRotate``,
+            ``SpectralJitter``) run on whole batches on their device. Validation, test and
+            predict samples are never transformed.
     """
 
     #: The stock TerraTorch task the batches are made for.

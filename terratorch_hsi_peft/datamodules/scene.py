@@ -10,8 +10,6 @@ import torch.nn.functional as F
 
 from terratorch_hsi_peft.datamodules.base import IGNORE_INDEX, HyperspectralDataModule
 from terratorch_hsi_peft.datamodules.windows import gather_windows
-from terratorch_hsi_peft.datasets import HyperspectralScene
-from terratorch_hsi_peft.transforms import BandRouteName, MissingBandPolicy
 
 __all__ = ["HyperspectralSceneDataModule", "SceneTileDataset", "tile_grid"]
 
@@ -138,38 +136,11 @@ class HyperspectralSceneDataModule(HyperspectralDataModule):
     :attr:`num_bands`, ``backbone_img_size`` = ``tile_size``; the task needs ``ignore_index: -1``.
     ``setup`` raises a ValueError naming the fix when the task's values differ.
 
+    Augmentation (``train_transform``): albumentations transforms see each tile, the image
+    (t, t, k) and its mask together (give rotations ``fill_mask: -1`` so new pixels are ignored).
+
     Args:
-        scene: name of a benchmark scene (``indian_pines``, ``pavia_university``, ...;
-            ``generic`` for your own files, see ``scene_options``) or a loaded
-            ``HyperspectralScene``.
-        root: folder holding the scene's files (receiving them with ``download``).
-        download: fetch missing benchmark files (checked, written atomically).
-        scene_options: more arguments for the scene loader: ``checksum`` for benchmark scenes;
-            ``image_path``, ``label_path``, ``image_key``, ``label_key``, ``wavelengths``,
-            ``class_names``, ``name``, ``gsd`` for ``generic``.
-        split: how to draw the train/val/test split: ``protocol`` (``per_class`` or
-            ``spatially_disjoint``), ``seed``, and the protocol's parameters (``train_size``,
-            ``val_size``, ``min_train_per_class``; ``block_size``, ``test_fraction``,
-            ``val_fraction``, ``patch_size``). Default: ``per_class`` with seed 0 and 10% of
-            each class for training.
-        split_file: a split saved with ``Split.save`` (``.npz``/``.json``) instead of ``split``.
-        band_route: ``pca`` (per-band z-score, then ``num_components`` principal components,
-            whitened), ``standardize`` (per-band z-score), ``sentinel2`` (SpectralGPT's 12
-            Sentinel-2 bands simulated from the sensor's wavelengths, then z-scored) or ``none``
-            (raw values). Statistics come from training pixels only.
-        num_components: principal components kept by ``pca`` (the source paper: 12).
-        pca_whiten: scale each principal component to unit training variance.
-        wavelengths: band centres in nm, overriding the scene's (for ``sentinel2``).
-        missing_bands: Sentinel-2 bands the sensor does not cover (e.g. SWIR for ROSIS):
-            ``zero`` (fed as the training mean, with a warning), ``nearest`` (the closest sensor
-            channel, with a warning) or ``error``.
-        min_coverage: fraction of a Sentinel-2 band's Gaussian response the sensor must cover
-            for the band to be simulated.
         batch_size: tiles per batch (also for predict).
-        num_workers: DataLoader worker processes (0: cut batches in the main process).
-        class_weights: weight the task's cross-entropy by ``n_train / (K * n_class)`` from the
-            training counts (installed on the task's ``criterion``; needs ``loss: ce`` and no
-            task ``class_weights``). :meth:`class_weight_values` gives the same list.
         tile_size: tile side in pixels (the backbone's ``img_size``; a multiple of its patch
             size). A scene smaller than a tile is reflect-padded up to it.
         train_stride: distance between training tile origins (default ``tile_size // 2``).
@@ -180,58 +151,24 @@ class HyperspectralSceneDataModule(HyperspectralDataModule):
             spectrum: whole blocks (``block_size``) holding a validation or test pixel for a
             ``spatially_disjoint`` split, the validation and test pixels themselves otherwise.
             Default (``None``): on for ``spatially_disjoint``, off for ``per_class``.
-        train_transform: training augmentation in TerraTorch's convention: a list of
-            ``class_path``/``init_args`` entries (or instances). Albumentations transforms run per
-            tile in the loader, on the image (t, t, k) and its mask together (give rotations
-            ``fill_mask: -1`` so new pixels are ignored); the plugin's batch transforms
-            (``terratorch_hsi_peft.transforms.RandomFlipRotate``, ``SpectralJitter``) run on
-            whole batches on their device. Validation, test and predict tiles are never
-            transformed.
+        **kwargs: the arguments every hyperspectral datamodule takes (``scene``, ``root``,
+            ``split``, ``band_route``, ``num_workers``, ``train_transform``, ...): see
+            :class:`~terratorch_hsi_peft.datamodules.HyperspectralDataModule`.
     """
 
     task_name = "SemanticSegmentationTask"
 
     def __init__(
         self,
-        scene: str | HyperspectralScene = "indian_pines",
-        root: str | None = None,
-        download: bool = False,
-        scene_options: dict[str, Any] | None = None,
-        split: dict[str, Any] | None = None,
-        split_file: str | None = None,
-        band_route: BandRouteName = "pca",
-        num_components: int = 12,
-        pca_whiten: bool = True,
-        wavelengths: list[float] | None = None,
-        missing_bands: MissingBandPolicy = "zero",
-        min_coverage: float = 0.25,
+        *,
         batch_size: int = 8,
-        num_workers: int = 0,
-        class_weights: bool = False,
         tile_size: int = 32,
         train_stride: int | None = None,
         inference_stride: int | None = None,
         hide_held_out: bool | None = None,
-        train_transform: list[Any] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            scene=scene,
-            root=root,
-            download=download,
-            scene_options=scene_options,
-            split=split,
-            split_file=split_file,
-            band_route=band_route,
-            num_components=num_components,
-            pca_whiten=pca_whiten,
-            wavelengths=wavelengths,
-            missing_bands=missing_bands,
-            min_coverage=min_coverage,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            class_weights=class_weights,
-            train_transform=train_transform,
-        )
+        super().__init__(batch_size=batch_size, **kwargs)
         self.tile_size = tile_size
         self.train_stride = train_stride or max(tile_size // 2, 1)
         self.inference_stride = inference_stride or max(tile_size // 2, 1)

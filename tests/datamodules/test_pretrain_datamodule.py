@@ -65,7 +65,10 @@ def test_inductive_split_leaves_out_test_blocks_and_matches_the_finetuning_route
         [indian_pines(shared_data, split=DISJOINT)], band_route="pca", window_size=16
     )
     finetune = HyperspectralPatchDataModule(
-        "indian_pines", root=str(shared_data / "indian_pines"), split=DISJOINT, band_route="pca"
+        scene="indian_pines",
+        root=str(shared_data / "indian_pines"),
+        split=DISJOINT,
+        band_route="pca",
     )
     split = finetune.split
     blocks = (np.arange(145) // 29)[:, None] * 5 + (np.arange(145) // 29)[None, :]
@@ -90,7 +93,7 @@ def test_per_class_split_has_no_test_blocks(shared_data):
     )
     assert len(dm.window_origins()["train"]) == 81
     finetune = HyperspectralPatchDataModule(
-        "indian_pines", root=str(shared_data / "indian_pines"), split=per_class
+        scene="indian_pines", root=str(shared_data / "indian_pines"), split=per_class
     )
     assert torch.equal(dm.routes[0].matrix, finetune.route.matrix)
 
