@@ -20,11 +20,11 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch import nn
 
+from terratorch_hsi_peft.datamodules.source import SceneLoader
 from terratorch_hsi_peft.datasets import (
     PROTOCOLS,
     HyperspectralScene,
     Split,
-    load_scene,
     make_split,
 )
 from terratorch_hsi_peft.transforms import (
@@ -125,21 +125,13 @@ class HyperspectralDataModule(LightningDataModule):
         train_transform: list[Any] | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(scene, str) and root is None:
-            raise ValueError(
-                f"scene={scene!r} needs root: the folder holding (or receiving, with "
-                "download: true) the scene's files."
-            )
+        self.scene_loader = SceneLoader(scene, root, download, scene_options)
         if split is not None and split_file is not None:
             raise ValueError(
                 "Give either split (to draw one) or split_file (to load one), not both."
             )
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"batch_size={batch_size} must be >= 1, num_workers >= 0.")
-        self.scene_spec = scene
-        self.root = root
-        self.download = download
-        self.scene_options = dict(scene_options or {})
         self.split_config = dict(split or {"protocol": "per_class"})
         self.split_file = split_file
         self.band_route = band_route
@@ -155,7 +147,6 @@ class HyperspectralDataModule(LightningDataModule):
         # Albumentations run per sample in the loader; batch transforms on the device.
         self._sample_transform, self._batch_transforms = split_train_transform(train_transform)
 
-        self._scene: HyperspectralScene | None = scene if not isinstance(scene, str) else None
         self._checkpoint_class_names: list[str] | None = None
         self._split: Split | None = None
         self._route: BandRoute | None = None
@@ -166,17 +157,13 @@ class HyperspectralDataModule(LightningDataModule):
 
     def prepare_data(self) -> None:
         """Download the scene's files when ``download`` is set (loading verifies them)."""
-        if self.download:
+        if self.scene_loader.download:
             self.scene  # noqa: B018 - loading fetches and verifies missing files
 
     @property
     def scene(self) -> HyperspectralScene:
         """The loaded scene (its cube is read once and kept)."""
-        if self._scene is None:
-            self._scene = load_scene(
-                self.scene_spec, self.root, download=self.download, **self.scene_options
-            )
-        return self._scene
+        return self.scene_loader.scene
 
     @property
     def num_classes(self) -> int:

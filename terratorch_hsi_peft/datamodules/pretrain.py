@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 
 from terratorch_hsi_peft.datamodules.scene import tile_grid
+from terratorch_hsi_peft.datamodules.source import SceneLoader
 from terratorch_hsi_peft.datamodules.windows import gather_windows
-from terratorch_hsi_peft.datasets import HyperspectralScene, Split, load_scene, make_split
+from terratorch_hsi_peft.datasets import HyperspectralScene, Split, make_split
 from terratorch_hsi_peft.transforms import BandRoute, BandRouteName, MissingBandPolicy
 from terratorch_hsi_peft.utils.cli_values import cli_scalar
 
@@ -34,7 +35,7 @@ _SCENE_KEYS = (
 )
 
 
-class SceneSource:
+class SceneSource(SceneLoader):
     """One scene of a pre-training set: where its windows may come from and its band route.
 
     Args (the keys of one ``scenes`` entry of :class:`HyperspectralPretrainDataModule`):
@@ -67,21 +68,13 @@ class SceneSource:
         split_file: str | None = None,
         leave_out_test: bool = True,
     ) -> None:
-        if isinstance(scene, str) and root is None:
-            raise ValueError(
-                f"Pre-training scene {scene!r} needs root: the folder holding its files."
-            )
+        super().__init__(scene, root, download, scene_options)
         if split is not None and split_file is not None:
             raise ValueError(f"Pre-training scene {scene!r}: give split or split_file, not both.")
-        self.spec = scene
-        self.root = root
-        self.download = download
-        self.scene_options = dict(scene_options or {})
         self.wavelengths_spec = wavelengths
         self.split_config = None if split is None else dict(split)
         self.split_file = split_file
         self.leave_out_test = leave_out_test
-        self._scene = scene if isinstance(scene, HyperspectralScene) else None
 
     @classmethod
     def from_config(cls, entry: Mapping[str, Any] | HyperspectralScene) -> SceneSource:
@@ -100,15 +93,6 @@ class SceneSource:
                 f"{list(_SCENE_KEYS)}."
             )
         return cls(**entry)
-
-    @property
-    def scene(self) -> HyperspectralScene:
-        """The loaded scene (read once)."""
-        if self._scene is None:
-            self._scene = load_scene(
-                self.spec, self.root, download=self.download, **self.scene_options
-            )
-        return self._scene
 
     @property
     def name(self) -> str:
