@@ -2,6 +2,7 @@
 
 from terratorch_hsi_peft.callbacks.adapter_checkpoint import AdapterCheckpoint
 from terratorch_hsi_peft.callbacks.class_map_writer import ClassMapWriter
+from terratorch_hsi_peft.callbacks.class_weights import BalancedClassWeights
 from terratorch_hsi_peft.callbacks.encoder_export import EncoderExport
 from terratorch_hsi_peft.callbacks.load_plugin import LoadPlugin
 from terratorch_hsi_peft.callbacks.merged_predict import MergeAdaptersForPredict
@@ -9,6 +10,7 @@ from terratorch_hsi_peft.callbacks.metrics import HyperspectralMetrics
 
 __all__ = [
     "AdapterCheckpoint",
+    "BalancedClassWeights",
     "ClassMapWriter",
     "EncoderExport",
     "HyperspectralMetrics",

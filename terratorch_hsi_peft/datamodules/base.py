@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from torch import nn
 
 from terratorch_hsi_peft.datamodules.source import SceneLoader
 from terratorch_hsi_peft.datasets import (
@@ -91,9 +90,9 @@ class HyperspectralDataModule(LightningDataModule):
         batch_size: samples per batch (also for predict).
         num_workers: DataLoader worker processes (0: cut batches in the main process, usually
             fast enough as cutting is one gather per batch).
-        class_weights: weight the task's cross-entropy by ``n_train / (K * n_class)`` from the
-            training counts (installed on the task's ``criterion``; needs ``loss: ce`` and no
-            task ``class_weights``). :meth:`class_weight_values` gives the same list.
+        class_weights: removed (the data layer no longer changes the task's loss); any value
+            is an error naming the replacement, the
+            :class:`~terratorch_hsi_peft.callbacks.BalancedClassWeights` callback.
         train_transform: training augmentation in TerraTorch's convention: a list of
             ``class_path``/``init_args`` entries (or instances). Albumentations transforms run
             per sample in the loader (a subclass's docstring says what a sample is); the
@@ -121,7 +120,7 @@ class HyperspectralDataModule(LightningDataModule):
         min_coverage: float = 0.25,
         batch_size: int = 64,
         num_workers: int = 0,
-        class_weights: bool = False,
+        class_weights: bool | None = None,
         train_transform: list[Any] | None = None,
     ) -> None:
         super().__init__()
@@ -129,6 +128,15 @@ class HyperspectralDataModule(LightningDataModule):
         if split is not None and split_file is not None:
             raise ValueError(
                 "Give either split (to draw one) or split_file (to load one), not both."
+            )
+        if class_weights is not None:
+            raise ValueError(
+                "The datamodule's class_weights option was removed: the data layer no longer "
+                "changes the task's loss. Remove class_weights from data.init_args; for weights "
+                "from the training counts (what class_weights: true did) add to "
+                "trainer.callbacks:\n"
+                "  - class_path: terratorch_hsi_peft.callbacks.BalancedClassWeights\n"
+                "or give the task a fixed class_weights list."
             )
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"batch_size={batch_size} must be >= 1, num_workers >= 0.")
@@ -142,7 +150,6 @@ class HyperspectralDataModule(LightningDataModule):
         self.min_coverage = min_coverage
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.class_weights = class_weights
         self.train_transform = train_transform
         # Albumentations run per sample in the loader; batch transforms on the device.
         self._sample_transform, self._batch_transforms = split_train_transform(train_transform)
@@ -338,30 +345,14 @@ class HyperspectralDataModule(LightningDataModule):
     # -- class weights --------------------------------------------------------------------------
 
     def class_weight_values(self) -> list[float]:
-        """Loss weights ``n_train / (K * n_c)`` from training counts (0 for absent classes)."""
+        """Loss weights ``n_train / (K * n_c)`` from training counts (0 for absent classes).
+
+        :class:`~terratorch_hsi_peft.callbacks.BalancedClassWeights` sets them on the task.
+        """
         counts = np.bincount(self.targets(self.split.train), minlength=self.num_classes)
         with np.errstate(divide="ignore"):
             weights = np.where(counts > 0, counts.sum() / (self.num_classes * counts), 0.0)
         return weights.tolist()
-
-    def _install_class_weights(self) -> None:
-        """Give the attached task's cross-entropy the training-count weights (``class_weights``)."""
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        if not self.class_weights or module is None:
-            return
-        criterion = getattr(module, "criterion", None)
-        if module.hparams.get("class_weights") is not None:
-            raise ValueError(
-                "class_weights is set both in the task and in the datamodule; keep one of them."
-            )
-        if not isinstance(criterion, nn.CrossEntropyLoss):
-            raise ValueError(
-                f"class_weights: true needs the task's loss 'ce', not {type(criterion).__name__}; "
-                "set loss: ce or put the weights in the task's class_weights list."
-            )
-        weight = torch.tensor(self.class_weight_values(), dtype=torch.float32)
-        # Not persistent: the checkpoint stays loadable by a task built without the weights.
-        criterion.register_buffer("weight", weight.to(module.device), persistent=False)
 
     # -- dataloaders ----------------------------------------------------------------------------
 
@@ -385,12 +376,10 @@ class HyperspectralDataModule(LightningDataModule):
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         """Batches around training pixels, reshuffled every epoch."""
-        self._install_class_weights()
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
         """Batches around validation pixels (empty when the split has none)."""
-        self._install_class_weights()
         return self._loader("val")
 
     def test_dataloader(self) -> torch.utils.data.DataLoader:

@@ -39,6 +39,7 @@ trainer:
   default_root_dir: {run}
   callbacks:
     - class_path: terratorch_hsi_peft.callbacks.HyperspectralMetrics
+    - class_path: terratorch_hsi_peft.callbacks.BalancedClassWeights
     - class_path: terratorch_hsi_peft.callbacks.ClassMapWriter
       init_args:
         output_dir: {maps}
@@ -54,7 +55,6 @@ data:
     patch_size: 5
     img_size: 8
     batch_size: 1024
-    class_weights: true
 model:
   class_path: terratorch.tasks.ClassificationTask
   init_args:
@@ -90,6 +90,9 @@ def patch_fit(tmp_path_factory, shared_data):
     cli = build_lightning_cli(["fit", "-c", str(config)])
     assert cli.trainer.global_step == 3
     assert "val/Kappa" in cli.trainer.callback_metrics
+    # BalancedClassWeights, named in the config, weighted the loss by the training counts.
+    weights = cli.model.criterion.weight.cpu().numpy()
+    np.testing.assert_allclose(weights, cli.datamodule.class_weight_values(), rtol=1e-6)
     checkpoint = Path(cli.trainer.checkpoint_callback.best_model_path)
     return {"folder": folder, "config": config, "checkpoint": checkpoint, "root": shared_data}
 

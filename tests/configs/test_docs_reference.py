@@ -58,6 +58,7 @@ CLASSES = [
     "terratorch_hsi_peft.datamodules.HyperspectralSceneDataModule",
     "terratorch_hsi_peft.datamodules.HyperspectralPretrainDataModule",
     "terratorch_hsi_peft.callbacks.HyperspectralMetrics",
+    "terratorch_hsi_peft.callbacks.BalancedClassWeights",
     "terratorch_hsi_peft.callbacks.ClassMapWriter",
     "terratorch_hsi_peft.callbacks.AdapterCheckpoint",
     "terratorch_hsi_peft.callbacks.EncoderExport",

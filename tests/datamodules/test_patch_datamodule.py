@@ -90,20 +90,6 @@ def test_class_weights_match_sklearn_balanced():
     np.testing.assert_allclose(dm.class_weight_values(), expected)
 
 
-def test_class_weights_are_installed_on_the_task_criterion():
-    dm = _module(_scene(), class_weights=True)
-    task = SimpleNamespace(
-        hparams={"class_weights": None}, criterion=torch.nn.CrossEntropyLoss(), device="cpu"
-    )
-    dm.trainer = SimpleNamespace(lightning_module=task)
-    dm.train_dataloader()
-    np.testing.assert_allclose(task.criterion.weight.numpy(), dm.class_weight_values(), rtol=1e-6)
-    assert "weight" not in task.criterion.state_dict()  # old checkpoints stay loadable
-    task.criterion = torch.nn.MSELoss()
-    with pytest.raises(ValueError, match="loss 'ce'"):
-        dm.train_dataloader()
-
-
 def test_state_dict_round_trip_wins_over_a_refit():
     scene = _scene()
     dm = _module(scene, band_route="pca", num_components=3)
