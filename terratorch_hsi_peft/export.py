@@ -35,6 +35,7 @@ from terratorch_hsi_peft.models.peft_model import SPEC_ATTR, TRAINABLE_ATTR, has
 from terratorch_hsi_peft.peft.base import AdapterLinear
 from terratorch_hsi_peft.peft.inject import merge_adapters
 from terratorch_hsi_peft.peft.qkv import QKVSplit
+from terratorch_hsi_peft.terratorch_compat import restore_freeze_encoder
 from terratorch_hsi_peft.utils.download import atomic_write
 
 __all__ = ["export_merged_checkpoint", "merge_into_stock_model"]
@@ -73,8 +74,9 @@ def merge_into_stock_model(model: nn.Module) -> nn.Module:
             _replace(encoder, name, _fused(module))
     for p in encoder.parameters():
         p.requires_grad_(True)  # the stock model trains everything unless frozen by its task
-    for attr in (TRAINABLE_ATTR, SPEC_ATTR, "freeze_encoder"):
+    for attr in (TRAINABLE_ATTR, SPEC_ATTR):
         model.__dict__.pop(attr, None)  # instance attributes set by attach_adapters
+    restore_freeze_encoder(model)
     return model
 
 

@@ -11,17 +11,29 @@ run. ``tests/test_terratorch_compat.py`` removes each internal in turn and check
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Sequence
+import inspect
+import sys
+import types
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
+from lightning.pytorch import Callback, Trainer
 from torch import nn
+from torchmetrics import MetricCollection
 
 __all__ = [
     "TESTED_VERSIONS",
     "TerraTorchIncompatibleError",
+    "guard_stock_peft",
+    "override_freeze_encoder",
+    "remove_terratorch_writers",
+    "restore_freeze_encoder",
     "set_loss_class_weights",
+    "task_metric_collections",
+    "task_model",
     "terratorch_version",
+    "terratorch_writers",
 ]
 
 #: TerraTorch releases the touch points were checked against (1.2.13 by ``make compat``).
@@ -58,6 +70,12 @@ def _incompatible(touch_point: str, differs: str) -> TerraTorchIncompatibleError
         f"(pip install 'terratorch>={TESTED_VERSIONS[0]},<={TESTED_VERSIONS[-1]}') or a "
         "terratorch-hsi-peft release that supports yours."
     )
+
+
+def _names_used(function: Callable) -> tuple[str, ...]:
+    """Global and attribute names a function's code refers to (what it calls, unresolved)."""
+    code = getattr(inspect.unwrap(function), "__code__", None)
+    return code.co_names if code is not None else ()
 
 
 def _is_stock_task(task: Any) -> bool:
@@ -106,3 +124,154 @@ def set_loss_class_weights(task: Any, weights: Sequence[float], user: str) -> No
         )
     weight = torch.as_tensor(weights, dtype=torch.float32, device=task.device)
     criterion.register_buffer("weight", weight, persistent=False)
+
+
+def override_freeze_encoder(model: nn.Module, replacement: Callable[[nn.Module], None]) -> None:
+    """Make ``freeze_backbone: true`` call ``replacement(model)`` instead of the stock freeze.
+
+    Relies on: the stock tasks' ``configure_models`` calls ``self.model.freeze_encoder()`` for
+    ``freeze_backbone: true``, after the model factory returned, and TerraTorch's models define
+    ``freeze_encoder``. The override is set on this instance only (see
+    :func:`restore_freeze_encoder`).
+
+    Raises:
+        TerraTorchIncompatibleError: ``configure_models`` no longer calls ``freeze_encoder``, or
+            the model has none.
+    """
+    from terratorch.tasks import ClassificationTask
+
+    touch_point = "override_freeze_encoder"
+    if "freeze_encoder" not in _names_used(ClassificationTask.configure_models):
+        raise _incompatible(
+            touch_point,
+            "the tasks' configure_models no longer calls model.freeze_encoder() for "
+            "freeze_backbone, so freeze_backbone: true could freeze the adapters",
+        )
+    if not callable(getattr(model, "freeze_encoder", None)):
+        raise _incompatible(
+            touch_point,
+            f"{type(model).__name__} has no freeze_encoder() to keep adapters trainable",
+        )
+    model.freeze_encoder = types.MethodType(replacement, model)
+
+
+def restore_freeze_encoder(model: nn.Module) -> None:
+    """Undo :func:`override_freeze_encoder`: the model's class method applies again."""
+    model.__dict__.pop("freeze_encoder", None)
+
+
+def guard_stock_peft(wrap: Callable[[Callable], Callable]) -> None:
+    """Replace the function through which ``EncoderDecoderFactory`` applies Hugging Face peft.
+
+    Relies on: ``EncoderDecoderFactory.build_model`` calls the module-level
+    ``terratorch.models.encoder_decoder_factory.get_peft_backbone(peft_config, backbone)``.
+    ``wrap`` receives the current function and returns its replacement.
+
+    Raises:
+        TerraTorchIncompatibleError: that function is gone or no longer called from there.
+    """
+    from terratorch.models import encoder_decoder_factory as module
+
+    original = getattr(module, "get_peft_backbone", None)
+    factory = getattr(module, "EncoderDecoderFactory", None)
+    if not callable(original) or factory is None:
+        raise _incompatible(
+            "guard_stock_peft",
+            "terratorch.models.encoder_decoder_factory has no get_peft_backbone or "
+            "EncoderDecoderFactory",
+        )
+    if "get_peft_backbone" not in _names_used(factory.build_model):
+        raise _incompatible(
+            "guard_stock_peft",
+            "EncoderDecoderFactory.build_model no longer applies peft through get_peft_backbone",
+        )
+    module.get_peft_backbone = wrap(original)
+
+
+def task_metric_collections(
+    task: Any, user: str
+) -> tuple[MetricCollection, list[MetricCollection]]:
+    """A stock task's validation metric collection and its test ones (one per dataloader).
+
+    Relies on: ``configure_metrics`` builds ``task.val_metrics`` (a ``MetricCollection``) and
+    ``task.test_metrics`` (a ``ModuleList`` of them), which the validation and test steps update
+    and log; a metric added to them is computed and logged with the stock ones.
+
+    Raises:
+        TypeError: not a task with those collections.
+        TerraTorchIncompatibleError: a stock task without them, or with collections of
+            another type.
+    """
+    meaning = "the metric collections configure_metrics builds"
+    val = _task_attribute(task, "val_metrics", meaning, "task_metric_collections", user)
+    tests = _task_attribute(task, "test_metrics", meaning, "task_metric_collections", user)
+    if not isinstance(tests, MetricCollection) and isinstance(tests, Iterable):
+        tests = list(tests)  # the ModuleList
+    else:
+        tests = [tests]
+    if not all(isinstance(c, MetricCollection) for c in [val, *tests]):
+        found = f"{type(val).__name__} and {[type(c).__name__ for c in tests]}"
+        if _is_stock_task(task):
+            raise _incompatible(
+                "task_metric_collections",
+                f"{type(task).__name__}'s val_metrics / test_metrics are {found}, not a "
+                "MetricCollection and a list of them",
+            )
+        raise TypeError(
+            f"{user} needs val_metrics (a MetricCollection) and test_metrics (a list of them) "
+            f"as {_STOCK_TASKS} have; {type(task).__name__} has {found}."
+        )
+    return val, tests
+
+
+def task_model(task: nn.Module) -> nn.Module:
+    """The model a TerraTorch task wraps (``task.model``), or the module itself for others.
+
+    Relies on: TerraTorch's tasks keep the model their factory built in ``task.model``.
+
+    Raises:
+        TerraTorchIncompatibleError: a task of TerraTorch's without ``model``.
+    """
+    model = getattr(task, "model", None)
+    if isinstance(model, nn.Module):
+        return model
+    if type(task).__module__.startswith("terratorch.tasks"):
+        raise _incompatible(
+            "task_model", f"{type(task).__name__}.model is {type(model).__name__}, not the model"
+        )
+    return task
+
+
+def terratorch_writers(callbacks: Iterable[Callback]) -> list[Callback]:
+    """The instances of TerraTorch's ``CustomWriter`` among ``callbacks``.
+
+    Relies on: ``terratorch.cli_tools.CustomWriter`` is the prediction writer
+    ``build_lightning_cli`` (the ``terratorch`` command) adds to every run. Before
+    ``terratorch.cli_tools`` is imported, no callback can be one (nothing is imported here).
+
+    Raises:
+        TerraTorchIncompatibleError: ``terratorch.cli_tools`` has no ``CustomWriter`` class.
+    """
+    cli_tools = sys.modules.get("terratorch.cli_tools")
+    if cli_tools is None:
+        return []
+    writer = getattr(cli_tools, "CustomWriter", None)
+    if not isinstance(writer, type):
+        raise _incompatible(
+            "terratorch_writers",
+            "terratorch.cli_tools has no CustomWriter class (the prediction writer the "
+            "terratorch command adds to every run, which cannot write hyperspectral batches)",
+        )
+    return [cb for cb in callbacks if isinstance(cb, writer)]
+
+
+def remove_terratorch_writers(trainer: Trainer) -> int:
+    """Take TerraTorch's ``CustomWriter`` (see :func:`terratorch_writers`) off ``trainer``.
+
+    Returns:
+        How many were removed.
+    """
+    found = {id(cb) for cb in terratorch_writers(trainer.callbacks)}
+    if found:
+        trainer.callbacks = [cb for cb in trainer.callbacks if id(cb) not in found]
+    return len(found)

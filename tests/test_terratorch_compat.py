@@ -12,13 +12,24 @@ import importlib.metadata
 
 import numpy as np
 import pytest
+import torch
 from lightning import Trainer
+from terratorch import cli_tools
+from terratorch.models import encoder_decoder_factory
+from terratorch.models.encoder_decoder_factory import EncoderDecoderFactory
+from terratorch.models.scalar_output_model import ScalarOutputModel
 from terratorch.tasks import ClassificationTask
 
 from terratorch_hsi_peft import terratorch_compat
-from terratorch_hsi_peft.callbacks import BalancedClassWeights
+from terratorch_hsi_peft.callbacks import (
+    AdapterCheckpoint,
+    BalancedClassWeights,
+    ClassMapWriter,
+    HyperspectralMetrics,
+)
 from terratorch_hsi_peft.datamodules import HyperspectralPatchDataModule
 from terratorch_hsi_peft.datasets import HyperspectralScene
+from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory
 from terratorch_hsi_peft.terratorch_compat import TESTED_VERSIONS, TerraTorchIncompatibleError
 
 MODEL_ARGS = {
@@ -77,3 +88,89 @@ def test_class_weights_without_the_task_criterion():
     message = rf"set_loss_class_weights: ClassificationTask has no 'criterion'.*{VERSIONS}"
     with pytest.raises(TerraTorchIncompatibleError, match=message):
         _trainer([BalancedClassWeights()]).fit(task, _datamodule())
+
+
+PEFT_CONFIG = {"method": "KRONA", "peft_config_kwargs": {"target_modules": ["attn.q", "attn.v"]}}
+
+
+def _peft_model():
+    return PEFTEncoderDecoderFactory().build_model(
+        "classification",
+        **{k: v for k, v in MODEL_ARGS.items() if k != "num_classes"},
+        num_classes=3,
+        peft_config=PEFT_CONFIG,
+    )
+
+
+def test_freeze_backbone_when_configure_models_no_longer_calls_freeze_encoder(monkeypatch):
+    monkeypatch.setattr(ClassificationTask, "configure_models", lambda self: None)
+    message = rf"override_freeze_encoder: .*no longer calls model.freeze_encoder.*{VERSIONS}"
+    with pytest.raises(TerraTorchIncompatibleError, match=message):
+        _peft_model()
+
+
+def test_freeze_backbone_when_the_model_has_no_freeze_encoder(monkeypatch):
+    for cls in ScalarOutputModel.__mro__:  # the classification model and its bases
+        if "freeze_encoder" in vars(cls):
+            monkeypatch.delattr(cls, "freeze_encoder")
+    message = rf"ScalarOutputModel has no freeze_encoder\(\).*{VERSIONS}"
+    with pytest.raises(TerraTorchIncompatibleError, match=message):
+        _peft_model()
+
+
+def test_stock_peft_guard_without_get_peft_backbone(monkeypatch):
+    monkeypatch.delattr(encoder_decoder_factory, "get_peft_backbone")
+    with pytest.raises(TerraTorchIncompatibleError, match=rf"no get_peft_backbone.*{VERSIONS}"):
+        terratorch_compat.guard_stock_peft(lambda original: original)
+
+
+def test_stock_peft_guard_when_build_model_no_longer_calls_it(monkeypatch):
+    monkeypatch.setattr(EncoderDecoderFactory, "build_model", lambda self, *a, **k: None)
+    message = rf"no longer applies peft through get_peft_backbone.*{VERSIONS}"
+    with pytest.raises(TerraTorchIncompatibleError, match=message):
+        terratorch_compat.guard_stock_peft(lambda original: original)
+
+
+@pytest.mark.parametrize("broken", ["missing", "wrong type"])
+def test_metrics_callback_without_the_task_metric_collections(broken):
+    task = _task()
+    if broken == "missing":
+        del task.val_metrics  # what configure_metrics builds
+        message = rf"ClassificationTask has no 'val_metrics'.*{VERSIONS}"
+    else:
+        task.test_metrics = torch.nn.ModuleList([torch.nn.Identity()])
+        message = rf"val_metrics / test_metrics are .*Identity.*{VERSIONS}"
+    with pytest.raises(TerraTorchIncompatibleError, match=message):
+        _trainer([HyperspectralMetrics()]).fit(task, _datamodule())
+
+
+def test_callbacks_reading_the_task_model_without_it():
+    task = _task()
+    del task.model
+    with pytest.raises(TerraTorchIncompatibleError, match=rf"task_model: .*{VERSIONS}"):
+        _trainer([AdapterCheckpoint()]).fit(task, _datamodule())
+
+
+def test_predict_without_terratorch_custom_writer(monkeypatch):
+    monkeypatch.delattr(cli_tools, "CustomWriter")
+    message = rf"terratorch.cli_tools has no CustomWriter class.*{VERSIONS}"
+    with pytest.raises(TerraTorchIncompatibleError, match=message):
+        _trainer([ClassMapWriter(file_format="npy")]).predict(_task(), _datamodule())
+
+
+@pytest.mark.compat
+def test_every_touch_point_holds_on_the_installed_terratorch():
+    model = _peft_model()  # override_freeze_encoder
+    assert "freeze_encoder" in vars(model)
+    terratorch_compat.restore_freeze_encoder(model)
+    assert "freeze_encoder" not in vars(model)
+    # guard_stock_peft ran when the plugin was imported
+    assert getattr(encoder_decoder_factory.get_peft_backbone, "_refuses_plugin_methods", False)
+    task = _task()
+    val, tests = terratorch_compat.task_metric_collections(task, "test")
+    assert val is task.val_metrics and tests == list(task.test_metrics)
+    assert terratorch_compat.task_model(task) is task.model
+    terratorch_compat.set_loss_class_weights(task, [1.0, 2.0, 3.0], "test")
+    assert task.criterion.weight.tolist() == [1.0, 2.0, 3.0]
+    writer = cli_tools.CustomWriter()
+    assert terratorch_compat.terratorch_writers([writer, ClassMapWriter()]) == [writer]

@@ -11,9 +11,10 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
-from terratorch_hsi_peft.callbacks.run_files import run_dir, task_model
+from terratorch_hsi_peft.callbacks.run_files import run_dir
 from terratorch_hsi_peft.models.adapter_file import adapter_file_parts, save_adapter_file
 from terratorch_hsi_peft.models.peft_model import has_adapters
+from terratorch_hsi_peft.terratorch_compat import task_model
 from terratorch_hsi_peft.utils.download import remove_stale_parts
 
 __all__ = ["AdapterCheckpoint"]

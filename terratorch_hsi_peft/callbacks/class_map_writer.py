@@ -17,6 +17,7 @@ from matplotlib.patches import Patch
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 
+from terratorch_hsi_peft.terratorch_compat import remove_terratorch_writers
 from terratorch_hsi_peft.utils.download import atomic_write
 
 __all__ = ["ClassMapWriter", "class_colours", "write_class_map_png"]
@@ -84,13 +85,8 @@ class ClassMapWriter(BasePredictionWriter):
                 f"HyperspectralSceneDataModule; the datamodule is "
                 f"{type(trainer.datamodule).__name__}. Use one of them or remove the callback."
             )
-        if self.replace_terratorch_writer:
-            from terratorch.cli_tools import CustomWriter
-
-            kept = [cb for cb in trainer.callbacks if not isinstance(cb, CustomWriter)]
-            if len(kept) != len(trainer.callbacks):
-                logger.info("ClassMapWriter: TerraTorch's CustomWriter is disabled for predict.")
-            trainer.callbacks = kept
+        if self.replace_terratorch_writer and remove_terratorch_writers(trainer):
+            logger.info("ClassMapWriter: TerraTorch's CustomWriter is disabled for predict.")
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Start an empty map of the scene's size."""

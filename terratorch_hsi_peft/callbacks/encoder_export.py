@@ -9,8 +9,9 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
-from terratorch_hsi_peft.callbacks.run_files import run_dir, task_model
+from terratorch_hsi_peft.callbacks.run_files import run_dir
 from terratorch_hsi_peft.pretraining import SpectralGPTMAE, export_encoder
+from terratorch_hsi_peft.terratorch_compat import task_model
 
 __all__ = ["EncoderExport"]
 

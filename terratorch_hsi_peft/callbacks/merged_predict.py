@@ -10,6 +10,7 @@ from terratorch_hsi_peft.models.peft_model import (
     merge_model_adapters,
     unmerge_model_adapters,
 )
+from terratorch_hsi_peft.terratorch_compat import task_model
 
 __all__ = ["MergeAdaptersForPredict"]
 
@@ -29,7 +30,7 @@ class MergeAdaptersForPredict(Callback):
     """
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        model = getattr(pl_module, "model", pl_module)
+        model = task_model(pl_module)
         if not has_adapters(model):
             raise ValueError(
                 "MergeAdaptersForPredict needs a model with adapters (model_factory: "
@@ -38,11 +39,11 @@ class MergeAdaptersForPredict(Callback):
         merge_model_adapters(model)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        unmerge_model_adapters(getattr(pl_module, "model", pl_module))
+        unmerge_model_adapters(task_model(pl_module))
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        model = getattr(pl_module, "model", pl_module)
+        model = task_model(pl_module)
         if trainer.predicting and has_adapters(model):
             unmerge_model_adapters(model)

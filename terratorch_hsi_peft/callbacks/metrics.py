@@ -12,9 +12,9 @@ import numpy as np
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from matplotlib.figure import Figure
-from torchmetrics import MetricCollection
 
 from terratorch_hsi_peft.metrics import AverageAccuracy, CohenKappa, OverallAccuracy
+from terratorch_hsi_peft.terratorch_compat import task_metric_collections
 from terratorch_hsi_peft.utils.cli_values import cli_scalar
 from terratorch_hsi_peft.utils.download import atomic_write
 
@@ -55,10 +55,10 @@ class HyperspectralMetrics(Callback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Add the figures to the task's validation and test metric collections (once)."""
-        collections = _collections(pl_module)
+        val, tests = task_metric_collections(pl_module, type(self).__name__)
         num_classes = _num_classes(pl_module)
         ignore_index = pl_module.hparams.get("ignore_index")
-        for collection in collections:
+        for collection in [val, *tests]:
             missing = {name: cls for name, cls in _ADDED.items() if name not in collection}
             collection.add_metrics(
                 {
@@ -74,7 +74,7 @@ class HyperspectralMetrics(Callback):
         self.written = []
         folder = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
         names = self._class_names(trainer, pl_module)
-        for collection in pl_module.test_metrics:
+        for collection in task_metric_collections(pl_module, type(self).__name__)[1]:
             kappa = collection["Kappa"]
             with kappa.sync_context():  # collective under DDP: every rank takes part
                 confmat = kappa.confmat.detach().cpu().numpy().astype(np.int64)
@@ -110,18 +110,6 @@ def _num_classes(pl_module: LightningModule) -> int:
             "ReconstructionTask)."
         )
     return value
-
-
-def _collections(pl_module: LightningModule) -> list[MetricCollection]:
-    val = getattr(pl_module, "val_metrics", None)
-    tests = getattr(pl_module, "test_metrics", None)
-    if not isinstance(val, MetricCollection) or tests is None:
-        raise TypeError(
-            f"HyperspectralMetrics works with TerraTorch's ClassificationTask and "
-            f"SemanticSegmentationTask (val_metrics / test_metrics collections); "
-            f"{type(pl_module).__name__} has none. Remove the callback or use a stock task."
-        )
-    return [val, *tests]
 
 
 def write_confusion_matrix(confmat: np.ndarray, class_names: list[str], stem: Path) -> list[Path]:

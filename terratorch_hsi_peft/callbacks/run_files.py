@@ -1,11 +1,10 @@
-"""Where the plugin's callbacks write beside a run, and the model they write from."""
+"""Where the plugin's callbacks write beside a run."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import lightning.pytorch as pl
-from torch import nn
 
 
 def run_dir(trainer: pl.Trainer, dirpath: Path | None) -> Path:
@@ -14,8 +13,3 @@ def run_dir(trainer: pl.Trainer, dirpath: Path | None) -> Path:
         return dirpath
     checkpoints = getattr(trainer.checkpoint_callback, "dirpath", None)
     return Path(checkpoints) if checkpoints else Path(trainer.default_root_dir)
-
-
-def task_model(pl_module: pl.LightningModule) -> nn.Module:
-    """The model a TerraTorch task wraps (``task.model``), or the module itself."""
-    return getattr(pl_module, "model", pl_module)

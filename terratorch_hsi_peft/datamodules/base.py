@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import sys
 import warnings
 from typing import Any, ClassVar
 
@@ -26,6 +25,7 @@ from terratorch_hsi_peft.datasets import (
     Split,
     make_split,
 )
+from terratorch_hsi_peft.terratorch_compat import terratorch_writers
 from terratorch_hsi_peft.transforms import (
     BandRoute,
     BandRouteName,
@@ -253,10 +253,8 @@ class HyperspectralDataModule(LightningDataModule):
 
     def _check_prediction_writer(self) -> None:
         """TerraTorch's ``CustomWriter`` cannot write these batches: ClassMapWriter replaces it."""
-        cli_tools = sys.modules.get("terratorch.cli_tools")  # not imported: no CustomWriter
-        custom_writer = getattr(cli_tools, "CustomWriter", None)
         callbacks = self.trainer.callbacks
-        if custom_writer is None or not any(isinstance(cb, custom_writer) for cb in callbacks):
+        if not terratorch_writers(callbacks):
             return
         # Imported here: the writer pulls in matplotlib and rasterio, needed only to predict.
         from terratorch_hsi_peft.callbacks.class_map_writer import ClassMapWriter

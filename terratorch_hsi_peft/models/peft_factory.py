@@ -17,11 +17,11 @@ See :mod:`terratorch_hsi_peft.models.peft_config` for the keys and the ``hf`` ba
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
-from terratorch.models import encoder_decoder_factory
 from terratorch.models.encoder_decoder_factory import EncoderDecoderFactory
 from terratorch.models.model import Model, ModelFactory
 from torch import nn
@@ -33,6 +33,7 @@ from terratorch_hsi_peft.models.summary import peft_summary
 from terratorch_hsi_peft.peft.config import PeftMethod
 from terratorch_hsi_peft.peft.io import ORIGIN_ATTR, random_init_origin
 from terratorch_hsi_peft.registry import register_model_factory
+from terratorch_hsi_peft.terratorch_compat import TerraTorchIncompatibleError, guard_stock_peft
 from terratorch_hsi_peft.utils.cli_values import TEXT_OPTIONS, cli_scalar, cli_scalars
 
 __all__ = ["PEFTEncoderDecoderFactory"]
@@ -67,9 +68,15 @@ def _refuse_plugin_methods(get_peft_backbone: Callable) -> Callable:
     return guarded
 
 
-encoder_decoder_factory.get_peft_backbone = _refuse_plugin_methods(
-    encoder_decoder_factory.get_peft_backbone
-)
+try:
+    guard_stock_peft(_refuse_plugin_methods)
+except TerraTorchIncompatibleError as err:  # only a clearer message is lost: warn, do not fail
+    warnings.warn(
+        f"{err} Until then a plugin method under EncoderDecoderFactory fails with TerraTorch's "
+        "own error instead of naming PEFTEncoderDecoderFactory.",
+        UserWarning,
+        stacklevel=1,
+    )
 
 
 @register_model_factory

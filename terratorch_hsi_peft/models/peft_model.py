@@ -9,7 +9,6 @@ fusion). Every other encoder tensor is frozen; necks, decoder and heads are left
 from __future__ import annotations
 
 import logging
-import types
 from collections.abc import Iterable
 
 from torch import nn
@@ -22,6 +21,7 @@ from terratorch_hsi_peft.peft.inject import (
     merge_adapters,
     unmerge_adapters,
 )
+from terratorch_hsi_peft.terratorch_compat import override_freeze_encoder
 
 __all__ = ["attach_adapters", "has_adapters", "merge_model_adapters", "unmerge_model_adapters"]
 
@@ -59,9 +59,9 @@ def attach_adapters(model: nn.Module, spec: PeftSpec) -> nn.Module:
     trainable = _keep_trainable(encoder, [*adapters, *_backbone_extras(backbone)])
     setattr(model, TRAINABLE_ATTR, tuple(trainable))
     setattr(model, SPEC_ATTR, {"backend": spec.backend, **resolved})
-    # Instance-level override: TerraTorch calls model.freeze_encoder() for freeze_backbone: true
-    # after the factory returns, and the stock one would freeze the adapters too.
-    model.freeze_encoder = types.MethodType(_freeze_encoder_keeping_adapters, model)
+    # freeze_backbone: true is applied after the factory returns; the stock freeze would freeze
+    # the adapters too.
+    override_freeze_encoder(model, _freeze_encoder_keeping_adapters)
     return model
 
 
