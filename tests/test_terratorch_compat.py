@@ -9,6 +9,11 @@ an AttributeError somewhere inside.
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +36,8 @@ from terratorch_hsi_peft.datamodules import HyperspectralPatchDataModule
 from terratorch_hsi_peft.datasets import HyperspectralScene
 from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory
 from terratorch_hsi_peft.terratorch_compat import TESTED_VERSIONS, TerraTorchIncompatibleError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 MODEL_ARGS = {
     "backbone": "spectralgpt_vit_base",
@@ -174,3 +181,21 @@ def test_every_touch_point_holds_on_the_installed_terratorch():
     assert task.criterion.weight.tolist() == [1.0, 2.0, 3.0]
     writer = cli_tools.CustomWriter()
     assert terratorch_compat.terratorch_writers([writer, ClassMapWriter()]) == [writer]
+
+
+@pytest.mark.slow  # a new interpreter imports TerraTorch (about 15 s)
+def test_plugin_import_warns_when_the_stock_peft_guard_cannot_be_installed():
+    # The guard only improves an error message: the plugin still imports, with a warning.
+    code = (
+        "from terratorch.models import encoder_decoder_factory as m\n"
+        "del m.get_peft_backbone\n"
+        "import terratorch_hsi_peft\n"
+    )
+    env = {**os.environ, "TERRATORCH_HSI_PEFT_AUTOLOAD": "0", "PYTHONWARNINGS": "default"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(rf"UserWarning: guard_stock_peft: .*{VERSIONS}", result.stderr)
+    assert "fails with TerraTorch's own error" in result.stderr
