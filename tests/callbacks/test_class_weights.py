@@ -30,13 +30,13 @@ MODEL_ARGS = {
 }
 
 
-def _datamodule() -> HyperspectralPatchDataModule:
+def _datamodule(train_size: float | int = 0.3) -> HyperspectralPatchDataModule:
     rng = np.random.default_rng(0)
     labels = rng.choice([1, 2, 3], p=[0.7, 0.2, 0.1], size=(20, 20))  # imbalanced
     scene = HyperspectralScene(rng.normal(size=(20, 20, 5)), labels, class_names=["a", "b", "c"])
     return HyperspectralPatchDataModule(
         scene=scene,
-        split={"protocol": "per_class", "seed": 0, "train_size": 0.3, "val_size": 0.2},
+        split={"protocol": "per_class", "seed": 0, "train_size": train_size, "val_size": 0.2},
         band_route="standardize",
         patch_size=3,
         img_size=8,
@@ -50,10 +50,10 @@ def _task(**kwargs) -> ClassificationTask:
     )
 
 
-def _trainer(callbacks: list) -> Trainer:
+def _trainer(callbacks: list, max_steps: int = 1) -> Trainer:
     return Trainer(
         accelerator="cpu",
-        max_steps=1,
+        max_steps=max_steps,
         limit_val_batches=1,
         num_sanity_val_steps=0,
         callbacks=callbacks,
@@ -74,6 +74,22 @@ def test_fit_weights_the_loss_by_the_training_counts():
     assert expected.max() > 2 * expected.min()  # the scene is imbalanced: the weights differ
     # Not saved: the checkpoint loads into a task built without the weights.
     assert "criterion.weight" not in task.state_dict()
+
+
+def test_a_resumed_fit_weights_by_the_checkpoint_split(tmp_path):
+    trained = _datamodule()
+    trainer = _trainer([BalancedClassWeights()])
+    trainer.fit(_task(), trained)
+    checkpoint = tmp_path / "run.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    # Configured now: 10 training pixels per class, whose weights would all be 1.
+    resumed, task = _datamodule(train_size=10), _task()
+    trainer = _trainer([BalancedClassWeights()], max_steps=2)
+    with pytest.warns(UserWarning, match="replaces the configured one"):
+        trainer.fit(task, resumed, ckpt_path=checkpoint)
+    expected = trained.class_weight_values()
+    assert len(set(expected)) == 3  # the restored split's weights differ from all-ones
+    np.testing.assert_allclose(task.criterion.weight.numpy(), expected, rtol=1e-6)
 
 
 def test_validate_alone_weights_the_loss_as_fit_does():
