@@ -4,8 +4,9 @@ For each split protocol (``per_class``: 10% of each class for training, the lite
 ``spatially_disjoint``: whole 16x16 blocks held out, with a buffer so that no training window
 touches a test pixel) and each seed, it trains and tests:
 
-- the classification formulation (a patch per pixel, ``ClassificationTask``) with every method:
-  full fine-tuning (``FULL``), ``LORA``, ``LORA_PLUS``, ``KRONA``, ``KRONA_PLUS``, ``LOKR``;
+- the classification formulation (a patch per pixel, ``ClassificationTask``) with every method of
+  the published grid: full fine-tuning (``FULL``), ``LORA``, ``LORA_PLUS``, ``KRONA``,
+  ``KRONA_PLUS``, ``LOKR`` (``--methods`` takes any registered method too);
 - the segmentation formulation (tiles, ``SemanticSegmentationTask`` + UNet) with the method of
   best mean classification OA (or ``--seg-method``);
 - an RBF SVM and a random forest on the standardised spectra of the same training pixels.
@@ -46,6 +47,7 @@ from hsi_models import (
     Geometry,
     build_task,
     machine_description,
+    method_choices,
     predict_patches,
     predict_tiles,
     quiet_libraries,
@@ -108,7 +110,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=method_choices(),
+        default=list(METHODS),
+        help="FULL and any registered adapter method (default: the published grid)",
+    )
     parser.add_argument(
         "--steps", type=int, default=100, help="optimizer steps per classification model"
     )
@@ -117,7 +125,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--seg-method",
-        choices=list(METHODS),
+        choices=method_choices(),
         help="method of the segmentation rows (default: best classification OA)",
     )
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")

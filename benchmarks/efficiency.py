@@ -1,11 +1,12 @@
 """Efficiency benchmark: every PEFT method against full fine-tuning, the floor and HF ``peft``.
 
 On the SpectralGPT-B geometry (12 blocks, width 768, 12 bands at 32x32 -> 64 tokens, batch 8)
-it measures, for full fine-tuning, the frozen-backbone floor, this library's LORA, LORA_PLUS,
-KRONA, KRONA_PLUS, LOKR and Hugging Face peft's LoRA and LoKr on the same targets (``attn.q``,
-``attn.v``): trainable parameters, file size per task, median training-step time, the peak memory
-a training step adds (each variant in its own process on CPU), and unmerged / merged inference
-time against the plain backbone; everything in float32 and under bf16 autocast.
+it measures, for full fine-tuning, the frozen-backbone floor, every method registered in this
+library (KRONA, KRONA_PLUS, LOKR, LORA, LORA_PLUS, ...) and Hugging Face peft's LoRA and LoKr on
+the same targets (``attn.q``, ``attn.v``): trainable parameters, file size per task, median
+training-step time, the peak memory a training step adds (each variant in its own process on CPU),
+and unmerged / merged inference time against the plain backbone; everything in float32 and under
+bf16 autocast.
 
 Usage::
 

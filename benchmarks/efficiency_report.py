@@ -14,6 +14,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from terratorch_hsi_peft.peft import registered_methods
 from terratorch_hsi_peft.utils.download import atomic_write
 
 __all__ = ["LABELS", "PRECISIONS", "markdown", "plot"]
@@ -23,11 +24,7 @@ PRECISIONS = ("float32", "bf16")
 LABELS = {
     "full": "full fine-tuning",
     "floor": "floor: frozen, head only",
-    "LORA": "LoRA (ours)",
-    "LORA_PLUS": "LoRA+ (ours)",
-    "KRONA": "KronA (ours)",
-    "KRONA_PLUS": "KronA+ (ours)",
-    "LOKR": "LoKr (ours)",
+    **{method.name: f"{method.label} (ours)" for method in registered_methods()},
     "peft LoRA": "LoRA (HF peft)",
     "peft LoKr": "LoKr (HF peft)",
 }

@@ -8,7 +8,9 @@ Variants differ only in what is trained:
 - ``full``: every parameter;
 - ``floor``: only the head, but the input requires a gradient, so the backward runs through every
   block down to the input: the cost no adapter on every block can go below;
-- ``LORA`` ... ``LOKR``: this library's adapters on ``attn.q`` and ``attn.v`` (+ the head);
+- every registered method of this library (``KRONA`` ... ``LORA_PLUS``, from
+  :func:`~terratorch_hsi_peft.peft.method_names`; a new method module adds a variant): its
+  adapters on ``attn.q`` and ``attn.v`` (+ the head), with ``r = alpha = rank`` where it has them;
 - ``peft LoRA`` / ``peft LoKr``: Hugging Face ``peft`` on the same targets (+ the head).
 """
 
@@ -27,12 +29,15 @@ from terratorch_hsi_peft.backbones.spectralgpt import SpectralGPTEncoder
 from terratorch_hsi_peft.peft import (
     adapter_file_bytes,
     apply_peft,
+    get_method,
     merge_adapters,
+    method_names,
     unmerge_adapters,
 )
 
 __all__ = [
     "FULL_GEOMETRY",
+    "OURS",
     "PEFT_VARIANTS",
     "QUICK_GEOMETRY",
     "VARIANTS",
@@ -44,20 +49,12 @@ __all__ = [
 ]
 
 TARGETS = ["attn.q", "attn.v"]
+#: This library's methods: every registered one.
+OURS = method_names()
 #: Every variant, in table order.
-VARIANTS = [
-    "full",
-    "floor",
-    "LORA",
-    "LORA_PLUS",
-    "KRONA",
-    "KRONA_PLUS",
-    "LOKR",
-    "peft LoRA",
-    "peft LoKr",
-]
+VARIANTS = ["full", "floor", *OURS, "peft LoRA", "peft LoKr"]
 #: The variants with adapters (merge/unmerge inference applies to them).
-PEFT_VARIANTS = VARIANTS[2:]
+PEFT_VARIANTS = [*OURS, "peft LoRA", "peft LoKr"]
 
 
 @dataclass(frozen=True)
@@ -223,8 +220,8 @@ def build_variant(name: str, geometry: Geometry, device: torch.device, seed: int
 def _ours(method: str) -> Callable[[nn.Module, Geometry], None]:
     def adapt(encoder: nn.Module, geometry: Geometry) -> None:
         kwargs: dict = {"target_modules": TARGETS}
-        if method in ("LORA", "LORA_PLUS", "LOKR"):
-            kwargs.update(r=geometry.rank, alpha=float(geometry.rank))
+        keys = get_method(method).options.option_names()
+        kwargs.update({key: geometry.rank for key in ("r", "alpha") if key in keys})
         apply_peft(encoder, {"method": method, "peft_config_kwargs": kwargs})
 
     return adapt
@@ -252,7 +249,7 @@ def _frozen(encoder: nn.Module, geometry: Geometry) -> None:
 _ADAPTERS: dict[str, Callable[[nn.Module, Geometry], None]] = {
     "full": lambda encoder, geometry: None,
     "floor": _frozen,
-    **{method: _ours(method) for method in PEFT_VARIANTS[:5]},
+    **{method: _ours(method) for method in OURS},
     "peft LoRA": _hf_peft("lora"),
     "peft LoKr": _hf_peft("lokr"),
 }

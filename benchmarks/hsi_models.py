@@ -34,6 +34,7 @@ from terratorch_hsi_peft.datamodules import (
     HyperspectralPatchDataModule,
     HyperspectralSceneDataModule,
 )
+from terratorch_hsi_peft.peft import get_method, method_names
 
 __all__ = [
     "METHODS",
@@ -43,6 +44,8 @@ __all__ = [
     "Geometry",
     "build_task",
     "machine_description",
+    "method_choices",
+    "peft_config_for",
     "predict_patches",
     "predict_tiles",
     "quiet_libraries",
@@ -51,7 +54,9 @@ __all__ = [
 
 _TARGETS = ["attn.q", "attn.v"]
 
-#: Every method of the grid: ``None`` is full fine-tuning, otherwise the factory's peft_config.
+#: The published accuracy grid (docs/results.md): ``None`` is full fine-tuning, otherwise the
+#: factory's peft_config. Kept explicit so the published results stay reproducible when methods
+#: are added; any other registered method runs through :func:`peft_config_for`.
 METHODS: dict[str, dict[str, Any] | None] = {
     "FULL": None,
     "LORA": {"method": "LORA", "peft_config_kwargs": {"target_modules": _TARGETS, "r": 4}},
@@ -66,6 +71,33 @@ METHODS: dict[str, dict[str, Any] | None] = {
     },
     "LOKR": {"method": "LOKR", "peft_config_kwargs": {"target_modules": _TARGETS, "r": 4}},
 }
+_unknown = [m for m, c in METHODS.items() if c is not None and get_method(c["method"]).name != m]
+if _unknown:  # a renamed or removed method must not leave the published grid silently wrong
+    raise RuntimeError(f"METHODS entries {_unknown} do not name their registered method.")
+
+
+def method_choices() -> list[str]:
+    """``FULL``, the published grid's methods, then every other registered method."""
+    return [*METHODS, *(m for m in method_names() if m not in METHODS)]
+
+
+def peft_config_for(method: str) -> dict[str, Any] | None:
+    """The factory's peft_config of ``method`` (None for ``FULL``).
+
+    The published grid's entry where it has one; otherwise the registered method on ``attn.q``
+    and ``attn.v`` with ``r=4`` and ``lr_ratio=16`` where it takes them (the grid's choices).
+
+    Raises:
+        ValueError: ``method`` is neither ``FULL`` nor a registered method.
+    """
+    if method in METHODS:
+        return METHODS[method]
+    if method not in method_names():
+        raise ValueError(f"Unknown method {method!r}; choose among {method_choices()}.")
+    keys = get_method(method).options.option_names()
+    kwargs: dict[str, Any] = {"target_modules": _TARGETS}
+    kwargs.update({key: value for key, value in (("r", 4), ("lr_ratio", 16)) if key in keys})
+    return {"method": method, "peft_config_kwargs": kwargs}
 
 
 @dataclass(frozen=True)
@@ -172,12 +204,11 @@ def build_task(
         geometry: encoder size and inputs.
         num_bands: bands after the datamodule's band route.
         num_classes: K.
-        method: a key of :data:`METHODS`.
+        method: ``FULL`` or a registered method (see :func:`peft_config_for`).
         lr: AdamW learning rate (adapters, head and decoder alike).
         ckpt_path: SpectralGPT checkpoint (official layout) loaded into the encoder.
     """
-    if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}; choose among {list(METHODS)}.")
+    peft_config = peft_config_for(method)
     builders = {
         "classification": classification_model_args,
         "segmentation": segmentation_model_args,
@@ -185,8 +216,8 @@ def build_task(
     if formulation not in builders:
         raise ValueError(f"formulation={formulation!r}: use 'classification' or 'segmentation'.")
     model_args = builders[formulation](geometry, num_bands, num_classes, ckpt_path)
-    if METHODS[method] is not None:
-        model_args["peft_config"] = METHODS[method]
+    if peft_config is not None:
+        model_args["peft_config"] = peft_config
     common = {
         "model_args": model_args,
         "model_factory": "PEFTEncoderDecoderFactory",

@@ -1,15 +1,21 @@
-"""The factory's ``peft_config``: TerraTorch's schema plus the plugin's keys, checked up front.
+"""The factory's ``peft_config``: TerraTorch's schema plus the plugin's keys, parsed once.
 
 TerraTorch's ``model_args.peft_config`` is ``{method, replace_qkv, peft_config_kwargs}``. The
 plugin adds two keys:
 
-- ``backend``: ``"plugin"`` (the plugin's adapters; default for its method names ``LORA``,
-  ``LORA_PLUS``, ``KRONA``, ``KRONA_PLUS``, ``LOKR``, case-insensitive, ``+`` for ``_PLUS``) or
-  ``"hf"`` (Hugging Face ``peft`` through TerraTorch's own code path; default for every other
-  ``peft`` method name, e.g. ``IA3``, ``LOHA``). ``LORA`` and ``LOKR`` exist in both: they mean
-  the plugin's unless ``backend: hf`` is given.
+- ``backend``: ``"plugin"`` (the plugin's registered methods, see
+  :mod:`terratorch_hsi_peft.peft.registry`; case-insensitive, ``+`` for ``_PLUS``) or ``"hf"``
+  (Hugging Face ``peft`` through TerraTorch's own code path). Without it a name only one side
+  knows goes to that side. A name both know is resolved as its plugin method declares
+  (``hf_peft_name_clash``): ``"plugin"`` (``LORA``, ``LOKR``) means the plugin's, and the model
+  build logs it and names ``backend: hf``; ``"require_backend"`` (a plugin method added after
+  Hugging Face ``peft`` had the name) makes it an error naming both choices, so a config written
+  for Hugging Face's method does not switch silently.
 - ``adapter_path``: a ``.safetensors`` adapter file (as written by
   :class:`~terratorch_hsi_peft.callbacks.AdapterCheckpoint`) loaded into the built model.
+
+:meth:`PeftSpec.parse` checks all of it once, at the factory; for the plugin backend the result
+holds the :class:`~terratorch_hsi_peft.peft.config.AdapterConfig` that injection uses as it is.
 """
 
 from __future__ import annotations
@@ -19,7 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from terratorch_hsi_peft.peft.config import PeftMethod
+from terratorch_hsi_peft.peft.config import AdapterConfig
+from terratorch_hsi_peft.peft.registry import (
+    AdapterMethod,
+    find_method,
+    hf_peft_methods,
+    method_names,
+)
 
 __all__ = ["BACKENDS", "PEFT_CONFIG_KEYS", "PeftSpec"]
 
@@ -35,16 +47,20 @@ class PeftSpec:
     Attributes:
         backend: ``"plugin"`` or ``"hf"``.
         method: the method name as the backend spells it (upper case).
-        replace_qkv: name of fused qkv Linears to split before adapting, or None.
-        peft_config_kwargs: keyword arguments of the backend's adapter configuration.
+        adapter: the plugin backend's validated adapter configuration (None for ``hf``).
+        hf_peft_config: the ``hf`` backend's ``{method, replace_qkv, peft_config_kwargs}`` for
+            TerraTorch's own peft code (None for ``plugin``).
         adapter_path: adapter file to load after building, or None.
+        backend_note: for a name both backends know, which one was used and how to pick the
+            other (the factory logs it); None otherwise.
     """
 
     backend: Literal["plugin", "hf"]
     method: str
-    replace_qkv: str | None
-    peft_config_kwargs: dict[str, Any]
+    adapter: AdapterConfig | None
+    hf_peft_config: dict[str, Any] | None
     adapter_path: Path | None
+    backend_note: str | None = None
 
     @classmethod
     def parse(cls, peft_config: Mapping[str, Any]) -> PeftSpec:
@@ -71,7 +87,7 @@ class PeftSpec:
         if "method" not in peft_config:
             raise ValueError(
                 "peft_config has no 'method'; set it to one of the plugin's methods "
-                f"{[m.value for m in PeftMethod]} or a Hugging Face peft method with backend: hf."
+                f"{method_names()} or a Hugging Face peft method with backend: hf."
             )
         backend = peft_config.get("backend")
         if backend is not None and backend not in BACKENDS:
@@ -79,7 +95,7 @@ class PeftSpec:
         method = peft_config["method"]
         if not isinstance(method, str):
             raise TypeError(f"peft_config method must be a string, got {method!r}.")
-        backend, method = _resolve_method(method, backend)
+        backend, plugin_method, note = _resolve_backend(method, backend)
         kwargs = peft_config.get("peft_config_kwargs") or {}
         if not isinstance(kwargs, Mapping):
             raise TypeError(f"peft_config_kwargs must be a mapping, got {kwargs!r}.")
@@ -91,36 +107,63 @@ class PeftSpec:
                     f"peft_config adapter_path {str(adapter_path)!r} is not a file; give the "
                     "adapters.safetensors a training run wrote, or drop adapter_path."
                 )
-        return cls(backend, method, peft_config.get("replace_qkv"), dict(kwargs), adapter_path)
-
-    def terratorch_peft_config(self) -> dict[str, Any]:
-        """The ``{method, replace_qkv, peft_config_kwargs}`` dict the backend consumes."""
-        return {
-            "method": self.method,
-            "replace_qkv": self.replace_qkv,
-            "peft_config_kwargs": dict(self.peft_config_kwargs),
+        replace_qkv = peft_config.get("replace_qkv")
+        if plugin_method is not None:
+            adapter = AdapterConfig.from_kwargs(plugin_method, kwargs, replace_qkv)
+            return cls("plugin", plugin_method.name, adapter, None, adapter_path, note)
+        hf_config = {
+            "method": method.upper(),
+            "replace_qkv": replace_qkv,
+            "peft_config_kwargs": dict(kwargs),
         }
+        return cls("hf", method.upper(), None, hf_config, adapter_path, note)
+
+    def resolved_peft_config(self) -> dict[str, Any]:
+        """``backend`` plus the backend's ``{method, replace_qkv, peft_config_kwargs}`` (the
+        plugin's with every default filled in)."""
+        config = self.adapter.to_peft_config() if self.adapter else dict(self.hf_peft_config)
+        return {"backend": self.backend, **config}
 
 
-def _resolve_method(method: str, backend: str | None) -> tuple[Literal["plugin", "hf"], str]:
-    if backend != "hf":
-        try:
-            return "plugin", PeftMethod.parse(method).value
-        except ValueError:
-            if backend == "plugin":
-                raise
-    hf_methods = _hf_methods()
-    if method.upper() in hf_methods:
-        return "hf", method.upper()
+def _resolve_backend(
+    method: str, backend: str | None
+) -> tuple[Literal["plugin", "hf"], AdapterMethod | None, str | None]:
+    """The backend, the plugin method (None for ``hf``) and a note for a name both know."""
+    plugin, hf_methods = find_method(method), hf_peft_methods()
+    in_hf = method.upper() in hf_methods
+    if backend == "plugin":
+        if plugin is None:
+            hint = ", or backend: hf for Hugging Face peft's." if in_hf else "."
+            raise ValueError(
+                f"{method!r} is not a plugin method (backend: plugin); use one of "
+                f"{method_names()}{hint}"
+            )
+        return "plugin", plugin, None
+    if backend == "hf":
+        if not in_hf:
+            raise ValueError(
+                f"{method!r} is not a Hugging Face peft method (backend: hf); use one of "
+                f"{sorted(hf_methods)}."
+            )
+        return "hf", None, None
+    if plugin is not None and in_hf:
+        if plugin.hf_peft_name_clash == "require_backend":
+            raise ValueError(
+                f"peft_config method {method!r} names two methods: the plugin's {plugin.name} "
+                f"({plugin.layer.__name__}) and Hugging Face peft's {method.upper()}. Add "
+                "backend: plugin or backend: hf to pick one."
+            )
+        return (
+            "plugin",
+            plugin,
+            f"peft_config method {method!r}: using the plugin's {plugin.name}; add backend: hf "
+            f"for Hugging Face peft's {method.upper()}.",
+        )
+    if plugin is not None:
+        return "plugin", plugin, None
+    if in_hf:
+        return "hf", None, None
     raise ValueError(
-        f"Unknown PEFT method {method!r}. Plugin methods: {[m.value for m in PeftMethod]}; "
+        f"Unknown PEFT method {method!r}. Plugin methods: {method_names()}; "
         f"Hugging Face peft methods (backend: hf): {sorted(hf_methods)}."
     )
-
-
-def _hf_methods() -> set[str]:
-    try:
-        from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
-    except ModuleNotFoundError:  # peft is optional: only the hf backend needs it
-        return set()
-    return {str(getattr(name, "value", name)) for name in PEFT_TYPE_TO_CONFIG_MAPPING}

@@ -6,7 +6,7 @@ In a TerraTorch YAML, switching an encoder-decoder pipeline to adapters takes tw
     model_args:
       ...                                   # unchanged EncoderDecoderFactory arguments
       peft_config:
-        method: KRONA_PLUS                  # LORA, LORA_PLUS, KRONA, KRONA_PLUS, LOKR
+        method: KRONA_PLUS                  # a registered method (peft.registry.method_names())
         replace_qkv: null                   # e.g. qkv for a fused-qkv ViT such as Prithvi
         peft_config_kwargs: {target_modules: [attn.q, attn.v], lr_ratio: 16}
         adapter_path: null                  # start from an adapters.safetensors
@@ -30,16 +30,13 @@ from terratorch_hsi_peft.models.adapter_file import load_adapter_file
 from terratorch_hsi_peft.models.peft_config import PeftSpec
 from terratorch_hsi_peft.models.peft_model import attach_adapters
 from terratorch_hsi_peft.models.summary import peft_summary
-from terratorch_hsi_peft.peft.config import PeftMethod
 from terratorch_hsi_peft.peft.io import ORIGIN_ATTR, random_init_origin
+from terratorch_hsi_peft.peft.registry import find_method, hf_peft_methods
 from terratorch_hsi_peft.registry import register_model_factory
 from terratorch_hsi_peft.terratorch_compat import TerraTorchIncompatibleError, guard_stock_peft
 from terratorch_hsi_peft.utils.cli_values import TEXT_OPTIONS, cli_scalar, cli_scalars
 
 __all__ = ["PEFTEncoderDecoderFactory"]
-
-#: Methods only the plugin has: under TerraTorch's own factory they end in a bare KeyError.
-_PLUGIN_ONLY = {m.value for m in PeftMethod} - {"LORA", "LOKR"}
 
 
 def _refuse_plugin_methods(get_peft_backbone: Callable) -> Callable:
@@ -51,11 +48,9 @@ def _refuse_plugin_methods(get_peft_backbone: Callable) -> Callable:
     @functools.wraps(get_peft_backbone)
     def guarded(peft_config: dict[str, Any], backbone: nn.Module) -> nn.Module:
         method = peft_config.get("method") if isinstance(peft_config, Mapping) else None
-        try:
-            plugin_method = isinstance(method, str) and PeftMethod.parse(method).value
-        except ValueError:
-            plugin_method = None
-        if plugin_method in _PLUGIN_ONLY:
+        # Methods only the plugin has: under TerraTorch's own factory they end in a KeyError.
+        plugin = find_method(method)
+        if plugin is not None and plugin.name not in hf_peft_methods():
             raise ValueError(
                 f"peft_config method {method!r} is a terratorch-hsi-peft method, which "
                 "TerraTorch's EncoderDecoderFactory cannot apply (it only knows Hugging Face peft "
@@ -123,9 +118,12 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         if peft_config is None:
             return factory.build_model(task, backbone, decoder, **kwargs)
         spec = PeftSpec.parse(peft_config)
+        if spec.backend_note is not None:
+            rank_zero_info(spec.backend_note)
         # TerraTorch applies Hugging Face peft itself; the plugin's adapters go on afterwards.
-        hf_config = spec.terratorch_peft_config() if spec.backend == "hf" else None
-        model = factory.build_model(task, backbone, decoder, peft_config=hf_config, **kwargs)
+        model = factory.build_model(
+            task, backbone, decoder, peft_config=spec.hf_peft_config, **kwargs
+        )
         attach_adapters(model, spec)
         _record_origin(model, backbone, kwargs)
         if spec.adapter_path is not None:

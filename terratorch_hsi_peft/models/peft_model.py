@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from torch import nn
 
 from terratorch_hsi_peft.models.peft_config import PeftSpec
-from terratorch_hsi_peft.peft.config import AdapterConfig
 from terratorch_hsi_peft.peft.inject import (
     adapter_layers,
     apply_peft,
@@ -42,23 +41,20 @@ def attach_adapters(model: nn.Module, spec: PeftSpec) -> nn.Module:
     :func:`_freeze_encoder_keeping_adapters`).
     """
     encoder = model.encoder
-    if spec.backend == "plugin":
-        config = AdapterConfig.from_peft_config(spec.terratorch_peft_config())
-        apply_peft(encoder, config)
-        resolved = config.to_peft_config()
+    if spec.adapter is not None:
+        apply_peft(encoder, spec.adapter)
         adapters = [
             p
             for layer in adapter_layers(encoder).values()
             for p in layer.adapter_parameters().values()
         ]
     else:  # get_peft_model left exactly the Hugging Face adapter tensors trainable
-        _check_hf_targets(encoder, spec.peft_config_kwargs.get("target_modules"))
+        _check_hf_targets(encoder, spec.hf_peft_config["peft_config_kwargs"].get("target_modules"))
         adapters = [p for p in encoder.parameters() if p.requires_grad]
-        resolved = spec.terratorch_peft_config()
     backbone = encoder.get_base_model() if hasattr(encoder, "get_base_model") else encoder
     trainable = _keep_trainable(encoder, [*adapters, *_backbone_extras(backbone)])
     setattr(model, TRAINABLE_ATTR, tuple(trainable))
-    setattr(model, SPEC_ATTR, {"backend": spec.backend, **resolved})
+    setattr(model, SPEC_ATTR, spec.resolved_peft_config())
     # freeze_backbone: true is applied after the factory returns; the stock freeze would freeze
     # the adapters too.
     override_freeze_encoder(model, _freeze_encoder_keeping_adapters)

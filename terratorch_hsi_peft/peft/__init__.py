@@ -1,7 +1,8 @@
 """Parameter-efficient fine-tuning of any PyTorch model's Linear layers.
 
-Methods: LoRA, LoRA+, KronA, KronA+ and LoKr (:class:`PeftMethod`). The configuration is
-TerraTorch's ``peft_config`` dict; this package does not import TerraTorch.
+Each method is one module of :mod:`terratorch_hsi_peft.peft.methods` that registers itself
+(:mod:`terratorch_hsi_peft.peft.registry`; :func:`method_names` lists them). The configuration is
+TerraTorch's ``peft_config`` dict.
 
 Example::
 
@@ -15,7 +16,7 @@ Example::
 """
 
 from terratorch_hsi_peft.peft.base import AdapterLinear
-from terratorch_hsi_peft.peft.config import AdapterConfig, PeftMethod
+from terratorch_hsi_peft.peft.config import AdapterConfig
 from terratorch_hsi_peft.peft.inject import (
     adapter_layers,
     apply_peft,
@@ -24,27 +25,40 @@ from terratorch_hsi_peft.peft.inject import (
     unmerge_adapters,
 )
 from terratorch_hsi_peft.peft.io import adapter_file_bytes, load_adapters, save_adapters
-from terratorch_hsi_peft.peft.krona import KronALinear
-from terratorch_hsi_peft.peft.lokr import LoKrLinear
-from terratorch_hsi_peft.peft.lora import LoRALinear
+from terratorch_hsi_peft.peft.methods.krona import KronALinear
+from terratorch_hsi_peft.peft.methods.lokr import LoKrLinear
+from terratorch_hsi_peft.peft.methods.lora import LoRALinear
 from terratorch_hsi_peft.peft.qkv import QKVSplit, split_qkv
+from terratorch_hsi_peft.peft.registry import (
+    AdapterMethod,
+    MethodOptions,
+    get_method,
+    method_names,
+    register_method,
+    registered_methods,
+)
 from terratorch_hsi_peft.peft.report import TrainableParameterReport, trainable_parameter_report
 
 __all__ = [
     "AdapterConfig",
     "AdapterLinear",
+    "AdapterMethod",
     "KronALinear",
     "LoKrLinear",
     "LoRALinear",
-    "PeftMethod",
+    "MethodOptions",
     "QKVSplit",
     "TrainableParameterReport",
     "adapter_file_bytes",
     "adapter_layers",
     "apply_peft",
     "find_targets",
+    "get_method",
     "load_adapters",
     "merge_adapters",
+    "method_names",
+    "register_method",
+    "registered_methods",
     "save_adapters",
     "split_qkv",
     "trainable_parameter_report",

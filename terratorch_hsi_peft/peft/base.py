@@ -52,7 +52,7 @@ class AdapterLinear(nn.Module, ABC):
         super().__init__()
         if not isinstance(base_layer, nn.Linear):
             raise TypeError(
-                f"{name}: {config.method.value} adapts nn.Linear layers only, got "
+                f"{name}: {config.method.name} adapts nn.Linear layers only, got "
                 f"{type(base_layer).__name__}; target the Linear layers inside it."
             )
         self.base_layer = base_layer
@@ -167,7 +167,7 @@ class AdapterLinear(nn.Module, ABC):
         weight.copy_(updated)
 
     def extra_repr(self) -> str:
-        return f"method={self.config.method.value}, scaling={self.scaling:g}, merged={self.merged}"
+        return f"method={self.config.method.name}, scaling={self.scaling:g}, merged={self.merged}"
 
 
 def _forget_base_digest(layer: AdapterLinear, state_dict: dict, prefix: str, *_) -> None:

@@ -1,72 +1,34 @@
-"""Adapter methods and their validated hyperparameters.
+"""The validated adapter configuration: method, targets and the method's options.
 
 The configuration is the dictionary TerraTorch takes as ``model_args.peft_config``::
 
     {"method": "KRONA_PLUS", "replace_qkv": None,
      "peft_config_kwargs": {"target_modules": ["attn.q", "attn.v"], "a_shape": [24, 24]}}
 
-:meth:`AdapterConfig.from_peft_config` turns it into an :class:`AdapterConfig`, rejecting unknown
-keys and out-of-range values with messages that name the problem and the fix.
+:meth:`AdapterConfig.from_peft_config` turns it into an :class:`AdapterConfig` (and
+:meth:`AdapterConfig.from_kwargs` does the same for a method already resolved, as the model
+factory does), rejecting unknown keys and out-of-range values with messages that name the problem
+and the fix. The keys each method takes come from its registration
+(:mod:`terratorch_hsi_peft.peft.registry`).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from enum import StrEnum
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["AdapterConfig", "PeftMethod"]
+from terratorch_hsi_peft.peft.registry import (
+    COMMON_KEYS,
+    AdapterMethod,
+    MethodOptions,
+    get_method,
+    method_names,
+)
 
+__all__ = ["AdapterConfig"]
 
-class PeftMethod(StrEnum):
-    """The adapter methods. Parsing is case-insensitive and accepts ``+`` for ``_PLUS``."""
-
-    LORA = "LORA"
-    LORA_PLUS = "LORA_PLUS"
-    KRONA = "KRONA"
-    KRONA_PLUS = "KRONA_PLUS"
-    LOKR = "LOKR"
-
-    @classmethod
-    def parse(cls, value: str | PeftMethod) -> PeftMethod:
-        """Return the method named by ``value`` ("krona+", "KronA_Plus", "LoRA", ...)."""
-        if isinstance(value, PeftMethod):
-            return value
-        if not isinstance(value, str):
-            raise TypeError(f"PEFT method must be a string, got {type(value).__name__}.")
-        key = value.strip().upper().replace("+", "_PLUS").replace("-", "_")
-        try:
-            return cls(key)
-        except ValueError:
-            valid = ", ".join(m.value for m in cls)
-            raise ValueError(f"Unknown PEFT method {value!r}; use one of {valid}.") from None
-
-    @property
-    def has_lr_ratio(self) -> bool:
-        """Whether the method gives one factor ``lr_ratio`` times the learning rate."""
-        return self in (PeftMethod.LORA_PLUS, PeftMethod.KRONA_PLUS)
-
-
-_COMMON = ("target_modules", "dropout")
-#: The ``peft_config_kwargs`` each method accepts.
-VALID_KWARGS: dict[PeftMethod, tuple[str, ...]] = {
-    PeftMethod.LORA: (*_COMMON, "r", "alpha"),
-    PeftMethod.LORA_PLUS: (*_COMMON, "r", "alpha", "lr_ratio"),
-    PeftMethod.KRONA: (*_COMMON, "a_shape", "b_shape", "scale", "zero_factor"),
-    PeftMethod.KRONA_PLUS: (
-        *_COMMON,
-        "a_shape",
-        "b_shape",
-        "scale",
-        "zero_factor",
-        "lr_ratio",
-        "lr_ratio_factor",
-    ),
-    PeftMethod.LOKR: (*_COMMON, "r", "alpha", "a_shape", "b_shape"),
-}
 #: Hugging Face peft spellings accepted so existing TerraTorch LoRA configs keep working.
 ALIASES = {"lora_alpha": "alpha", "lora_dropout": "dropout", "loraplus_lr_ratio": "lr_ratio"}
 _TOP_LEVEL_KEYS = ("method", "replace_qkv", "peft_config_kwargs")
@@ -77,57 +39,34 @@ class AdapterConfig:
     """Validated adapter settings, shared by every adapted layer of a model.
 
     Attributes:
-        method: the adapter method.
+        method: the registered adapter method.
         target_modules: module names matched like Hugging Face peft (a module whose qualified name
             equals an entry or ends with ``"." + entry``), or one string used as a full-match regex.
-        r: rank of LoRA's ``B A`` and of LoKr's second factor ``w2_a w2_b``.
-        alpha: LoRA / LoKr scale numerator; the update is scaled by ``alpha / r``.
+        options: the method's own settings (an instance of ``method.options``, checked).
         dropout: dropout probability on the adapter's input path (0 disables it).
-        a_shape: ``(a1, a2)`` of the first Kronecker factor (KronA ``A``, LoKr ``w1``);
-            ``None`` picks factors near sqrt(d) (768 -> 24).
-        b_shape: ``(b1, b2)`` of the second factor; ``a1 * b1 = d_out`` and ``a2 * b2 = d_in``.
-        scale: KronA's fixed scale ``s`` of ``s * (A kron B)``.
-        zero_factor: which KronA factor starts at zero (``"A"`` or ``"B"``); the other gets
-            Kaiming-uniform values, so the adapted model starts equal to the base model.
-        lr_ratio: lambda of the "+" methods: the learning-rate ratio of the lambda factor.
-        lr_ratio_factor: KronA+ factor that gets ``lr_ratio``: ``"zero"`` (the zero-initialised
-            one, like LoRA+'s ``B``), ``"A"`` or ``"B"``.
         replace_qkv: name of fused qkv Linear layers to split into q/k/v Linears first.
     """
 
-    method: PeftMethod
+    method: AdapterMethod
     target_modules: tuple[str, ...] | str
-    r: int = 8
-    alpha: float = 8.0
+    options: MethodOptions
     dropout: float = 0.0
-    a_shape: tuple[int, int] | None = None
-    b_shape: tuple[int, int] | None = None
-    scale: float = 1.0
-    zero_factor: Literal["A", "B"] = "A"
-    lr_ratio: float = 16.0
-    lr_ratio_factor: Literal["zero", "A", "B"] = "zero"
     replace_qkv: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "method", PeftMethod.parse(self.method))
-        object.__setattr__(self, "target_modules", _check_targets(self.target_modules))
-        _check_positive_int("r", self.r)
-        _check_positive_float("alpha", self.alpha)
-        _check_positive_float("lr_ratio", self.lr_ratio)
-        if not isinstance(self.scale, int | float) or not math.isfinite(self.scale):
-            raise TypeError(f"scale must be a finite number, got {self.scale!r}.")
-        if self.scale == 0:
-            raise ValueError("scale=0 switches the KronA update off; use a non-zero scale (1.0).")
-        if not isinstance(self.dropout, int | float) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}.")
-        for name in ("a_shape", "b_shape"):
-            object.__setattr__(self, name, _check_shape(name, getattr(self, name)))
-        if self.zero_factor not in ("A", "B"):
-            raise ValueError(f"zero_factor must be 'A' or 'B', got {self.zero_factor!r}.")
-        if self.lr_ratio_factor not in ("zero", "A", "B"):
-            raise ValueError(
-                f"lr_ratio_factor must be 'zero', 'A' or 'B', got {self.lr_ratio_factor!r}."
+        object.__setattr__(self, "method", get_method(self.method))
+        if type(self.options) is not self.method.options:
+            raise TypeError(
+                f"options of a {self.method.name} adapter must be "
+                f"{self.method.options.__name__}, got {type(self.options).__name__}."
             )
+        object.__setattr__(self, "target_modules", _check_targets(self.target_modules))
+        if (
+            isinstance(self.dropout, bool)
+            or not isinstance(self.dropout, int | float)
+            or not 0.0 <= self.dropout < 1.0
+        ):
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}.")
         if self.replace_qkv is not None and (
             not isinstance(self.replace_qkv, str) or not self.replace_qkv
         ):
@@ -151,26 +90,45 @@ class AdapterConfig:
             raise TypeError(f"Unknown peft_config keys {unknown}; valid: {list(_TOP_LEVEL_KEYS)}.")
         if "method" not in peft_config:
             raise ValueError(
-                f"peft_config has no 'method'; add one of {', '.join(m.value for m in PeftMethod)}."
+                f"peft_config has no 'method'; add one of {', '.join(method_names())}."
             )
-        method = PeftMethod.parse(peft_config["method"])
-        kwargs = peft_config.get("peft_config_kwargs") or {}
+        return cls.from_kwargs(
+            peft_config["method"],
+            peft_config.get("peft_config_kwargs"),
+            peft_config.get("replace_qkv"),
+        )
+
+    @classmethod
+    def from_kwargs(
+        cls,
+        method: str | AdapterMethod,
+        peft_config_kwargs: Mapping[str, Any] | None,
+        replace_qkv: str | None = None,
+    ) -> AdapterConfig:
+        """Build from a method and its ``peft_config_kwargs`` (Hugging Face aliases accepted).
+
+        Raises:
+            TypeError: unknown keys (the message lists the valid ones for the method).
+            ValueError: an unknown method, no ``target_modules`` or an out-of-range value.
+        """
+        method = get_method(method)
+        kwargs = peft_config_kwargs or {}
         if not isinstance(kwargs, Mapping):
             raise TypeError(
                 f"peft_config_kwargs must be a mapping such as {{target_modules: [attn.q, "
                 f"attn.v]}}, got {kwargs!r}."
             )
         kwargs = dict(kwargs)
+        valid = (*COMMON_KEYS, *method.options.option_names())
         for alias, name in ALIASES.items():
-            if alias in kwargs and name in VALID_KWARGS[method]:
+            if alias in kwargs and name in valid:
                 if name in kwargs:
                     raise TypeError(f"Give either {alias!r} or {name!r}, not both.")
                 kwargs[name] = kwargs.pop(alias)
-        valid = VALID_KWARGS[method]
         unknown = sorted(set(kwargs) - set(valid))
         if unknown:
             raise TypeError(
-                f"peft_config_kwargs {unknown} are not valid for {method.value}; valid keys: "
+                f"peft_config_kwargs {unknown} are not valid for {method.name}; valid keys: "
                 f"{list(valid)}."
             )
         if "target_modules" not in kwargs:
@@ -178,17 +136,15 @@ class AdapterConfig:
                 "peft_config_kwargs needs 'target_modules', the Linear layers to adapt, e.g. "
                 "['attn.q', 'attn.v']."
             )
-        return cls(method=method, replace_qkv=peft_config.get("replace_qkv"), **kwargs)
+        common = {key: kwargs.pop(key) for key in COMMON_KEYS if key in kwargs}
+        return cls(
+            method=method, options=method.options(**kwargs), replace_qkv=replace_qkv, **common
+        )
 
     def hyperparameters(self) -> dict[str, Any]:
         """The settings that shape the adapters of this method (saved in adapter files)."""
-        values = asdict(self)
-        keep = set(VALID_KWARGS[self.method]) - {"target_modules"}
-        out = {name: values[name] for name in sorted(keep)}
-        for name in ("a_shape", "b_shape"):
-            if out.get(name) is not None:
-                out[name] = list(out[name])
-        return out
+        values = {"dropout": self.dropout, **self.options.as_dict()}
+        return {name: values[name] for name in sorted(values)}
 
     def to_peft_config(self) -> dict[str, Any]:
         """The TerraTorch ``peft_config`` dict that rebuilds this configuration."""
@@ -196,7 +152,7 @@ class AdapterConfig:
         targets = self.target_modules
         kwargs["target_modules"] = targets if isinstance(targets, str) else list(targets)
         return {
-            "method": self.method.value,
+            "method": self.method.name,
             "replace_qkv": self.replace_qkv,
             "peft_config_kwargs": kwargs,
         }
@@ -221,33 +177,4 @@ def _check_targets(targets: Any) -> tuple[str, ...] | str:
     raise TypeError(
         f"target_modules must be a non-empty list of module names (e.g. ['attn.q', 'attn.v']) "
         f"or one regex string, got {targets!r}."
-    )
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive integer, got {value!r}.")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value}.")
-
-
-def _check_positive_float(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a positive number, got {value!r}.")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value}.")
-
-
-def _check_shape(name: str, value: Any) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    if (
-        isinstance(value, list | tuple)
-        and len(value) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
-    ):
-        return (int(value[0]), int(value[1]))
-    raise ValueError(
-        f"{name} must be two positive integers [rows, cols] (e.g. [24, 24]) or None for an "
-        f"automatic choice, got {value!r}."
     )

@@ -9,10 +9,7 @@ from typing import Any
 from torch import nn
 
 from terratorch_hsi_peft.peft.base import AdapterLinear
-from terratorch_hsi_peft.peft.config import AdapterConfig, PeftMethod
-from terratorch_hsi_peft.peft.krona import KronALinear
-from terratorch_hsi_peft.peft.lokr import LoKrLinear
-from terratorch_hsi_peft.peft.lora import LoRALinear
+from terratorch_hsi_peft.peft.config import AdapterConfig
 from terratorch_hsi_peft.peft.qkv import split_qkv
 
 __all__ = [
@@ -22,14 +19,6 @@ __all__ = [
     "merge_adapters",
     "unmerge_adapters",
 ]
-
-ADAPTER_CLASSES: dict[PeftMethod, type[AdapterLinear]] = {
-    PeftMethod.LORA: LoRALinear,
-    PeftMethod.LORA_PLUS: LoRALinear,
-    PeftMethod.KRONA: KronALinear,
-    PeftMethod.KRONA_PLUS: KronALinear,
-    PeftMethod.LOKR: LoKrLinear,
-}
 
 
 def apply_peft(model: nn.Module, config: Mapping[str, Any] | AdapterConfig) -> nn.Module:
@@ -60,7 +49,7 @@ def apply_peft(model: nn.Module, config: Mapping[str, Any] | AdapterConfig) -> n
         )
     if config.replace_qkv is not None:
         split_qkv(model, config.replace_qkv)
-    adapter_class = ADAPTER_CLASSES[config.method]
+    adapter_class = config.method.layer
     # Build every adapter before swapping any in, so a bad shape leaves the model unchanged.
     adapted = {
         name: adapter_class(model.get_submodule(name), config, name=name)

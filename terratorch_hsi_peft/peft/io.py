@@ -217,7 +217,7 @@ def _serialise(model: nn.Module, include: Sequence[str], base_model_name: str | 
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "library_version": _library_version(),
-        "method": config.method.value,
+        "method": config.method.name,
         "peft_config": json.dumps(config.to_peft_config()),
         "targets": json.dumps(sorted(layers)),
         "shapes": json.dumps({key: list(t.shape) for key, t in tensors.items()}),

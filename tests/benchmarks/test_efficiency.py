@@ -25,8 +25,6 @@ from efficiency_report import LABELS  # noqa: E402
 from efficiency_variants import PEFT_VARIANTS, QUICK_GEOMETRY, VARIANTS  # noqa: E402
 from results_md import update_markdown_section  # noqa: E402
 
-OURS = ["LORA", "LORA_PLUS", "KRONA", "KRONA_PLUS", "LOKR"]
-
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):

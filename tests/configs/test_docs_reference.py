@@ -2,12 +2,12 @@
 
 Each table of the page follows a ``<!-- options: <what> -->`` marker; its first column holds the
 option names, its second the defaults as YAML. They are compared with the signatures (datamodules,
-callbacks), the backbone factories' defaults and the PEFT configuration's valid keys.
+callbacks) and the backbone factories' defaults. The adapter methods' table is generated from the
+method registry (``tests/peft/test_registry.py`` keeps it current).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import inspect
 import re
@@ -19,7 +19,6 @@ from config_helpers import REPO_ROOT
 
 from terratorch_hsi_peft.backbones.factories import _COMMON_DEFAULTS
 from terratorch_hsi_peft.models import PEFT_CONFIG_KEYS
-from terratorch_hsi_peft.peft.config import VALID_KWARGS, AdapterConfig, PeftMethod
 
 PAGE = REPO_ROOT / "docs" / "configuration.md"
 ARCHITECTURE_KEYS = ("embed_dim", "depth", "num_heads")
@@ -109,21 +108,3 @@ def test_backbone_options_and_defaults():
 
 def test_peft_config_keys():
     assert [row[0] for row in tables()["peft_config"]] == list(PEFT_CONFIG_KEYS)
-
-
-def test_peft_config_kwargs_methods_and_defaults():
-    rows = tables()["peft_config_kwargs"]
-    fields = {f.name: f.default for f in dataclasses.fields(AdapterConfig)}
-    for option, default, methods, _ in rows:
-        listed = (
-            set(PeftMethod)
-            if methods == "all"
-            else {PeftMethod(m.strip()) for m in methods.split(",")}
-        )
-        assert listed == {m for m, keys in VALID_KWARGS.items() if option in keys}, option
-        expected = fields[option]
-        if expected is dataclasses.MISSING:
-            assert default == "required", option
-        else:
-            assert _default(default) == _code_default(expected), option
-    assert {row[0] for row in rows} == {key for keys in VALID_KWARGS.values() for key in keys}

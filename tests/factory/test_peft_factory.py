@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -20,12 +21,12 @@ from terratorch_hsi_peft.models import (
     save_adapter_file,
     unmerge_model_adapters,
 )
-from terratorch_hsi_peft.peft import adapter_layers
+from terratorch_hsi_peft.peft import adapter_layers, method_names
 
 # Also run against the newest TerraTorch on Python 3.12 (make compat).
 pytestmark = pytest.mark.compat
 
-PLUGIN_METHODS = ["LORA", "LORA_PLUS", "KRONA", "KRONA_PLUS", "LOKR"]
+PLUGIN_METHODS = method_names()
 
 
 def build(args: dict, peft_config: dict | None, seed: int = 0, task: str = "segmentation"):
@@ -159,6 +160,14 @@ def test_bad_peft_config_is_a_clear_error(prithvi_args, peft_config, error, mess
         build(prithvi_args, peft_config)
 
 
+def test_a_name_both_backends_know_logs_the_one_used_and_the_other(
+    prithvi_args, prithvi_peft, caplog
+):
+    with caplog.at_level(logging.INFO):
+        build(prithvi_args, {**prithvi_peft, "method": "lora"})
+    assert "using the plugin's LORA; add backend: hf for Hugging Face peft's LORA" in caplog.text
+
+
 def test_hf_backend_is_terratorchs_own_peft_path(prithvi_args, prithvi_peft):
     hf_config = {**prithvi_peft, "method": "LORA", "backend": "hf"}
     model = build(prithvi_args, hf_config)
@@ -201,9 +210,10 @@ def test_merging_nan_adapters_is_refused_on_both_backends(prithvi_args, prithvi_
 
 
 def test_hf_only_method_names_pass_through_to_hf(prithvi_args, prithvi_peft):
-    model = build(prithvi_args, {**prithvi_peft, "method": "LOHA"})
+    prithvi_peft["peft_config_kwargs"]["feedforward_modules"] = []  # IA3 needs the key
+    model = build(prithvi_args, {**prithvi_peft, "method": "IA3"})
     assert type(model.encoder).__name__ == "PeftModel"
-    assert all(".hada_" in n for n in trainable(model.encoder))
+    assert all(".ia3_l." in n for n in trainable(model.encoder))
 
 
 def _train_like(model: torch.nn.Module, seed: int = 1) -> None:
