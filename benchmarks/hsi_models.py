@@ -85,7 +85,8 @@ def peft_config_for(method: str) -> dict[str, Any] | None:
     """The factory's peft_config of ``method`` (None for ``FULL``).
 
     The published grid's entry where it has one; otherwise the registered method on ``attn.q``
-    and ``attn.v`` with ``r=4`` and ``lr_ratio=16`` where it takes them (the grid's choices).
+    and ``attn.v`` with ``r=4`` and ``lr_ratio=16`` where it takes them (the grid's choices),
+    with ``backend: plugin`` (a name Hugging Face peft also has is the plugin's here).
 
     Raises:
         ValueError: ``method`` is neither ``FULL`` nor a registered method.
@@ -97,7 +98,7 @@ def peft_config_for(method: str) -> dict[str, Any] | None:
     keys = get_method(method).options.option_names()
     kwargs: dict[str, Any] = {"target_modules": _TARGETS}
     kwargs.update({key: value for key, value in (("r", 4), ("lr_ratio", 16)) if key in keys})
-    return {"method": method, "peft_config_kwargs": kwargs}
+    return {"method": method, "backend": "plugin", "peft_config_kwargs": kwargs}
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from terratorch_hsi_peft.callbacks import MergeAdaptersForPredict
 from terratorch_hsi_peft.export import main as export_main
 from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory, load_adapter_file
-from terratorch_hsi_peft.peft import adapter_layers
+from terratorch_hsi_peft.peft import adapter_layers, get_method, method_names
 
 pytestmark = pytest.mark.slow
 
@@ -240,6 +240,28 @@ def test_fit_reports_the_adapters_and_where_their_file_went(
     written = Path(cli.trainer.checkpoint_callback.dirpath) / "adapters.safetensors"
     assert f"AdapterCheckpoint: wrote {written} (" in text
     assert "adapters " in text.split(f"wrote {written}")[1].splitlines()[0]
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_every_registered_method_trains_from_yaml_and_writes_its_adapter_file(
+    method, tmp_path, prithvi_args, prithvi_peft
+):
+    prithvi_peft.update(method=method, backend="plugin")
+    cli = fit(to_peft(stock_config(tmp_path, prithvi_args), prithvi_peft), tmp_path / "peft.yaml")
+    layers = adapter_layers(cli.model.model.encoder)
+    assert len(layers) == 8  # q and v of 4 blocks
+    assert all(isinstance(layer, get_method(method).layer) for layer in layers.values())
+    adapters = {
+        f"model.encoder.{layer_name}.{name}"
+        for layer_name, layer in layers.items()
+        for name in layer.adapter_parameters()
+    }
+    assert adapters <= changed(cli)  # every adapter tensor trained
+    written = Path(cli.trainer.checkpoint_callback.dirpath) / "adapters.safetensors"
+    stored = load_file(written)
+    assert {f"model.{name}" for name in stored if name.startswith("encoder.")} == adapters
+    with safe_open(written, "pt") as f:
+        assert f.metadata()["method"] == get_method(method).name
 
 
 def test_merged_export_loads_in_stock_terratorch_and_predicts_the_same(

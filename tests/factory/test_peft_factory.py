@@ -61,7 +61,8 @@ def test_factory_is_registered_for_yaml_use():
 def test_adapters_train_base_frozen_and_output_starts_at_stock_model(
     method, prithvi_args, prithvi_peft
 ):
-    prithvi_peft["method"] = method.lower()  # method names are case-insensitive
+    # Method names are case-insensitive; backend: plugin also picks a name Hugging Face peft has.
+    prithvi_peft.update(method=method.lower(), backend="plugin")
     model = build(prithvi_args, prithvi_peft)
     adapters = adapter_names(model.encoder)
     assert len(adapter_layers(model.encoder)) == 8  # q and v of 4 blocks
@@ -293,7 +294,8 @@ def test_adapter_file_of_another_random_base_is_refused(
 
 def test_merged_forward_equals_unmerged(prithvi_args, prithvi_peft):
     for method in PLUGIN_METHODS:
-        model = build(prithvi_args, {**prithvi_peft, "method": method}).eval()
+        model = build(prithvi_args, {**prithvi_peft, "method": method, "backend": "plugin"})
+        model.eval()
         _train_like(model)
         x = torch.randn(2, 3, 32, 32)
         unmerged = model(x).output
