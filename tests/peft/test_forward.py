@@ -172,7 +172,10 @@ def test_bf16_base_weights_keep_float32_adapters(method, toy_vit):
     x = torch.randn(2, 7, 48, dtype=torch.bfloat16)
     out = layer(x)
     assert out.dtype == torch.bfloat16
-    expected = dense_reference(layer, method, x)
+    # The layer's own dense update in float64 (each method's is checked against an independent
+    # reference above or in its own test file): only the bf16 rounding is measured here.
+    weight = layer.base_layer.weight.double() + layer.scaling * layer.delta_weight().double()
+    expected = x.double() @ weight.T + layer.base_layer.bias.double()
     torch.testing.assert_close(out.double(), expected, rtol=3e-2, atol=3e-2)
 
 
