@@ -31,7 +31,8 @@ __all__ = ["AdapterConfig"]
 
 #: Hugging Face peft spellings accepted so existing TerraTorch LoRA configs keep working.
 ALIASES = {"lora_alpha": "alpha", "lora_dropout": "dropout", "loraplus_lr_ratio": "lr_ratio"}
-_TOP_LEVEL_KEYS = ("method", "replace_qkv", "peft_config_kwargs")
+#: ``backend`` may only say ``plugin``: the method files of configs/methods/ name it.
+_TOP_LEVEL_KEYS = ("method", "backend", "replace_qkv", "peft_config_kwargs")
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,12 @@ class AdapterConfig:
         if "method" not in peft_config:
             raise ValueError(
                 f"peft_config has no 'method'; add one of {', '.join(method_names())}."
+            )
+        if peft_config.get("backend") not in (None, "plugin"):
+            raise ValueError(
+                f"peft_config backend={peft_config['backend']!r}: apply_peft puts the plugin's "
+                "adapters on (backend: plugin or none). For Hugging Face peft's methods use "
+                "peft.get_peft_model, or PEFTEncoderDecoderFactory with backend: hf."
             )
         return cls.from_kwargs(
             peft_config["method"],

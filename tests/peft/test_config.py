@@ -50,6 +50,13 @@ def test_defaults_and_round_trip():
     )
 
 
+def test_backend_plugin_is_accepted_as_the_factory_spells_it():
+    config = {**peft_config("KRONA"), "backend": "plugin"}
+    assert AdapterConfig.from_peft_config(config) == AdapterConfig.from_peft_config(
+        peft_config("KRONA")
+    )
+
+
 @pytest.mark.parametrize(
     ("config", "error", "message"),
     [
@@ -60,6 +67,11 @@ def test_defaults_and_round_trip():
         ),
         ({"peft_config_kwargs": {"target_modules": ["q"]}}, ValueError, "has no 'method'"),
         ({"method": "LORA", "kwargs": {}}, TypeError, r"Unknown peft_config keys \['kwargs'\]"),
+        (
+            {"method": "LORA", "backend": "hf", "peft_config_kwargs": {"target_modules": ["q"]}},
+            ValueError,
+            "backend='hf': apply_peft puts the plugin's adapters on .* backend: hf",
+        ),
         (
             {"method": "LORA", "peft_config_kwargs": [["target_modules", "q"]]},
             TypeError,
