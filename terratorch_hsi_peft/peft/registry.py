@@ -36,6 +36,7 @@ __all__ = [
     "hf_peft_methods",
     "method_names",
     "methods_markdown",
+    "normalise_name",
     "option",
     "register_method",
     "registered_methods",
@@ -157,6 +158,11 @@ def register_method(method: AdapterMethod) -> AdapterMethod:
         raise TypeError(f"{method.name}: options must be a MethodOptions dataclass.")
     if not (isinstance(method.layer, type) and issubclass(method.layer, AdapterLinear)):
         raise TypeError(f"{method.name}: layer must be an AdapterLinear subclass.")
+    if method.hf_peft_name_clash not in (None, "plugin", "require_backend"):
+        raise ValueError(
+            f"{method.name}: hf_peft_name_clash must be None, 'plugin' or 'require_backend', got "
+            f"{method.hf_peft_name_clash!r}."
+        )
     clash = set(method.options.option_names()) & set(COMMON_KEYS)
     if clash:
         raise ValueError(f"{method.name}: {sorted(clash)} are common keys; do not redeclare them.")

@@ -85,6 +85,7 @@ def _method(name: str, **kwargs) -> AdapterMethod:
         (_method("LORA", hf_peft_name_clash="plugin"), "LORA is registered already"),
         (_method("krona"), "must be upper case .* 'KRONA'"),
         (_method("IA3"), "IA3 is also a Hugging Face peft method: declare hf_peft_name_clash"),
+        (_method("NEW_METHOD", hf_peft_name_clash="hf"), "must be None, 'plugin' or"),
     ],
 )
 def test_registration_refuses_duplicates_and_silent_shadowing(method, message):
