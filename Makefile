@@ -1,4 +1,5 @@
-# The two entry points of the README: `make quickstart` and `make test`.
+# The two entry points of the README: `make quickstart` and `make test` (`make test-fast` skips
+# the tests marked slow, for day-to-day work).
 # Both create (or reuse) the virtual environment in .venv and are idempotent.
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +11,7 @@ DATA ?= ../shared/data
 # The test suite reads the real scenes from HSI_SHARED_DATA (an environment value wins over DATA).
 export HSI_SHARED_DATA ?= $(abspath $(DATA))
 
-.PHONY: setup quickstart test lint docs compat wheel-check clean
+.PHONY: setup quickstart test test-fast lint docs compat wheel-check clean
 
 setup: $(STAMP)
 
@@ -26,6 +27,9 @@ quickstart: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
