@@ -1,8 +1,9 @@
 """The figures the docs state about the shipped configs, computed from the configs themselves.
 
-- ``paper-sizes`` (docs/reproduce_paper.md): for each ``configs/paper/`` method, SpectralGPT-B
-  built as the config builds it (``backbone_pretrained`` off: sizes do not depend on the weights),
-  its trainable parameters, and the file a run leaves: ``AdapterCheckpoint``'s
+- ``paper-sizes`` (docs/reproduce_paper.md): for each of the paper's methods, SpectralGPT-B
+  built as ``configs/paper/spectralgpt_b.yaml`` with the method's file of ``configs/methods/``
+  builds it (``backbone_pretrained`` off: sizes do not depend on the weights), its trainable
+  parameters, and the file a run leaves: ``AdapterCheckpoint``'s
   ``adapters.safetensors`` (measured by writing it), or for full fine-tuning the float32 weights
   and the weights plus AdamW's two moments (what ``last.ckpt`` holds, 12 bytes per parameter,
   computed; Lightning adds a few kB of metadata).
@@ -38,11 +39,15 @@ HEADING = "## What a run stores"
 
 
 def paper_model_args(method: str) -> dict[str, Any]:
-    """``model_args`` of ``configs/paper/spectralgpt_b_<method>.yaml``, without weight download."""
-    path = REPO_ROOT / "configs" / "paper" / f"spectralgpt_b_{method}.yaml"
+    """``model_args`` of ``configs/paper/spectralgpt_b.yaml`` with the ``peft_config`` of
+    ``configs/methods/<method>.yaml`` (none for ``full``), without weight download."""
+    path = REPO_ROOT / "configs" / "paper" / "spectralgpt_b.yaml"
     config = yaml.safe_load(path.read_text())
     model_args = copy.deepcopy(config["model"]["init_args"]["model_args"])
     model_args["backbone_pretrained"] = False
+    if method != "full":
+        method_file = REPO_ROOT / "configs" / "methods" / f"{method}.yaml"
+        model_args["peft_config"] = yaml.safe_load(method_file.read_text())
     return model_args
 
 
@@ -103,8 +108,8 @@ def paper_sizes_markdown(rows: list[dict[str, Any]]) -> str:
     """The generated section of docs/reproduce_paper.md."""
     lines = [
         "Computed by `python benchmarks/doc_figures.py --out docs/reproduce_paper.md` from the "
-        "`configs/paper/` files (SpectralGPT-B, 12 bands at 32 x 32, the MLP head 768 -> 256 -> "
-        "16); `tests/test_doc_figures.py` checks it.",
+        "paper's task file with each method file (SpectralGPT-B, 12 bands at 32 x 32, the MLP "
+        "head 768 -> 256 -> 16); `tests/test_doc_figures.py` checks it.",
         "",
         "| method | trainable parameters | of which adapters | file a run leaves | size |",
         "|---|---:|---:|---|---:|",

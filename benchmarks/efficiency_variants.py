@@ -69,7 +69,7 @@ class Geometry:
     rank: int
     bands: int = 12
     classes: int = 16
-    head_width: int = 256  # configs/paper/*.yaml: head_dim_list [256]
+    head_width: int = 256  # configs/paper/spectralgpt_b.yaml: head_dim_list [256]
 
     @property
     def tokens(self) -> int:

@@ -178,10 +178,11 @@ def _report(results: dict[str, Any], root: Path) -> str:
         f"  {name:<46} {100 * f['OA']:6.2f} {100 * f['AA']:6.2f} {f['Kappa']:7.4f}"
         for name, f in rows
     )
-    experiment = "configs/indian_pines/classification/krona_plus.yaml"
     command = (
         "terratorch fit --config configs/base/trainer.yaml "
-        f"--config configs/data/indian_pines_patch.yaml --config {experiment} "
+        "--config configs/data/indian_pines_patch.yaml "
+        "--config configs/indian_pines/classification.yaml "
+        '--model.init_args.model_args.peft_config "$(cat configs/methods/krona_plus.yaml)" '
         f"--data.init_args.root {root}"
     )
     return f"""
@@ -194,8 +195,8 @@ Figures: {OUTPUT_DIR / "results.json"}; wall time {minutes} min {seconds:02d} s.
 
 The same with the official SpectralGPT+ weights (downloaded once) and KronA+ adapters:
   {command}
-then `test` / `predict` with the same configs and
-  --ckpt_path outputs/indian_pines/classification/krona_plus/checkpoints/last.ckpt
+then `test` / `predict` with the same arguments and
+  --ckpt_path outputs/indian_pines/classification/version_0/checkpoints/last.ckpt
 (the other methods and tasks: configs/manifest.yaml).
 """
 

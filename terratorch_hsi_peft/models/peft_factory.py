@@ -102,7 +102,7 @@ class PEFTEncoderDecoderFactory(ModelFactory):
                 ``--model.init_args.model_args.backbone_pretrained false`` work (see
                 :mod:`terratorch_hsi_peft.utils.cli_values`).
                 ``num_classes`` is the exception: the stock task reads it before any factory
-                runs, so set it in a copy of the experiment file (docs/configuration.md).
+                runs, so set it in a copy of the task file (docs/configuration.md).
             peft_config: ``method``, ``backend``, ``replace_qkv``, ``peft_config_kwargs``,
                 ``adapter_path`` (see :class:`~terratorch_hsi_peft.models.peft_config.PeftSpec`).
 

@@ -1,77 +1,76 @@
-"""The experiment files of one task differ only where their methods differ, and agree with data."""
+"""A task file and a method file compose into one run; the composed runs agree with their data."""
 
 from __future__ import annotations
 
-import copy
+import shlex
 from typing import Any
 
 import pytest
 import yaml
-from config_helpers import CONFIGS, command_args, config_paths, manifest
+from config_helpers import (
+    CONFIGS,
+    METHOD_FILES,
+    command_args,
+    config_paths,
+    finetuning,
+    manifest,
+    peft_config,
+)
 
-from terratorch_hsi_peft.peft.config import AdapterConfig
+from terratorch_hsi_peft.models import PEFT_CONFIG_KEYS, PeftSpec
 
-TASK_FOLDERS = [
-    "indian_pines/classification",
-    "indian_pines/segmentation",
-    "indian_pines/segmentation_linear",
-    "paper",
-]
 PEFT_CALLBACKS = {
     "terratorch_hsi_peft.callbacks.AdapterCheckpoint",
     "terratorch_hsi_peft.callbacks.MergeAdaptersForPredict",
 }
+FULL_FINETUNING = CONFIGS / "full_finetuning.yaml"
 
 
 def _load(path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
 
-def _method(path) -> str:
-    return path.stem.removeprefix("spectralgpt_b_")
+def _task_files() -> list:
+    files = [config_paths(shlex.split(command))[-1] for command in finetuning()["tasks"].values()]
+    assert files, "configs/manifest.yaml lists no fine-tuning task"
+    return files
 
 
-def _shared_part(config: dict[str, Any]) -> dict[str, Any]:
-    """The config without what legitimately depends on the method and the run's name."""
-    config = copy.deepcopy(config)
-    trainer, task = config["trainer"], config["model"]["init_args"]
-    del trainer["default_root_dir"], trainer["logger"]
-    trainer["callbacks"] = [
-        {k: v for k, v in cb.items() if k != "init_args"}
-        for cb in trainer["callbacks"]
-        if cb["class_path"] not in PEFT_CALLBACKS
+@pytest.mark.parametrize("path", METHOD_FILES, ids=lambda p: p.stem)
+def test_each_method_file_is_the_peft_config_its_name_says(path):
+    """Only ``peft_config`` keys (no other block), checked as the factory checks them, naming its
+    backend where a Hugging Face peft method has the same name; every composed run builds its
+    model in tests/configs/test_manifest.py."""
+    peft = _load(path)
+    assert set(peft) <= set(PEFT_CONFIG_KEYS), "a method file holds the value of peft_config"
+    spec = PeftSpec.parse(peft)
+    assert (spec.backend, spec.method) == ("plugin", path.stem.upper())
+    assert spec.backend_note is None, spec.backend_note
+    assert spec.adapter.target_modules == ("attn.q", "attn.v")
+    assert spec.adapter_path is None  # a method, not a trained run
+
+
+def test_the_method_files_cover_the_papers_methods():
+    assert {p.stem for p in METHOD_FILES} >= {"lora", "lora_plus", "krona", "krona_plus", "lokr"}
+
+
+@pytest.mark.parametrize("path", _task_files(), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_task_files_leave_the_method_out_and_full_fine_tuning_drops_the_adapter_callbacks(path):
+    config = _load(path)
+    task = config["model"]["init_args"]
+    assert task["model_factory"] == "PEFTEncoderDecoderFactory"
+    assert "peft_config" not in task["model_args"], "the method comes from configs/methods/"
+    logger_name = config["trainer"]["logger"]["init_args"]["name"]
+    assert config["trainer"]["default_root_dir"] == f"outputs/{logger_name}"
+    callbacks = config["trainer"]["callbacks"]
+    assert {cb["class_path"] for cb in callbacks} >= PEFT_CALLBACKS
+    # configs/full_finetuning.yaml replaces the list: the same callbacks without the adapter ones.
+    full = _load(FULL_FINETUNING)
+    assert full["trainer"]["callbacks"] == [
+        cb for cb in callbacks if cb["class_path"] not in PEFT_CALLBACKS
     ]
-    del task["model_factory"], task["lr"]
-    task["model_args"].pop("peft_config", None)
-    return config
-
-
-@pytest.mark.parametrize("folder", TASK_FOLDERS)
-def test_method_files_of_a_task_share_everything_else(folder):
-    files = sorted((CONFIGS / folder).glob("*.yaml"))
-    assert {_method(f) for f in files} >= {"full", "krona_plus"}
-    shared = {f.name: _shared_part(_load(f)) for f in files}
-    reference = shared.pop(files[0].name)
-    for name, part in shared.items():
-        assert part == reference, f"{folder}/{name} differs from {files[0].name} beyond its method"
-
-
-@pytest.mark.parametrize("folder", TASK_FOLDERS)
-def test_each_file_sets_up_the_method_its_name_says(folder):
-    for path in sorted((CONFIGS / folder).glob("*.yaml")):
-        config = _load(path)
-        task = config["model"]["init_args"]
-        callbacks = {cb["class_path"] for cb in config["trainer"]["callbacks"]}
-        peft = task["model_args"].get("peft_config")
-        if _method(path) == "full":
-            assert task["model_factory"] == "EncoderDecoderFactory" and peft is None
-            assert not callbacks & PEFT_CALLBACKS
-            continue
-        assert task["model_factory"] == "PEFTEncoderDecoderFactory"
-        adapter = AdapterConfig.from_peft_config(peft)  # valid keys and values
-        assert adapter.method.name == _method(path).upper()
-        assert adapter.target_modules == ("attn.q", "attn.v")
-        assert callbacks >= PEFT_CALLBACKS
+    assert set(full) == {"trainer", "model"} and set(full["model"]["init_args"]) == {"lr"}
+    assert full["model"]["init_args"]["lr"] < task["lr"]
 
 
 @pytest.mark.parametrize("name", sorted(manifest()))
@@ -106,15 +105,23 @@ def test_model_matches_data_and_schedule_matches_epochs(name):
 
 def test_paper_setup():
     """Ligan et al. 2025: PCA to 12, 32x32 patches, SpectralGPT-B pretrained, Q and V, MLP head."""
-    for name in (n for n in manifest() if n.startswith("paper/")):
+    names = [n for n in manifest() if n.startswith("paper/")]
+    assert {n.rsplit("/", 1)[-1] for n in names} >= {"full", "krona_plus"}
+    for name in names:
         paths = config_paths(command_args(name))
         data = next(_load(p)["data"]["init_args"] for p in paths if "data" in _load(p))
-        model_args = _load(paths[-1])["model"]["init_args"]["model_args"]
+        model_args = next(
+            _load(p)["model"]["init_args"]["model_args"]
+            for p in reversed(paths)
+            if "model_args" in _load(p).get("model", {}).get("init_args", {})
+        )
         assert (data["band_route"], data["num_components"], data["img_size"]) == ("pca", 12, 32)
         assert model_args["backbone"] == "spectralgpt_vit_base"
         assert model_args["backbone_pretrained"] is True
         assert model_args["necks"] == [{"name": "AggregateTokens", "pooling": "mean"}]
         assert len(model_args["head_dim_list"]) == 1
+        peft = peft_config(command_args(name))
+        assert peft is None or peft["peft_config_kwargs"]["target_modules"] == ["attn.q", "attn.v"]
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

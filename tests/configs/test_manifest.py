@@ -14,7 +14,18 @@ import sys
 import pytest
 import torch
 import yaml
-from config_helpers import CONFIGS, REPO_ROOT, command_args, config_paths, manifest, offline_args
+from config_helpers import (
+    CONFIGS,
+    METHOD_FILES,
+    REPO_ROOT,
+    command_args,
+    config_paths,
+    finetuning,
+    flag_value,
+    manifest,
+    offline_args,
+    peft_config,
+)
 from terratorch.cli_tools import build_lightning_cli
 
 from terratorch_hsi_peft.pretraining import SpectralGPTMAE
@@ -30,21 +41,42 @@ def test_manifest_lists_every_experiment_file_and_only_existing_files():
     listed = {path for name in EXPERIMENTS for path in config_paths(command_args(name))}
     missing = sorted(str(p.relative_to(REPO_ROOT)) for p in listed if not p.is_file())
     assert not missing, f"manifest commands name missing files: {missing}"
-    experiment_files = {
-        p for p in CONFIGS.rglob("*.yaml") if p.parent.name not in ("base", "data", "methods")
-    } - {CONFIGS / "manifest.yaml"}
+    method_values = set(METHOD_FILES)  # passed as peft_config values, not with --config
+    experiment_files = (
+        {p for p in CONFIGS.rglob("*.yaml") if p.parent.name not in ("base", "data")}
+        - {CONFIGS / "manifest.yaml"}
+        - method_values
+    )
     unlisted = sorted(str(p.relative_to(REPO_ROOT)) for p in experiment_files - listed)
     assert not unlisted, f"experiment files no manifest command runs: {unlisted}"
+
+
+def test_every_task_runs_with_full_fine_tuning_and_every_method_file():
+    names = set(EXPERIMENTS)
+    for task in finetuning()["tasks"]:
+        for method in ["full", *(path.stem for path in METHOD_FILES)]:
+            assert f"{task}/{method}" in names
+    args = command_args("indian_pines/classification/krona_plus")
+    assert peft_config(args) == yaml.safe_load(
+        (CONFIGS / "methods" / "krona_plus.yaml").read_text()
+    )
+    assert peft_config(command_args("indian_pines/classification/full")) is None
 
 
 def test_every_experiment_has_its_own_output_folder():
     folders = {}
     for name in EXPERIMENTS:
-        experiment = config_paths(command_args(name))[-1]
-        text = experiment.read_text()
-        assert f"default_root_dir: outputs/{name}\n" in text, name
-        assert f"dirpath: outputs/{name}/checkpoints," in text, name
-        folders[name] = name
+        args = command_args(name)
+        logger_name = flag_value(args, "--trainer.logger.init_args.name")
+        if logger_name is not None:  # a composed fine-tuning run
+            assert flag_value(args, "--trainer.default_root_dir") == f"outputs/{name}"
+        else:  # a listed experiment: its file names its folders
+            text = config_paths(args)[-1].read_text()
+            assert f"default_root_dir: outputs/{name}\n" in text, name
+            assert f"dirpath: outputs/{name}/checkpoints," in text, name
+            logger_name = yaml.safe_load(text)["trainer"]["logger"]["init_args"]["name"]
+        assert logger_name == name
+        folders[name] = logger_name
     assert len(set(folders.values())) == len(EXPERIMENTS)
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import shlex
+import itertools
+import json
 from pathlib import Path
 
 import yaml
+from config_helpers import REPO_ROOT, command_args
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 #: A small SpectralGPT: width 48 (6 x 8 Kronecker factors), 2 blocks.
 SMALL = {
     "backbone_pretrained": False,
@@ -15,22 +16,37 @@ SMALL = {
     "backbone_depth": 2,
     "backbone_num_heads": 2,
 }
+PEFT_FLAG = "--model.init_args.model_args.peft_config"
+
+
+def _small_peft(peft: dict) -> dict:
+    for key in ("a_shape", "b_shape"):  # the shipped 24x24 kron 32x32 fits width 768 only
+        peft["peft_config_kwargs"].pop(key, None)
+    return peft
 
 
 def small_copy(experiment: str, folder: Path) -> list[str]:
-    """The manifest command of ``experiment`` with its model file copied small and offline."""
-    manifest = yaml.safe_load((REPO_ROOT / "configs" / "manifest.yaml").read_text())
-    args = shlex.split(manifest["experiments"][experiment]["command"])[1:]
-    config_path = REPO_ROOT / args[-1]
-    config = yaml.safe_load(config_path.read_text())
-    model_args = config["model"]["init_args"]["model_args"]
-    model_args.update(SMALL)
-    for neck in model_args.get("necks", []):
-        if neck["name"] == "SelectIndices":  # the shipped indices are layers of 12 blocks
-            depth = SMALL["backbone_depth"]
-            neck["indices"] = [index * depth // 12 for index in neck["indices"]]
-    for key in ("a_shape", "b_shape"):  # the shipped 24x24 kron 32x32 fits width 768 only
-        model_args["peft_config"]["peft_config_kwargs"].pop(key)
-    copy = folder / config_path.name
-    copy.write_text(yaml.safe_dump(config, sort_keys=False))
-    return [str(REPO_ROOT / a) if a.startswith("configs/") else a for a in args[:-1]] + [str(copy)]
+    """The manifest command of ``experiment``, as the shell passes it, with its model file copied
+    small and offline (the method, file or flag, loses its Kronecker shapes: defaults fit)."""
+    out = []
+    for flag, value in itertools.pairwise(["", *command_args(experiment)]):
+        if flag == PEFT_FLAG:
+            value = json.dumps(_small_peft(yaml.safe_load(value)))
+        elif flag == "--config":
+            config_path = REPO_ROOT / value
+            config = yaml.safe_load(config_path.read_text())
+            model_args = config.get("model", {}).get("init_args", {}).get("model_args")
+            value = str(config_path)
+            if model_args is not None:
+                model_args.update(SMALL)
+                for neck in model_args.get("necks", []):
+                    if neck["name"] == "SelectIndices":  # the shipped indices are of 12 blocks
+                        depth = SMALL["backbone_depth"]
+                        neck["indices"] = [index * depth // 12 for index in neck["indices"]]
+                if "peft_config" in model_args:
+                    _small_peft(model_args["peft_config"])
+                copy = folder / config_path.name
+                copy.write_text(yaml.safe_dump(config, sort_keys=False))
+                value = str(copy)
+        out.append(value)
+    return out

@@ -18,7 +18,7 @@ import pytest
 import rasterio
 import torch
 import yaml
-from e2e_helpers import SMALL, small_copy
+from e2e_helpers import PEFT_FLAG, SMALL, small_copy
 from safetensors.torch import load_file
 from terratorch_cli import terratorch
 
@@ -37,7 +37,9 @@ class Run:
         self.folder = folder
         self.output = folder / "outputs" / experiment
         fit_args = small_copy(experiment, folder)
-        self.config = yaml.safe_load(Path(fit_args[-1]).read_text())
+        model_file = next(a for a in fit_args if Path(a).parent == folder)  # the small copy
+        self.config = yaml.safe_load(Path(model_file).read_text())
+        self.peft_config = yaml.safe_load(fit_args[fit_args.index(PEFT_FLAG) + 1])
         common = [*fit_args[1:], "--data.init_args.root", root]
         terratorch(
             [
@@ -50,8 +52,8 @@ class Run:
             ],
             folder,
         )
-        self.checkpoint = self.output / "checkpoints" / "last.ckpt"
-        self.adapters = self.output / "checkpoints" / "adapters.safetensors"
+        self.checkpoint = self.output / "version_0" / "checkpoints" / "last.ckpt"
+        self.adapters = self.checkpoint.with_name("adapters.safetensors")
         # Large batches: test and predict cover every test pixel / the whole scene.
         after = [*common, "--ckpt_path", self.checkpoint, "--data.init_args.batch_size", 512]
         self.test_log = terratorch(["test", *after], folder)
@@ -101,7 +103,7 @@ def test_fit_writes_a_checkpoint_and_one_adapter_file_that_reloads(run_name, req
     assert any(saved[k].abs().sum() > 0 for k in adapter_keys if "krona_A" in k)
 
     task = run.config["model"]["init_args"]
-    model_args = dict(task["model_args"])
+    model_args = {**task["model_args"], "peft_config": run.peft_config}
     task_name = (
         "classification"
         if "Classification" in run.config["model"]["class_path"]

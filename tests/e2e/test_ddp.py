@@ -48,8 +48,8 @@ def test_ddp_on_two_cpu_processes_writes_one_checkpoint_and_one_adapter_file(tmp
     files = sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file())
     checkpoints = [f for f in files if f.endswith(".ckpt")]
     adapters = [f for f in files if f.endswith(".safetensors")]
-    assert checkpoints == ["checkpoints/last.ckpt"], files
-    assert adapters == ["checkpoints/adapters.safetensors"], files
+    assert checkpoints == ["version_0/checkpoints/last.ckpt"], files
+    assert adapters == ["version_0/checkpoints/adapters.safetensors"], files
 
     state = torch.load(run / checkpoints[0], map_location="cpu", weights_only=True)
     assert state["global_step"] == STEPS
@@ -72,7 +72,7 @@ def test_ddp_predict_writes_the_same_whole_scene_map_as_one_process(task, tmp_pa
     common = [*args[1:], "--data.init_args.root", shared_data / "indian_pines"]
     quiet = ["--trainer.enable_progress_bar", "false"]
     terratorch(["fit", *common, "--trainer.max_steps", STEPS, *quiet], tmp_path)
-    checkpoint = tmp_path / "outputs" / experiment / "checkpoints" / "last.ckpt"
+    checkpoint = tmp_path / "outputs" / experiment / "version_0" / "checkpoints" / "last.ckpt"
     after = [*common, "--ckpt_path", checkpoint, "--data.init_args.batch_size", 512, *quiet]
 
     maps = {}

@@ -30,7 +30,8 @@ def test_quickstart_one_epoch(tmp_path, monkeypatch, shared_data, capsys):
     assert 0.77 < svm["OA"] < 0.83 and svm["C"] in quickstart.SVM_C_GRID
     for figures in (model, svm):
         assert f"{100 * figures['OA']:6.2f}" in printed
-    assert "configs/indian_pines/classification/krona_plus.yaml" in printed
+    method = '--model.init_args.model_args.peft_config "$(cat configs/methods/krona_plus.yaml)"'
+    assert f"--config configs/indian_pines/classification.yaml {method}" in printed
 
     # The written map scores the logged OA on the split's test pixels.
     tif, png = (tmp_path / p for p in results["class_map"])
