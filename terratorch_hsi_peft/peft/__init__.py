@@ -2,7 +2,10 @@
 
 Each method is one module of :mod:`terratorch_hsi_peft.peft.methods` that registers itself
 (:mod:`terratorch_hsi_peft.peft.registry`; :func:`method_names` lists them). The configuration is
-TerraTorch's ``peft_config`` dict.
+TerraTorch's ``peft_config`` dict. The adapter code itself needs only torch and safetensors
+(Hugging Face peft, when installed, only tells which method names it shares) and works on any
+model; importing it still imports the plugin's top-level package first, which registers the
+plugin with TerraTorch (so TerraTorch and Lightning are loaded too).
 
 Example::
 

@@ -1,8 +1,9 @@
 """Split fused qkv Linears into separate q/k/v Linears so adapters can target them.
 
 Equivalent to TerraTorch's ``replace_qkv`` / ``QKVSep`` (``terratorch.models.peft_utils``), with the
-same submodule names (``<qkv>.q_linear``, ``.k_linear``, ``.v_linear``), reimplemented so this
-library does not import TerraTorch. Unlike TerraTorch, a name that matches nothing is an error.
+same submodule names (``<qkv>.q_linear``, ``.k_linear``, ``.v_linear``), reimplemented so the
+adapter code does not depend on TerraTorch's internals and works on any model. Unlike TerraTorch,
+a name that matches nothing is an error.
 """
 
 from __future__ import annotations
