@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import re
 import shlex
 import statistics
 import sys
@@ -43,6 +41,7 @@ from efficiency_variants import (
     VARIANTS,
     build_variant,
 )
+from machine import machine_description
 from results_md import update_markdown_section
 
 #: (description, variants, results key, upper limit): the issue's targets for this CPU.
@@ -120,30 +119,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     _write(results, args)
     return results
-
-
-def machine_description(device: torch.device) -> str:
-    """CPU model, cores, bf16 support, torch version and threads, GPU, load: for the report."""
-    cpu, flags = platform.processor() or platform.machine(), set()
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        cpu = re.search(r"model name\s*:\s*(.+)", info).group(1).strip()
-        flags = set(re.search(r"flags\s*:\s*(.+)", info).group(1).split())
-    except (OSError, AttributeError):
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    native_bf16 = sorted(flags & {"avx512_bf16", "amx_bf16"})
-    parts = [
-        f"{cpu}, {cores} cores (shared with other jobs)",
-        f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16 "
-        f"instructions: {', '.join(native_bf16) or 'none (no avx512_bf16 / amx_bf16)'}",
-        f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s)",
-    ]
-    if device.type == "cuda":
-        parts.append(f"GPU {torch.cuda.get_device_name(device)}")
-    if hasattr(os, "getloadavg"):
-        parts.append(f"load average at start {os.getloadavg()[0]:.1f}")
-    return "; ".join(parts)
 
 
 def _assemble(variants: dict, memory: dict, samples: dict) -> dict[str, Any]:

@@ -16,16 +16,13 @@ source paper); full fine-tuning is the same factory without ``peft_config``.
 from __future__ import annotations
 
 import logging
-import os
-import platform
-import re
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from machine import machine_description
 from terratorch.tasks import ClassificationTask, SemanticSegmentationTask
 
 import terratorch_hsi_peft  # noqa: F401  (registers the backbone and the factory)
@@ -320,19 +317,3 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     # Validation is off (limit_val_batches=0), so the tasks' epoch-end metrics see no update.
     warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
-
-
-def machine_description() -> str:
-    """CPU model, cores visible to this process, torch version and device: for the report."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        cpu = re.search(r"model name\s*:\s*(.+)", info).group(1).strip()
-    except (OSError, AttributeError):
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{cpu}, {cores} cores visible (shared), {gpu}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch threads, Python {platform.python_version()}"
-    )

@@ -1,0 +1,43 @@
+"""The machine a benchmark ran on, as one line for its report (every benchmark uses this)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from pathlib import Path
+
+import torch
+
+__all__ = ["machine_description"]
+
+
+def machine_description(device: torch.device | None = None) -> str:
+    """CPU model, cores visible to this process, bf16 support, torch, Python, GPU and load.
+
+    Args:
+        device: the device the benchmark ran on (a CUDA device is named); None: the first CUDA
+            device when there is one, else the CPU.
+    """
+    cpu, flags = platform.processor() or platform.machine(), set()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        cpu = re.search(r"model name\s*:\s*(.+)", info).group(1).strip()
+        flags = set(re.search(r"flags\s*:\s*(.+)", info).group(1).split())
+    except (OSError, AttributeError):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    native_bf16 = sorted(flags & {"avx512_bf16", "amx_bf16"})
+    if device is None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    parts = [
+        f"{cpu}, {cores} cores visible (shared with other jobs)",
+        f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16 "
+        f"instructions: {', '.join(native_bf16) or 'none (no avx512_bf16 / amx_bf16)'}",
+        f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), "
+        f"Python {platform.python_version()}",
+        f"GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "no GPU used",
+    ]
+    if hasattr(os, "getloadavg"):
+        parts.append(f"load average at start {os.getloadavg()[0]:.1f}")
+    return "; ".join(parts)
