@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 quickstart: $(STAMP)
-	$(BIN)/python -m terratorch_hsi_peft.quickstart --data-root $(DATA)
+	$(BIN)/python quickstart.py --data-root $(DATA)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

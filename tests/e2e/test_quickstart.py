@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 
-from terratorch_hsi_peft import quickstart
 from terratorch_hsi_peft.datasets import load_scene, make_split
 from terratorch_hsi_peft.metrics import confusion_matrix, overall_accuracy
+
+# The repository's script (not part of the package), loaded from its file as `python` runs it.
+_SPEC = importlib.util.spec_from_file_location(
+    "quickstart", Path(__file__).resolve().parents[2] / "quickstart.py"
+)
+quickstart = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(quickstart)
 
 
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
