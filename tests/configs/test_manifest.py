@@ -9,6 +9,7 @@ goes through the model.
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import pytest
@@ -154,3 +155,21 @@ def test_experiment_builds_its_model_and_runs_a_real_batch(
     else:
         assert logits.shape == (2, classes, *batch["image"].shape[-2:])
     assert torch.isfinite(logits).all()
+
+
+@pytest.mark.slow
+def test_a_task_file_without_a_method_stops_before_training(tmp_path, monkeypatch, shared_data):
+    """No silent full fine-tuning at the adapters' learning rate: a task file needs a method or
+    configs/full_finetuning.yaml, and says so when ``fit`` starts."""
+    command = shlex.split(finetuning()["tasks"]["indian_pines/classification"])
+    small = {"backbone_pretrained": False, "backbone_embed_dim": 48, "backbone_depth": 1}
+    args = offline_args(command[1:], tmp_path, **small)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["terratorch"])
+    root = data_root(args, shared_data)
+    cli = build_lightning_cli(
+        [*args[1:], "--data.init_args.root", root, "--trainer.fast_dev_run", "1"], run=False
+    )
+    assert cli.model.hparams["model_args"].get("peft_config") is None
+    with pytest.raises(ValueError, match="AdapterCheckpoint needs a model with adapters"):
+        cli.trainer.fit(cli.model, cli.datamodule)
