@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         machine=machine,
         device=str(device),
         geometry=geometry.describe(),
-        geometry_short=f"{geometry.depth}x{geometry.width}, {geometry.tokens} tokens, "
+        geometry_short=f"{geometry.depth}x{geometry.embed_dim}, {geometry.tokens} tokens, "
         f"batch {geometry.batch}",
         rounds=rounds,
         warmup=args.warmup,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from hsi_models import Geometry
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
@@ -42,7 +43,7 @@ __all__ = [
     "QUICK_GEOMETRY",
     "VARIANTS",
     "Classifier",
-    "Geometry",
+    "TimedGeometry",
     "Variant",
     "autocast",
     "build_variant",
@@ -57,61 +58,65 @@ VARIANTS = ["full", "floor", *OURS, "peft LoRA", "peft LoKr"]
 PEFT_VARIANTS = [*OURS, "peft LoRA", "peft LoKr"]
 
 
-@dataclass(frozen=True)
-class Geometry:
-    """Model and batch sizes. Tokens per image: ``bands / 3 * (image / 8) ** 2``."""
+@dataclass(frozen=True, kw_only=True)
+class TimedGeometry(Geometry):
+    """The benchmarks' model :class:`Geometry` plus this benchmark's synthetic batch.
 
-    depth: int
-    width: int
-    heads: int
-    image: int
+    Tokens per image: ``bands / 3 * (img_size / patch_size) ** 2``.
+    """
+
     batch: int
-    rank: int
+    rank: int  # LoRA / LoKr rank
     bands: int = 12
     classes: int = 16
-    head_width: int = 256  # configs/paper/spectralgpt_b.yaml: head_dim_list [256]
 
     @property
     def tokens(self) -> int:
-        return self.bands // 3 * (self.image // 8) ** 2
+        return self.bands // 3 * (self.img_size // self.patch_size) ** 2
 
     def describe(self) -> str:
         return (
-            f"{self.depth} blocks, width {self.width}, {self.heads} heads, {self.bands} bands at "
-            f"{self.image}x{self.image} -> {self.tokens} tokens, batch {self.batch}, "
-            f"{self.classes} classes, MLP head {self.width} -> {self.head_width} -> "
-            f"{self.classes}; LoRA/LoKr rank {self.rank}"
+            f"{self.depth} blocks, width {self.embed_dim}, {self.num_heads} heads, {self.bands} "
+            f"bands at {self.img_size}x{self.img_size} -> {self.tokens} tokens, batch "
+            f"{self.batch}, {self.classes} classes, MLP head {self.embed_dim} -> {self.head_dim} "
+            f"-> {self.classes}; LoRA/LoKr rank {self.rank}"
         )
 
 
-#: SpectralGPT-B on the source paper's 32x32 input (64 tokens), batch 8.
-FULL_GEOMETRY = Geometry(depth=12, width=768, heads=12, image=32, batch=8, rank=8)
+#: SpectralGPT-B on the source paper's 32x32 input (64 tokens), batch 8, and the paper's MLP head
+#: width (configs/paper/spectralgpt_b.yaml: head_dim_list [256]).
+FULL_GEOMETRY = TimedGeometry(
+    embed_dim=768, depth=12, num_heads=12, img_size=32, head_dim=256, batch=8, rank=8
+)
 #: A tiny model for CI; rank 4 keeps peft's LoKr low-rank (it needs r < 16 / 2 here).
-QUICK_GEOMETRY = Geometry(depth=2, width=256, heads=4, image=16, batch=2, rank=4)
+QUICK_GEOMETRY = TimedGeometry(
+    embed_dim=256, depth=2, num_heads=4, img_size=16, head_dim=256, batch=2, rank=4
+)
 
 
 class Classifier(nn.Module):
     """SpectralGPT encoder + the source paper's head: token mean -> MLP (as ``configs/paper/``).
 
-    The head is TerraTorch's ``ScalarHead(dim_list=[head_width], dropout=0.1)`` after
+    The head is TerraTorch's ``ScalarHead(dim_list=[head_dim], dropout=0.1)`` after
     ``AggregateTokens`` (mean): Linear -> ReLU -> Dropout -> Linear.
     """
 
-    def __init__(self, geometry: Geometry) -> None:
+    def __init__(self, geometry: TimedGeometry) -> None:
         super().__init__()
         self.encoder = SpectralGPTEncoder(
             num_bands=geometry.bands,
-            img_size=geometry.image,
-            embed_dim=geometry.width,
+            img_size=geometry.img_size,
+            embed_dim=geometry.embed_dim,
             depth=geometry.depth,
-            num_heads=geometry.heads,
+            num_heads=geometry.num_heads,
+            patch_size=geometry.patch_size,
             out_indices=[geometry.depth - 1],
         )
         self.head = nn.Sequential(
-            nn.Linear(geometry.width, geometry.head_width),
+            nn.Linear(geometry.embed_dim, geometry.head_dim),
             nn.ReLU(),
             nn.Dropout(0.1),
-            nn.Linear(geometry.head_width, geometry.classes),
+            nn.Linear(geometry.head_dim, geometry.classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -198,7 +203,9 @@ class Variant:
         return adapter_file_bytes(model, include=["head"])
 
 
-def build_variant(name: str, geometry: Geometry, device: torch.device, seed: int = 0) -> Variant:
+def build_variant(
+    name: str, geometry: TimedGeometry, device: torch.device, seed: int = 0
+) -> Variant:
     """Build ``name`` on ``device`` with weights, adapters and batch fixed by ``seed``."""
     if name not in VARIANTS:
         raise ValueError(f"Unknown variant {name!r}; use one of {VARIANTS}.")
@@ -207,7 +214,7 @@ def build_variant(name: str, geometry: Geometry, device: torch.device, seed: int
     backbone_parameters = sum(p.numel() for p in model.encoder.parameters())
     _ADAPTERS[name](model.encoder, geometry)
     images = torch.randn(
-        geometry.batch, geometry.bands, geometry.image, geometry.image, device=device
+        geometry.batch, geometry.bands, geometry.img_size, geometry.img_size, device=device
     )
     labels = torch.randint(0, geometry.classes, (geometry.batch,), device=device)
     if name == "floor":
@@ -217,8 +224,8 @@ def build_variant(name: str, geometry: Geometry, device: torch.device, seed: int
     return Variant(name, model, optimizer, images, labels, backbone_parameters)
 
 
-def _ours(method: str) -> Callable[[nn.Module, Geometry], None]:
-    def adapt(encoder: nn.Module, geometry: Geometry) -> None:
+def _ours(method: str) -> Callable[[nn.Module, TimedGeometry], None]:
+    def adapt(encoder: nn.Module, geometry: TimedGeometry) -> None:
         kwargs: dict = {"target_modules": TARGETS}
         keys = get_method(method).options.option_names()
         kwargs.update({key: geometry.rank for key in ("r", "alpha") if key in keys})
@@ -227,8 +234,8 @@ def _ours(method: str) -> Callable[[nn.Module, Geometry], None]:
     return adapt
 
 
-def _hf_peft(kind: str) -> Callable[[nn.Module, Geometry], None]:
-    def adapt(encoder: nn.Module, geometry: Geometry) -> None:
+def _hf_peft(kind: str) -> Callable[[nn.Module, TimedGeometry], None]:
+    def adapt(encoder: nn.Module, geometry: TimedGeometry) -> None:
         from peft import LoKrConfig, LoraConfig, inject_adapter_in_model
 
         if kind == "lora":
@@ -242,11 +249,11 @@ def _hf_peft(kind: str) -> Callable[[nn.Module, Geometry], None]:
     return adapt
 
 
-def _frozen(encoder: nn.Module, geometry: Geometry) -> None:
+def _frozen(encoder: nn.Module, geometry: TimedGeometry) -> None:
     encoder.requires_grad_(False)
 
 
-_ADAPTERS: dict[str, Callable[[nn.Module, Geometry], None]] = {
+_ADAPTERS: dict[str, Callable[[nn.Module, TimedGeometry], None]] = {
     "full": lambda encoder, geometry: None,
     "floor": _frozen,
     **{method: _ours(method) for method in OURS},

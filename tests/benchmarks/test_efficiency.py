@@ -63,11 +63,11 @@ def test_quick_run_tables_list_every_variant(quick_run):
 @pytest.mark.slow
 def test_quick_run_parameter_counts_match_the_formulas(quick_run):
     g = QUICK_GEOMETRY
-    w, r, layers = g.width, g.rank, 2 * g.depth  # attn.q and attn.v of every block
+    w, r, layers = g.embed_dim, g.rank, 2 * g.depth  # attn.q and attn.v of every block
     block = 4 * w + 4 * (w * w + w) + (w * 4 * w + 4 * w) + (4 * w * w + w)
-    groups, grid = g.bands // 3, (g.image // 8) ** 2
+    groups, grid = g.bands // 3, (g.img_size // 8) ** 2
     backbone = (w * 3 * 8 * 8 + w) + grid * w + groups * w + g.depth * block + 2 * w
-    head = w * g.head_width + g.head_width + g.head_width * g.classes + g.classes
+    head = w * g.head_dim + g.head_dim + g.head_dim * g.classes + g.classes
     k = math.isqrt(w)  # quick width is a square: Kronecker factors k x k
     adapters = {
         "LORA": layers * 2 * r * w,
