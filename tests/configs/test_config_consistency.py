@@ -133,3 +133,9 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def test_an_empty_parametrization_fails_the_run(request):
+    """A glob that finds nothing (no method file, no task file) is a collection error, not a
+    parametrized test that passes without checking anything (pyproject.toml sets it)."""
+    assert request.config.getini("empty_parameter_set_mark") == "fail_at_collect"
