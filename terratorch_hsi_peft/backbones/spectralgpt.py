@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,12 +30,25 @@ from terratorch_hsi_peft.backbones.layers import Block, PatchEmbed3D, layer_norm
 from terratorch_hsi_peft.backbones.pos_embed import resize_spatial_pos_embed
 from terratorch_hsi_peft.peft.io import random_init_origin
 
-__all__ = ["GROUP_FUSIONS", "SpectralGPTEncoder"]
+__all__ = ["GROUP_FUSIONS", "SpectralGPTEncoder", "TokenFeatures"]
 
 logger = logging.getLogger(__name__)
 
 #: How the spectral groups of a layer's tokens become the features handed to necks and decoders.
 GROUP_FUSIONS = ("mean", "concat", "learned")
+
+
+class TokenFeatures(list):
+    """The features ``SpectralGPTEncoder.forward`` returns: a list of token tensors that also
+    carries ``grid``, the spatial token grid (h, w) of the input they came from.
+
+    ``prepare_features_for_image_model`` reads the grid from here, so the encoder keeps no state
+    between calls and never guesses a non-square grid from a token count.
+    """
+
+    def __init__(self, features: Iterable[torch.Tensor], grid: tuple[int, int]) -> None:
+        super().__init__(features)
+        self.grid = grid
 
 
 class SpectralGPTEncoder(nn.Module):
@@ -46,7 +59,8 @@ class SpectralGPTEncoder(nn.Module):
     ``img_size`` works by resizing the spatial position table bicubically on the fly.
 
     Output of ``forward``, as TerraTorch's ViTs (Prithvi) give it: one tensor per entry of
-    ``out_indices`` (by default every block, so necks such as ``SelectIndices`` choose), each
+    ``out_indices`` (by default every block, so necks such as ``SelectIndices`` choose), in a
+    :class:`TokenFeatures` list that also carries the token grid, each
     ``(B, 1 + N, C)``: a leading token where those ViTs put their class token, then the N patch
     tokens after group fusion. SpectralGPT has no class token; the leading token is the mean of
     the N tokens (not a learned parameter), so ``ReshapeTokensToImage`` with its default
@@ -141,7 +155,6 @@ class SpectralGPTEncoder(nn.Module):
         self.out_channels = [width] * len(self.out_indices)
         self.load_report = None
         self.weights_origin = random_init_origin()
-        self._grid: tuple[int, int] | None = None
         self._init_weights()
         logger.info(
             "SpectralGPT encoder: %d bands -> %d spectral groups of %d bands%s; features of "
@@ -170,11 +183,10 @@ class SpectralGPTEncoder(nn.Module):
                 nn.init.constant_(layer.weight, 1.0 / self.num_groups)
                 nn.init.zeros_(layer.bias)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> TokenFeatures:
         """Encode a cube; return the fused tokens of each layer in ``out_indices``."""
         cube = self._as_cube(x)
         grid = (cube.shape[-2] // self.patch_size, cube.shape[-1] // self.patch_size)
-        self._grid = grid
         tokens = self.patch_embed(cube) + self._pos_embed(grid)
         features = {}
         last = max(self.out_indices)
@@ -186,9 +198,9 @@ class SpectralGPTEncoder(nn.Module):
             self._fuse(features[index], position, grid)
             for position, index in enumerate(self.out_indices)
         ]
-        if not self.cls_token:
-            return fused
-        return [torch.cat([f.mean(dim=1, keepdim=True), f], dim=1) for f in fused]
+        if self.cls_token:
+            fused = [torch.cat([f.mean(dim=1, keepdim=True), f], dim=1) for f in fused]
+        return TokenFeatures(fused, grid)
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Tubelet tokens of a cube with both position tables added, before any block.
@@ -201,23 +213,36 @@ class SpectralGPTEncoder(nn.Module):
         grid = (cube.shape[-2] // self.patch_size, cube.shape[-1] // self.patch_size)
         return self.patch_embed(cube) + self._pos_embed(grid), grid
 
-    def prepare_features_for_image_model(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+    def prepare_features_for_image_model(
+        self, features: list[torch.Tensor], grid: tuple[int, int] | None = None
+    ) -> list[torch.Tensor]:
         """Turn the tokens ``forward`` returned into (B, out_channel, h, w) images.
 
         For use without necks; equivalent to ``ReshapeTokensToImage(effective_time_dim=num_groups)``
         with ``concat`` and ``ReshapeTokensToImage()`` otherwise (``remove_cls_token: false`` with
-        ``cls_token=False``). The token grid is that of the latest ``forward`` call (TerraTorch
-        calls this right after).
+        ``cls_token=False``). The token grid (h, w) is ``grid`` when given, else the one the
+        :class:`TokenFeatures` from ``forward`` carry (TerraTorch passes them on unchanged).
         """
-        if self._grid is None:
-            raise RuntimeError("Call forward before prepare_features_for_image_model.")
-        height, width = self._grid
+        grid = grid or getattr(features, "grid", None)
+        if grid is None:
+            raise ValueError(
+                "prepare_features_for_image_model needs the token grid: pass the list forward "
+                "returned (a TokenFeatures, which carries it), or grid=(height // patch_size, "
+                "width // patch_size) of the input."
+            )
+        height, width = grid
         groups = self.num_groups if self.group_fusion == "concat" else 1
         images = []
         for tokens in features:
             if self.cls_token:
                 tokens = tokens[:, 1:]
-            batch, _, dim = tokens.shape
+            batch, count, dim = tokens.shape
+            if count != groups * height * width:
+                raise ValueError(
+                    f"{count} tokens per feature do not fill a {height}x{width} grid"
+                    f"{f' of {groups} spectral groups' if groups > 1 else ''}; pass the features "
+                    "of one forward call together with that call's grid."
+                )
             image = tokens.reshape(batch, groups, height, width, dim).permute(0, 1, 4, 2, 3)
             images.append(image.reshape(batch, groups * dim, height, width))
         return images

@@ -135,9 +135,9 @@ def test_other_input_size_resizes_spatial_table_bicubically():
     sd = dict(model.state_dict())
     sd["pos_embed_spatial"] = bicubic_table(sd["pos_embed_spatial"], 4, (6, 8))
     _, final = official_forward(sd, x, depth=2, num_heads=2)
-    out = model(x)[0]
-    torch.testing.assert_close(out, final, rtol=1e-9, atol=1e-9)
-    image = model.prepare_features_for_image_model([out])[0]
+    features = model(x)
+    torch.testing.assert_close(features[0], final, rtol=1e-9, atol=1e-9)
+    image = model.prepare_features_for_image_model(features)[0]
     assert image.shape == (1, 24 * 4, 6, 8)
 
 
@@ -158,6 +158,28 @@ def test_prepare_features_agrees_with_terratorch_neck(fusion, cls_token):
     for ours, theirs in zip(model.prepare_features_for_image_model(features), images, strict=True):
         assert ours.shape == (2, model.out_channels[0], 5, 4)
         torch.testing.assert_close(ours, theirs)
+
+
+def test_the_grid_travels_with_the_features_not_on_the_encoder():
+    """Features of an earlier input reshape with their own grid after another forward call."""
+    model = tiny(num_bands=9, group_fusion="concat", out_indices=[-1])
+    attributes = dict(vars(model))
+    tall = model(torch.randn(1, 9, 40, 32))
+    wide = model(torch.randn(1, 9, 32, 40))
+    assert (tall.grid, wide.grid) == ((5, 4), (4, 5))
+    assert model.prepare_features_for_image_model(tall)[0].shape == (1, 24 * 3, 5, 4)
+    assert model.prepare_features_for_image_model(wide)[0].shape == (1, 24 * 3, 4, 5)
+    assert vars(model).keys() == attributes.keys()  # forward set nothing on the encoder
+    assert all(vars(model)[name] is value for name, value in attributes.items())
+    plain = list(tall)  # the grid is lost: a clear error, or the grid given explicitly
+    with pytest.raises(ValueError, match=r"needs the token grid.*grid=\(height // patch_size"):
+        model.prepare_features_for_image_model(plain)
+    torch.testing.assert_close(
+        model.prepare_features_for_image_model(plain, grid=(5, 4))[0],
+        model.prepare_features_for_image_model(tall)[0],
+    )
+    with pytest.raises(ValueError, match=r"60 tokens per feature do not fill a 4x4 grid of 3"):
+        model.prepare_features_for_image_model(tall, grid=(4, 4))
 
 
 def test_leading_token_is_the_mean_so_aggregate_tokens_pools_the_patch_tokens():
