@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import re
 import subprocess
@@ -56,6 +57,52 @@ def test_docs_table_lists_the_registered_names():
     for names in DOCUMENTED.values():
         for name in names:
             assert re.search(rf"`{name}`", page), f"docs/plugin.md does not document {name}"
+
+
+ARCHITECTURE = {
+    "base": {"embed_dim": 768, "depth": 12, "num_heads": 12},
+    "large": {"embed_dim": 1024, "depth": 24, "num_heads": 16},
+    "huge": {"embed_dim": 1280, "depth": 32, "num_heads": 16},
+}
+
+
+@pytest.mark.parametrize("kind", ["backbone", "full_model"])
+def test_factories_declare_their_arguments(kind):
+    """Each registered builder has an explicit, typed, keyword-only signature (no **kwargs)
+    and its own docstring; the sizes share every argument and differ only in their widths."""
+    registry = {
+        "backbone": TERRATORCH_BACKBONE_REGISTRY,
+        "full_model": TERRATORCH_FULL_MODEL_REGISTRY,
+    }[kind]
+    signatures = {}
+    for name in DOCUMENTED[kind]:
+        factory = registry[name]
+        parameters = inspect.signature(factory).parameters
+        assert all(p.kind is p.KEYWORD_ONLY for p in parameters.values()), name
+        assert all(p.annotation is not p.empty for p in parameters.values()), name
+        assert {"pretrained", "ckpt_path", "ckpt_sha256", "num_bands", "img_size"} <= set(
+            parameters
+        )
+        assert factory.__doc__ and name.rsplit("_", 1)[1].capitalize() in factory.__doc__
+        size = ARCHITECTURE[name.rsplit("_", 1)[1]]
+        assert {key: parameters[key].default for key in size} == size, name
+        signatures[name] = {n: p.default for n, p in parameters.items() if n not in size}
+    first, *others = signatures.values()
+    assert all(other == first for other in others)
+    base = inspect.getdoc(registry[DOCUMENTED[kind][0]])
+    documented = re.findall(r"^    (\w+(?:, \w+)*):", base, flags=re.MULTILINE)
+    names = [n for group in documented for n in group.split(", ")]
+    assert sorted(names) == sorted(inspect.signature(registry[DOCUMENTED[kind][0]]).parameters)
+
+
+def test_unknown_arguments_name_the_valid_ones():
+    for build, name, where in (
+        (BACKBONE_REGISTRY.build, "spectralgpt_vit_base", "backbone_<name> in YAML"),
+        (FULL_MODEL_REGISTRY.build, "spectralgpt_mae_vit_base", "model_args next to 'model'"),
+    ):
+        with pytest.raises(TypeError, match=rf"{name} got unknown argument\(s\) \['imgsize'\]. "
+                           rf"Valid arguments \({re.escape(where)}\): \[.*'img_size'"):  # fmt: skip
+            build(name, imgsize=32)
 
 
 def test_importing_again_registers_nothing_twice():

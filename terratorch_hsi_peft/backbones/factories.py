@@ -1,13 +1,17 @@
 """SpectralGPT backbones registered with TerraTorch: ``spectralgpt_vit_{base,large,huge}``.
 
-In a TerraTorch YAML every ``backbone_<name>`` key of ``model_args`` reaches these factories as
-``<name>``. Unknown keys are a TypeError that lists the valid ones. Strings that dotted
-command-line overrides leave (``"false"``, ``"2"``) are read as YAML scalars.
+One factory per size, as timm's, each with its full signature. In a TerraTorch YAML every
+``backbone_<name>`` key of ``model_args`` reaches them as the keyword ``<name>``. Unknown keys are
+a TypeError that lists the valid ones, and strings that dotted command-line overrides leave
+(``"false"``, ``"2"``) are read as YAML scalars (:func:`yaml_arguments`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from terratorch_hsi_peft.backbones.checkpoint import (
     SPECTRALGPT_PLUS_URL,
@@ -20,75 +24,50 @@ from terratorch_hsi_peft.utils.cli_values import TEXT_OPTIONS, cli_scalars
 
 __all__ = ["spectralgpt_vit_base", "spectralgpt_vit_huge", "spectralgpt_vit_large"]
 
-_COMMON_DEFAULTS: dict[str, Any] = {
-    "pretrained": False,
-    "ckpt_path": None,
-    "ckpt_sha256": None,
-    "num_bands": 12,
-    "img_size": 128,
-    "patch_size": 8,
-    "t_patch_size": 3,
-    "out_indices": None,
-    "group_fusion": "mean",
-    "cls_token": True,
-    "mlp_ratio": 4.0,
-    "drop_path_rate": 0.0,
-    # Read by TerraTorch's EncoderDecoderFactory (how inputs are padded to the patch size) and
-    # passed on to every backbone; the encoder itself has no use for it.
-    "padding": "reflect",
-}
-
-_KWARGS_DOC = """
-    Keyword arguments (``backbone_<name>`` in YAML), defaults in brackets:
-        pretrained (bool) [False]: load the released weights when no ``ckpt_path`` is given.
-        ckpt_path (str | None) [None]: a local checkpoint or an http(s) URL (cached under
-            ``$TERRATORCH_HSI_PEFT_CACHE`` or ``torch.hub.get_dir()/checkpoints``, downloaded
-            atomically, one folder per URL); loaded whenever given.
-        ckpt_sha256 (str | None) [None]: the checkpoint's expected sha256, checked when given
-            (also against a file already in the cache, which is downloaded again if it differs).
-        num_bands (int) [12]: input bands (12 PCA components on the paper's route, all bands on
-            the native route); the last spectral group is zero-padded when needed.
-        img_size (int) [128]: native square input size (the checkpoint's); other multiples of
-            ``patch_size`` work by resizing the spatial position table on the fly.
-        patch_size (int) [8]: spatial patch size.
-        t_patch_size (int) [3]: bands per spectral group.
-        out_indices (list[int] | None) [None]: layers whose features are returned (negative counts
-            from the end); None: every layer, as TerraTorch's ViTs (necks such as SelectIndices
-            choose). Only the layers up to the deepest one listed are run.
-        group_fusion (str) ["mean"]: "mean", "concat" or "learned" (see SpectralGPTEncoder).
-        cls_token (bool) [True]: lead each feature with one token (the mean of its tokens) where
-            TerraTorch's ViTs have their class token, so ReshapeTokensToImage works with its
-            defaults; False: patch tokens only (then remove_cls_token: false).
-        embed_dim, depth, num_heads (int): width, blocks and heads [{arch}].
-        mlp_ratio (float) [4.0]: MLP hidden width / embed_dim.
-        drop_path_rate (float) [0.0]: stochastic depth, increasing linearly over the blocks.
-        padding (str) ["reflect"]: read by TerraTorch's model to pad inputs; unused here.
-"""
+Factory = TypeVar("Factory", bound=Callable[..., Any])
 
 
-def read_options(
-    name: str, defaults: dict[str, Any], kwargs: dict[str, Any], where: str
-) -> dict[str, Any]:
-    """``defaults`` updated with ``kwargs``: unknown keys are a TypeError listing the valid ones
-    (``where`` says how they are spelled in YAML); strings that dotted CLI overrides leave are read
-    as YAML scalars ("false" is False), while file names and digests of digits stay strings."""
-    unknown = sorted(set(kwargs) - set(defaults))
-    if unknown:
-        raise TypeError(
-            f"{name} got unknown argument(s) {unknown}. Valid arguments ({where}): "
-            f"{sorted(defaults)}."
-        )
-    return {**defaults, **cli_scalars(kwargs, name, text=TEXT_OPTIONS)}
+def yaml_arguments(where: str) -> Callable[[Factory], Factory]:
+    """Let a keyword-only factory take its arguments as TerraTorch hands them over from YAML.
+
+    An unknown name is a TypeError that lists the factory's parameters (``where`` says how they
+    are spelled in YAML), instead of Python's bare "unexpected keyword argument"; strings that
+    dotted CLI overrides leave are read as YAML scalars ("false" is False), while file names and
+    digests (``TEXT_OPTIONS``) stay strings. The factory keeps its signature and docstring.
+    """
+
+    def decorate(factory: Factory) -> Factory:
+        parameters = inspect.signature(factory).parameters
+        name = factory.__name__
+
+        @functools.wraps(factory)
+        def build(**kwargs: Any) -> Any:
+            unknown = sorted(set(kwargs) - set(parameters))
+            if unknown:
+                raise TypeError(
+                    f"{name} got unknown argument(s) {unknown}. Valid arguments ({where}): "
+                    f"{sorted(parameters)}."
+                )
+            return factory(**cli_scalars(kwargs, name, text=TEXT_OPTIONS))
+
+        return build  # type: ignore[return-value]
+
+    return decorate
 
 
-def pop_checkpoint(
-    name: str, options: dict[str, Any], official_url: str | None
-) -> tuple[str | None, str | None]:
-    """Remove ``pretrained``, ``ckpt_path`` and ``ckpt_sha256`` from ``options``; return the
-    checkpoint to load (``official_url`` when only ``pretrained`` is set) and its sha256."""
-    pretrained = options.pop("pretrained")
-    ckpt_path = options.pop("ckpt_path")
-    ckpt_sha256 = options.pop("ckpt_sha256")
+def checkpoint_to_load(
+    name: str,
+    pretrained: bool,
+    ckpt_path: str | None,
+    ckpt_sha256: str | None,
+    official_url: str | None,
+) -> str | None:
+    """The checkpoint a factory loads: ``ckpt_path``, else ``official_url`` when ``pretrained``.
+
+    Raises:
+        ValueError: ``pretrained`` for a size without released weights, or a ``ckpt_sha256``
+            without a checkpoint or that is no hex digest.
+    """
     if pretrained and ckpt_path is None:
         if official_url is None:
             raise ValueError(
@@ -97,62 +76,145 @@ def pop_checkpoint(
             )
         ckpt_path = official_url
     check_sha256_option(name, ckpt_path, ckpt_sha256)
-    return ckpt_path, ckpt_sha256
+    return ckpt_path
 
 
-def documented(summary: str, arch: dict[str, int], kwargs_doc: str):
-    """Give a factory its docstring: ``summary`` plus ``kwargs_doc`` with ``arch``'s widths."""
-
-    def decorate(factory):
-        widths = ", ".join(str(arch[k]) for k in ("embed_dim", "depth", "num_heads"))
-        factory.__doc__ = summary + "\n" + kwargs_doc.format(arch=widths)
-        return factory
-
-    return decorate
-
-
-#: Widths of the official architectures.
-VIT_BASE = {"embed_dim": 768, "depth": 12, "num_heads": 12}
-VIT_LARGE = {"embed_dim": 1024, "depth": 24, "num_heads": 16}
-VIT_HUGE = {"embed_dim": 1280, "depth": 32, "num_heads": 16}
-
-
-def _build(name: str, arch: dict[str, int], official_url: str | None, kwargs: dict) -> Any:
-    options = read_options(name, {**_COMMON_DEFAULTS, **arch}, kwargs, "backbone_<name> in YAML")
-    ckpt_path, ckpt_sha256 = pop_checkpoint(name, options, official_url)
-    options.pop("padding")
-    model = SpectralGPTEncoder(**options)
-    if ckpt_path is not None:
-        load_checkpoint(model, ckpt_path, sha256=ckpt_sha256)
+def _build(
+    name: str,
+    official_url: str | None,
+    *,
+    pretrained: bool,
+    ckpt_path: str | None,
+    ckpt_sha256: str | None,
+    padding: str,
+    **encoder_args: Any,
+) -> SpectralGPTEncoder:
+    del padding  # TerraTorch's model pads the inputs with it; the encoder has no use for it
+    checkpoint = checkpoint_to_load(name, pretrained, ckpt_path, ckpt_sha256, official_url)
+    model = SpectralGPTEncoder(**encoder_args)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, sha256=ckpt_sha256)
     return model
 
 
-@register_backbone
-@documented(
-    "SpectralGPT ViT-Base, the released model. ``pretrained=True`` without ``ckpt_path`` "
-    "downloads SpectralGPT+ (Zenodo record 8412455).",
-    VIT_BASE,
-    _KWARGS_DOC,
-)
-def spectralgpt_vit_base(**kwargs: Any) -> SpectralGPTEncoder:
-    return _build("spectralgpt_vit_base", VIT_BASE, SPECTRALGPT_PLUS_URL, kwargs)
+_WHERE = "backbone_<name> in YAML"
 
 
 @register_backbone
-@documented(
-    "SpectralGPT ViT-Large shapes (official), random init: no weights released.",
-    VIT_LARGE,
-    _KWARGS_DOC,
-)
-def spectralgpt_vit_large(**kwargs: Any) -> SpectralGPTEncoder:
-    return _build("spectralgpt_vit_large", VIT_LARGE, None, kwargs)
+@yaml_arguments(_WHERE)
+def spectralgpt_vit_base(
+    *,
+    pretrained: bool = False,
+    ckpt_path: str | None = None,
+    ckpt_sha256: str | None = None,
+    num_bands: int = 12,
+    img_size: int = 128,
+    patch_size: int = 8,
+    t_patch_size: int = 3,
+    out_indices: Sequence[int] | None = None,
+    group_fusion: str = "mean",
+    cls_token: bool = True,
+    embed_dim: int = 768,
+    depth: int = 12,
+    num_heads: int = 12,
+    mlp_ratio: float = 4.0,
+    drop_path_rate: float = 0.0,
+    padding: str = "reflect",
+) -> SpectralGPTEncoder:
+    """SpectralGPT ViT-Base, the released model (768 wide, 12 blocks, 12 heads).
+
+    The arguments of all ``spectralgpt_vit_*`` factories (``backbone_<name>`` in YAML); the
+    sizes differ only in the defaults of ``embed_dim``, ``depth`` and ``num_heads``.
+
+    Args:
+        pretrained: load the released weights when no ``ckpt_path`` is given: SpectralGPT+
+            (Zenodo record 8412455) for this size; the other sizes have none.
+        ckpt_path: a local checkpoint or an http(s) URL (cached under
+            ``$TERRATORCH_HSI_PEFT_CACHE`` or ``torch.hub.get_dir()/checkpoints``, downloaded
+            atomically, one folder per URL); loaded whenever given.
+        ckpt_sha256: the checkpoint's expected sha256, checked when given (also against a file
+            already in the cache, which is downloaded again if it differs).
+        num_bands: input bands (12 PCA components on the paper's route, all bands on the
+            native route); the last spectral group is zero-padded when needed.
+        img_size: native square input size (the checkpoint's); other multiples of
+            ``patch_size`` work by resizing the spatial position table on the fly.
+        patch_size: spatial patch size.
+        t_patch_size: bands per spectral group.
+        out_indices: layers whose features are returned (negative counts from the end); None:
+            every layer, as TerraTorch's ViTs (necks such as SelectIndices choose). Only the
+            layers up to the deepest one listed are run.
+        group_fusion: "mean", "concat" or "learned" (see :class:`SpectralGPTEncoder`).
+        cls_token: lead each feature with one token (the mean of its tokens) where TerraTorch's
+            ViTs have their class token, so ReshapeTokensToImage works with its defaults;
+            False: patch tokens only (then ``remove_cls_token: false``).
+        embed_dim: token width.
+        depth: transformer blocks.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden width / embed_dim.
+        drop_path_rate: stochastic depth, increasing linearly over the blocks.
+        padding: read by TerraTorch's model to pad inputs to a multiple of ``patch_size``;
+            unused here.
+
+    Returns:
+        The encoder, with the checkpoint loaded when one is named.
+    """
+    # locals() is exactly the arguments above: the signature stays their one declaration.
+    return _build("spectralgpt_vit_base", SPECTRALGPT_PLUS_URL, **locals())
 
 
 @register_backbone
-@documented(
-    "SpectralGPT ViT-Huge shapes (official), random init: no weights released.",
-    VIT_HUGE,
-    _KWARGS_DOC,
-)
-def spectralgpt_vit_huge(**kwargs: Any) -> SpectralGPTEncoder:
-    return _build("spectralgpt_vit_huge", VIT_HUGE, None, kwargs)
+@yaml_arguments(_WHERE)
+def spectralgpt_vit_large(
+    *,
+    pretrained: bool = False,
+    ckpt_path: str | None = None,
+    ckpt_sha256: str | None = None,
+    num_bands: int = 12,
+    img_size: int = 128,
+    patch_size: int = 8,
+    t_patch_size: int = 3,
+    out_indices: Sequence[int] | None = None,
+    group_fusion: str = "mean",
+    cls_token: bool = True,
+    embed_dim: int = 1024,
+    depth: int = 24,
+    num_heads: int = 16,
+    mlp_ratio: float = 4.0,
+    drop_path_rate: float = 0.0,
+    padding: str = "reflect",
+) -> SpectralGPTEncoder:
+    """SpectralGPT ViT-Large shapes (official: 1024 wide, 24 blocks, 16 heads), random init.
+
+    No weights were released for this size: ``pretrained=True`` is an error, ``ckpt_path``
+    loads your own. The arguments are those of :func:`spectralgpt_vit_base`.
+    """
+    return _build("spectralgpt_vit_large", None, **locals())
+
+
+@register_backbone
+@yaml_arguments(_WHERE)
+def spectralgpt_vit_huge(
+    *,
+    pretrained: bool = False,
+    ckpt_path: str | None = None,
+    ckpt_sha256: str | None = None,
+    num_bands: int = 12,
+    img_size: int = 128,
+    patch_size: int = 8,
+    t_patch_size: int = 3,
+    out_indices: Sequence[int] | None = None,
+    group_fusion: str = "mean",
+    cls_token: bool = True,
+    embed_dim: int = 1280,
+    depth: int = 32,
+    num_heads: int = 16,
+    mlp_ratio: float = 4.0,
+    drop_path_rate: float = 0.0,
+    padding: str = "reflect",
+) -> SpectralGPTEncoder:
+    """SpectralGPT ViT-Huge shapes (official: 1280 wide, 32 blocks, 16 heads), random init.
+
+    No weights were released for this size: ``pretrained=True`` is an error, ``ckpt_path``
+    loads your own. The arguments are those of :func:`spectralgpt_vit_base`.
+    """
+    return _build("spectralgpt_vit_huge", None, **locals())
