@@ -70,6 +70,29 @@ def test_segmentation_pads_odd_sizes_to_the_patch():
     assert model(torch.randn(1, 12, 30, 27)).output.shape == (1, 3, 30, 27)
 
 
+@pytest.mark.parametrize("fusion", ["concat", "mean"])
+def test_segmentation_without_necks_reshapes_non_square_inputs(fusion):
+    """No necks: TerraTorch hands the encoder's features to prepare_features_for_image_model,
+    which reads the grid they carry (40x24, padded by TerraTorch to 48x32: 6x4 tokens)."""
+    model = EncoderDecoderFactory().build_model(
+        task="segmentation",
+        backbone="spectralgpt_vit_base",
+        **TINY,
+        backbone_num_bands=12,
+        backbone_group_fusion=fusion,
+        backbone_out_indices=[-1],
+        decoder="FCNDecoder",
+        decoder_channels=16,
+        num_classes=3,
+    )
+    seen = []
+    model.decoder.register_forward_pre_hook(lambda _, args: seen.append(args[0][0].shape))
+    for size in ((40, 24), (24, 40)):
+        assert model(torch.randn(2, 12, *size)).output.shape == (2, 3, *size)
+    width = model.encoder.out_channels[0]
+    assert seen == [(2, width, 6, 4), (2, width, 4, 6)]
+
+
 @pytest.mark.parametrize("pooling", ["prepare_features", "AggregateTokens"])
 def test_classification_with_pooled_features_and_mlp_head(pooling):
     necks = (
