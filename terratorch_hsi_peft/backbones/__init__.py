@@ -11,13 +11,18 @@ from terratorch_hsi_peft.backbones.factories import (
     spectralgpt_vit_huge,
     spectralgpt_vit_large,
 )
-from terratorch_hsi_peft.backbones.spectralgpt import GROUP_FUSIONS, SpectralGPTEncoder
+from terratorch_hsi_peft.backbones.spectralgpt import (
+    GROUP_FUSIONS,
+    SpectralGPTEncoder,
+    TokenFeatures,
+)
 
 __all__ = [
     "GROUP_FUSIONS",
     "CheckpointError",
     "LoadReport",
     "SpectralGPTEncoder",
+    "TokenFeatures",
     "checkpoint_filter_fn",
     "load_checkpoint",
     "spectralgpt_vit_base",

@@ -223,7 +223,8 @@ class SpectralGPTEncoder(nn.Module):
         ``cls_token=False``). The token grid (h, w) is ``grid`` when given, else the one the
         :class:`TokenFeatures` from ``forward`` carry (TerraTorch passes them on unchanged).
         """
-        grid = grid or getattr(features, "grid", None)
+        if grid is None:
+            grid = getattr(features, "grid", None)
         if grid is None:
             raise ValueError(
                 "prepare_features_for_image_model needs the token grid: pass the list forward "
