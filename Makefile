@@ -11,7 +11,7 @@ DATA ?= ../shared/data
 # The test suite reads the real scenes from HSI_SHARED_DATA (an environment value wins over DATA).
 export HSI_SHARED_DATA ?= $(abspath $(DATA))
 
-.PHONY: setup quickstart test test-fast lint docs compat wheel-check clean
+.PHONY: setup quickstart test test-fast lint docs compat wheel-check gpu-check clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,12 @@ lint: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir site
+
+# Everything that needs a CUDA device, with one summary (.ci/gpu_check.py says what is checked):
+# the cuda-marked tests, a short bf16 `terratorch fit` of KronA+ on Indian Pines, the efficiency
+# benchmark on the GPU. A few minutes; without CUDA it says so and fails.
+gpu-check: $(STAMP)
+	$(BIN)/python .ci/gpu_check.py --data $(HSI_SHARED_DATA)
 
 clean:
 	rm -rf $(VENV) $(WHEEL_VENV) dist build site .pytest_cache .ruff_cache
