@@ -29,6 +29,7 @@ from torch import nn
 from terratorch_hsi_peft.models.adapter_file import load_adapter_file
 from terratorch_hsi_peft.models.peft_config import PeftSpec
 from terratorch_hsi_peft.models.peft_model import attach_adapters
+from terratorch_hsi_peft.models.spectral_path import SpectralPathModel
 from terratorch_hsi_peft.models.summary import peft_summary
 from terratorch_hsi_peft.peft.io import ORIGIN_ATTR, random_init_origin
 from terratorch_hsi_peft.peft.registry import find_method, hf_peft_methods
@@ -90,6 +91,7 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         backbone: str | nn.Module,
         decoder: str | nn.Module | None = None,
         peft_config: dict[str, Any] | None = None,
+        spectral_path: int | None = None,
         **kwargs: Any,
     ) -> Model:
         """Build the model of ``EncoderDecoderFactory.build_model`` with adapters.
@@ -105,6 +107,11 @@ class PEFTEncoderDecoderFactory(ModelFactory):
                 runs, so set it in a copy of the task file (docs/configuration.md).
             peft_config: ``method``, ``backend``, ``replace_qkv``, ``peft_config_kwargs``,
                 ``adapter_path`` (see :class:`~terratorch_hsi_peft.models.peft_config.PeftSpec`).
+            spectral_path: hidden width of a per-pixel (1x1) path from the input spectra to the
+                head of a segmentation model
+                (:class:`~terratorch_hsi_peft.models.spectral_path.SpectralPathModel`); its
+                input bands are ``backbone_num_bands`` (or ``backbone_in_channels``). None: no
+                path, the stock ``PixelWiseModel``.
 
         Raises:
             TypeError: unknown ``peft_config`` or ``peft_config_kwargs`` keys.
@@ -114,9 +121,12 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         # Dotted CLI overrides of model_args arrive as strings ("9", "false"); read them as YAML.
         kwargs = cli_scalars(kwargs, type(self).__name__, text=TEXT_OPTIONS)
         peft_config = cli_scalar(peft_config)  # "null": full fine-tuning
+        spectral_path = cli_scalar(spectral_path)
         factory = EncoderDecoderFactory()
         if peft_config is None:
-            return factory.build_model(task, backbone, decoder, **kwargs)
+            return _with_spectral_path(
+                factory.build_model(task, backbone, decoder, **kwargs), spectral_path, kwargs
+            )
         spec = PeftSpec.parse(peft_config)
         if spec.backend_note is not None:
             rank_zero_info(spec.backend_note)
@@ -124,6 +134,7 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         model = factory.build_model(
             task, backbone, decoder, peft_config=spec.hf_peft_config, **kwargs
         )
+        model = _with_spectral_path(model, spectral_path, kwargs)
         attach_adapters(model, spec)
         _record_origin(model, backbone, kwargs)
         if spec.adapter_path is not None:
@@ -131,6 +142,21 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         # Lightning's own logger: shown on the console by default, rank zero only.
         rank_zero_info(peft_summary(model))
         return model
+
+
+def _with_spectral_path(model: Model, channels: int | None, kwargs: dict[str, Any]) -> Model:
+    """``model`` with a :class:`SpectralPathModel` path of width ``channels`` (None: as is)."""
+    if channels is None:
+        return model
+    bands = kwargs.get("backbone_num_bands", kwargs.get("backbone_in_channels"))
+    if bands is None:
+        bands = getattr(model.encoder, "num_bands", None)
+    if bands is None:
+        raise ValueError(
+            "spectral_path needs the number of input bands; set model_args.backbone_num_bands "
+            "(or backbone_in_channels) to the bands the datamodule gives."
+        )
+    return SpectralPathModel(model, bands, channels)
 
 
 def _record_origin(model: nn.Module, backbone: str | nn.Module, kwargs: dict[str, Any]) -> None:

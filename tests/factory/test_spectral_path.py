@@ -1,0 +1,110 @@
+"""model_args.spectral_path: a per-pixel spectral path to the head of segmentation models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory, SpectralPathModel
+
+KRONA = {"method": "KRONA", "peft_config_kwargs": {"target_modules": ["attn.q", "attn.v"]}}
+
+#: The segmentation model of the shipped configs, tiny: 4 layers -> pyramid -> UNet.
+UNET_ARGS = {
+    "backbone": "spectralgpt_vit_base",
+    "backbone_num_bands": 6,
+    "backbone_img_size": 16,
+    "backbone_patch_size": 4,
+    "backbone_depth": 4,
+    "backbone_embed_dim": 16,
+    "backbone_num_heads": 2,
+    "necks": [
+        {"name": "SelectIndices", "indices": [0, 1, 2, 3]},
+        {"name": "ReshapeTokensToImage"},
+        {"name": "LearnedInterpolateToPyramidal"},
+    ],
+    "decoder": "UNetDecoder",
+    "decoder_channels": [16, 8, 8, 8],
+    "num_classes": 3,
+}
+
+
+def build(peft_config: dict | None = None, task: str = "segmentation", **changes):
+    torch.manual_seed(0)
+    args = {**UNET_ARGS, **changes}
+    return PEFTEncoderDecoderFactory().build_model(task, peft_config=peft_config, **args)
+
+
+@pytest.mark.parametrize("peft_config", [None, KRONA], ids=["full", "krona"])
+def test_head_sees_each_pixels_own_spectrum(peft_config):
+    model = build(peft_config, spectral_path=8).eval()
+    assert isinstance(model, SpectralPathModel)
+    # Only the spectral path reaches the head: a change of one pixel's spectrum then changes
+    # that pixel's logits and no other's.
+    model.decoder.register_forward_hook(lambda module, args, out: torch.zeros_like(out))
+    x = torch.randn(2, 6, 16, 16)
+    changed = x.clone()
+    changed[:, :, 5, 7] += 3.0
+    with torch.no_grad():
+        before, after = model(x).output, model(changed).output
+    assert before.shape == (2, 3, 16, 16)
+    moved = (after - before).abs().amax(dim=(0, 1))
+    assert moved[5, 7] > 0
+    moved[5, 7] = 0
+    assert moved.max() == 0
+
+
+@pytest.mark.parametrize("peft_config", [None, KRONA], ids=["full", "krona"])
+def test_path_trains_and_the_stock_parts_are_kept(peft_config):
+    model = build(peft_config, spectral_path=8)
+    stock = build(peft_config)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert {f"spectral_path.{n}" for n, _ in model.spectral_path.named_parameters()} <= trainable
+    assert trainable - {n for n in trainable if n.startswith("spectral_path.")} == {
+        name for name, p in stock.named_parameters() if p.requires_grad
+    }
+    # The decoder's output and the rest of the forward are the stock model's.
+    model.spectral_path.register_forward_hook(lambda module, args, out: torch.zeros_like(out))
+    model.load_state_dict(
+        {**stock.state_dict(), **model.spectral_path.state_dict(prefix="spectral_path.")}
+    )
+    x = torch.randn(2, 6, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x).output, stock.eval()(x).output)
+
+
+def test_output_at_input_size_when_the_decoder_gives_another():
+    # 8x8 tokens on 16x16 input: the UNet's output is 8x8; the path needs the input's size.
+    model = build(spectral_path=4, backbone_patch_size=8).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 6, 16, 16)).output.shape == (1, 3, 16, 16)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"spectral_path": 0}, "must be a positive integer"),
+        ({"spectral_path": True}, "must be a positive integer"),
+        ({"spectral_path": "wide"}, "must be a positive integer"),
+    ],
+)
+def test_bad_spectral_path_is_a_clear_error(changes, message):
+    with pytest.raises(ValueError, match=message):
+        build(**changes)
+
+
+def test_spectral_path_needs_a_pixel_wise_task():
+    args = {
+        **UNET_ARGS,
+        "backbone_out_indices": [-1],
+        "necks": [{"name": "AggregateTokens", "pooling": "mean"}],
+        "decoder": "IdentityDecoder",
+        "spectral_path": 8,
+    }
+    args.pop("decoder_channels")
+    with pytest.raises(ValueError, match="pixel-wise task"):
+        PEFTEncoderDecoderFactory().build_model("classification", **args)
+
+
+def test_cli_string_value_is_read_as_a_number():
+    assert isinstance(build(spectral_path="8"), SpectralPathModel)
