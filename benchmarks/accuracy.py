@@ -7,8 +7,9 @@ touches a test pixel) and each seed, it trains and tests:
 - the classification formulation (a patch per pixel, ``ClassificationTask``) with every method of
   the published grid: full fine-tuning (``FULL``), ``LORA``, ``LORA_PLUS``, ``KRONA``,
   ``KRONA_PLUS``, ``LOKR`` (``--methods`` takes any registered method too);
-- the segmentation formulation (tiles, ``SemanticSegmentationTask`` + UNet) with the method of
-  best mean classification OA (or ``--seg-method``);
+- the segmentation formulation (tiles, ``SemanticSegmentationTask``: UNet plus a per-pixel
+  spectral path, flips and right-angle rotations of training tiles; see docs/segmentation.md)
+  with the same methods (or those of ``--seg-methods``);
 - an RBF SVM and a random forest on the standardised spectra of the same training pixels.
 
 It prints a Markdown table of OA / AA / kappa (mean +- std over seeds, in %) and can write it into
@@ -73,6 +74,7 @@ from terratorch_hsi_peft.metrics import (
     confusion_matrix,
     overall_accuracy,
 )
+from terratorch_hsi_peft.transforms import RandomFlipRotate
 from terratorch_hsi_peft.utils import atomic_write
 
 SPLITS = ("per_class", "spatially_disjoint")
@@ -124,9 +126,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--seg-steps", type=int, default=60, help="optimizer steps per segmentation model"
     )
     parser.add_argument(
-        "--seg-method",
+        "--seg-methods",
+        nargs="+",
         choices=method_choices(),
-        help="method of the segmentation rows (default: best classification OA)",
+        default=list(METHODS),
+        help="methods of the segmentation rows (default: the published grid)",
     )
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -150,6 +154,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--img-dir", type=Path, help="folder for the PNG plots (default: img/ beside --results-md)"
     )
     parser.add_argument("--json", type=Path, help="write every run and the summary as JSON")
+    parser.add_argument(
+        "--runs",
+        type=Path,
+        help="JSON-lines file of finished runs: appended as runs finish, a rerun skips them",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: table and section from --runs (with the grid's own flags)",
+    )
     args = parser.parse_args(argv)
     for name in ("steps", "seg_steps", "batch_size"):
         if getattr(args, name) < 1:
@@ -161,6 +175,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if args.ckpt_path is not None and not Path(args.ckpt_path).is_file():
         parser.error(f"--ckpt-path {args.ckpt_path} is not a file; give the official .pth file.")
+    if args.report_only and args.runs is None:
+        parser.error("--report-only needs --runs (the file of finished runs).")
     if args.quick:
         args.seeds, args.steps, args.seg_steps = args.seeds[:1], 2, 2
     if args.img_dir is None and args.results_md is not None:
@@ -204,7 +220,11 @@ def make_datamodule(
             img_size=geometry.img_size,
         )
     return HyperspectralSceneDataModule(
-        scene=scene, split_file=str(split_file), batch_size=8, tile_size=geometry.tile_size
+        scene=scene,
+        split_file=str(split_file),
+        batch_size=8,
+        tile_size=geometry.tile_size,
+        train_transform=[RandomFlipRotate()],
     )
 
 
@@ -322,15 +342,6 @@ def classic_run(
     return run, model
 
 
-def best_method(runs: list[Run]) -> str:
-    """The classification method of highest OA, averaged over splits and seeds."""
-    means: dict[str, list[float]] = {}
-    for run in runs:
-        if run.formulation == "classification":
-            means.setdefault(run.method, []).append(run.oa)
-    return max(means, key=lambda method: np.mean(means[method]))
-
-
 def summarise(runs: list[Run]) -> list[dict[str, Any]]:
     """One row per (formulation, method): per split, mean and std (over seeds) of each score."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
@@ -350,6 +361,9 @@ def summarise(runs: list[Run]) -> list[dict[str, Any]]:
         per_split = row["splits"].setdefault(run.split, {"oa": [], "aa": [], "kappa": []})
         for score in ("oa", "aa", "kappa"):
             per_split[score].append(getattr(run, score))
+    order = {"classification": 0, "spectral": 1, "segmentation": 2}
+    methods = [*method_choices(), *CLASSIC]
+    rows = dict(sorted(rows.items(), key=lambda kv: (order[kv[0][0]], methods.index(kv[0][1]))))
     for row in rows.values():
         row["fit_seconds"] = float(np.mean(row["fit_seconds"]))
         for per_split in row["splits"].values():
@@ -464,10 +478,9 @@ def results_section(
     args: argparse.Namespace,
     geometry: Geometry,
     runs: list[Run],
-    seg_method: str,
     table: str,
     command: str,
-    wall_seconds: float,
+    wall_seconds: float | None,
 ) -> str:
     """The Markdown of the Accuracy section: setup, table, plots, how to read them."""
     weights = (
@@ -499,7 +512,13 @@ def results_section(
         else "Encoder initialised from the official SpectralGPT weights."
     )
     lines = [
-        f"Produced by `benchmarks/accuracy.py` in {wall_seconds / 60:.1f} min.",
+        "Produced by `benchmarks/accuracy.py` "
+        + (
+            f"in {wall_seconds / 60:.1f} min."
+            if wall_seconds is not None
+            else f"from the runs of `{args.runs.name}` (resumed runs; fit time in all "
+            f"{sum(r.fit_seconds for r in runs) / 60:.1f} min)."
+        ),
         "",
         f"- Command: `{command}`",
         f"- Machine: {machine_description()}",
@@ -512,12 +531,13 @@ def results_section(
         f"- Encoder: {geometry.describe()}; {weights}.",
         f"- Training (CPU budget): AdamW, lr {args.lr:g}, the same number of optimizer steps "
         f"for every model of a formulation: {args.steps} steps of {args.batch_size} patches "
-        f"(classification), {args.seg_steps} steps of 8 tiles (segmentation, UNet); no "
-        "validation set and no early stopping: the model after the last step is tested.",
+        f"(classification), {args.seg_steps} steps of 8 tiles (segmentation: UNet plus a "
+        f"{geometry.spectral_path}-channel per-pixel spectral path, `RandomFlipRotate` on "
+        "training tiles, see [Segmentation](segmentation.md)); no validation set and no early "
+        "stopping: the model after the last step is tested.",
         "- PEFT: adapters on `attn.q` and `attn.v` of every block (LoRA/LoRA+/LoKr r=4, "
         "KronA/KronA+ with automatic factor shapes, lr_ratio 16 for the + methods); encoder "
-        "base weights frozen, head trained. Segmentation rows use the classification method of "
-        f"best mean OA: {seg_method}.",
+        "base weights frozen, necks, decoder and head trained.",
         "- Baselines: RBF SVM (C=100, gamma='scale') and a random forest "
         f"({forest_trees(args.quick)} trees) on the "
         "standardised 200-band spectra of the same training pixels.",
@@ -553,22 +573,28 @@ def run_grid(
     geometry: Geometry,
     device: torch.device,
     split_dir: Path,
-) -> tuple[list[Run], dict[str, np.ndarray], str]:
-    """Every run of the grid. Returns (runs, class maps of the first split and seed, seg method).
+) -> tuple[list[Run], dict[str, np.ndarray]]:
+    """Every run of the grid. Returns (runs, class maps of the first split and seed).
 
-    Class maps are only predicted when plots are asked for (``--img-dir``).
+    Class maps (of the first segmentation method, both formulations) are only predicted when
+    plots are asked for (``--img-dir``).
     """
     started = time.perf_counter()
     want_maps = args.img_dir is not None
     map_key = (args.splits[0], args.seeds[0])
-    runs: list[Run] = []
-    kept: dict[str, tuple[Any, Any]] = {}  # map split and seed: method -> (task, datamodule)
+    map_method = args.seg_methods[0]
+    runs = load_runs(args.runs)
+    done = {(r.formulation, r.method, r.split, r.seed) for r in runs}
     maps: dict[str, np.ndarray] = {"ground truth": scene.labels - 1}
     spectra = scene.image.reshape(-1, scene.num_bands)
     split_files: dict[tuple[str, int], Path] = {}
 
     def record(run: Run) -> None:
         runs.append(run)
+        if args.runs is not None:
+            args.runs.parent.mkdir(parents=True, exist_ok=True)
+            with args.runs.open("a") as f:  # one line per run: resumable
+                f.write(json.dumps(asdict(run)) + "\n")
         log(
             f"{run.formulation:14s} {run.method:13s} {run.split:18s} seed {run.seed}: "
             f"OA {run.oa:5.1f} AA {run.aa:5.1f} kappa {run.kappa:5.1f} "
@@ -576,6 +602,8 @@ def run_grid(
         )
 
     def train(formulation: str, method: str, protocol: str, seed: int) -> tuple[Any, Any]:
+        if (formulation, method, protocol, seed) in done:  # no model: no class map
+            return None, None
         split_file = split_files[protocol, seed]
         run, task, datamodule = deep_run(
             formulation, method, protocol, seed, scene, split_file, geometry, args, device
@@ -590,28 +618,32 @@ def run_grid(
             split.save(split_files[protocol, seed])
             for method in args.methods:
                 task, datamodule = train("classification", method, protocol, seed)
-                if want_maps and (protocol, seed) == map_key:
-                    kept[method] = (task, datamodule)
+                wanted = (protocol, seed, method) == (*map_key, map_method)
+                if want_maps and wanted and task is not None:
+                    predictions, _ = predict_patches(task, datamodule, "predict", device)
+                    maps[f"{method} classification"] = predictions.reshape(scene.shape)
             for name in CLASSIC:
+                if ("spectral", name, protocol, seed) in done:
+                    continue
                 run, model = classic_run(name, split, scene, args)
                 record(run)
                 if want_maps and (protocol, seed) == map_key:
                     maps[name] = model.predict(spectra).reshape(scene.shape)
+            for method in args.seg_methods:
+                task, datamodule = train("segmentation", method, protocol, seed)
+                wanted = (protocol, seed, method) == (*map_key, map_method)
+                if want_maps and wanted and task is not None:
+                    maps[f"{method} segmentation"], _ = predict_tiles(
+                        task, datamodule, "predict", device
+                    )
+    return runs, maps
 
-    seg_method = args.seg_method or best_method(runs)
-    if want_maps:
-        task, datamodule = kept.pop(seg_method)
-        kept.clear()
-        predictions, _ = predict_patches(task, datamodule, "predict", device)
-        maps[f"{seg_method} classification"] = predictions.reshape(scene.shape)
-    for protocol in args.splits:
-        for seed in args.seeds:
-            task, datamodule = train("segmentation", seg_method, protocol, seed)
-            if want_maps and (protocol, seed) == map_key:
-                maps[f"{seg_method} segmentation"], _ = predict_tiles(
-                    task, datamodule, "predict", device
-                )
-    return runs, maps, seg_method
+
+def load_runs(path: Path | None) -> list[Run]:
+    """The runs of a ``--runs`` JSON-lines file (none when it does not exist yet)."""
+    if path is None or not path.is_file():
+        return []
+    return [Run(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -622,9 +654,12 @@ def main(argv: list[str] | None = None) -> int:
     geometry = geometry_of(args)
     scene = IndianPines(args.data_root / "indian_pines")
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="accuracy_splits_") as split_dir:
-        runs, maps, seg_method = run_grid(args, scene, geometry, device, Path(split_dir))
-    wall_seconds = time.perf_counter() - started
+    if args.report_only:
+        runs, maps = load_runs(args.runs), {}
+    else:
+        with tempfile.TemporaryDirectory(prefix="accuracy_splits_") as split_dir:
+            runs, maps = run_grid(args, scene, geometry, device, Path(split_dir))
+    wall_seconds = None if args.report_only else time.perf_counter() - started
     want_maps = args.img_dir is not None
 
     summary = summarise(runs)
@@ -633,7 +668,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)
     if want_maps:
         plot_accuracy_vs_parameters(summary, args.splits, args.img_dir / "accuracy_vs_params.png")
-        plot_class_maps(maps, scene.class_names, args.img_dir / "class_maps.png")
+        if len(maps) > 1:  # not only the ground truth: models were trained in this run
+            plot_class_maps(maps, scene.class_names, args.img_dir / "class_maps.png")
     if args.json is not None:
         payload = {
             "command": command,
@@ -641,16 +677,17 @@ def main(argv: list[str] | None = None) -> int:
             "wall_seconds": wall_seconds,
             "geometry": asdict(geometry),
             "ckpt_path": args.ckpt_path,
-            "seg_method": seg_method,
+            "seg_methods": args.seg_methods,
             "summary": summary,
             "runs": [asdict(run) for run in runs],
         }
         with atomic_write(args.json, "w") as f:
             json.dump(payload, f, indent=1)
     if args.results_md is not None:
-        body = results_section(args, geometry, runs, seg_method, table, command, wall_seconds)
+        body = results_section(args, geometry, runs, table, command, wall_seconds)
         update_markdown_section(args.results_md, "accuracy", "## Accuracy", body)
-    log(f"done in {wall_seconds / 60:.1f} min")
+    if wall_seconds is not None:
+        log(f"done in {wall_seconds / 60:.1f} min")
     return 0
 
 

@@ -7,7 +7,8 @@ Both formulations use stock TerraTorch tasks built through the Python API:
   (``AggregateTokens``) -> MLP head, as the source paper;
 - segmentation: ``HyperspectralSceneDataModule`` (``tile_size`` tiles) +
   ``SemanticSegmentationTask``;
-  SpectralGPT's four features -> ``LearnedInterpolateToPyramidal`` -> ``UNetDecoder``.
+  SpectralGPT's four features -> ``LearnedInterpolateToPyramidal`` -> ``UNetDecoder``, plus the
+  factory's per-pixel spectral path (``spectral_path``) to the head.
 
 Adapters come from the plugin's ``PEFTEncoderDecoderFactory`` (Q and V of every block, as the
 source paper); full fine-tuning is the same factory without ``peft_config``.
@@ -110,6 +111,8 @@ class Geometry:
         head_dim: hidden width of the classification MLP head.
         decoder_channels: UNet decoder channels (segmentation formulation).
         patch_size: spatial side of a token (SpectralGPT's 8; 4 gives small inputs more tokens).
+        spectral_path: hidden width of the segmentation model's per-pixel spectral path
+            (``model_args.spectral_path``); None: the stock UNet model.
     """
 
     embed_dim: int
@@ -121,6 +124,7 @@ class Geometry:
     head_dim: int = 64
     decoder_channels: tuple[int, int, int, int] = (64, 32, 16, 16)
     patch_size: int = 8
+    spectral_path: int | None = None
 
     def backbone_args(self, num_bands: int, img_size: int, ckpt_path: str | None) -> dict[str, Any]:
         """``backbone_*`` model_args of this geometry (random init unless ``ckpt_path``)."""
@@ -142,15 +146,24 @@ class Geometry:
             f"{self.num_heads} heads, {self.patch_size}x{self.patch_size}x3 tubelets; "
             f"{self.window}x{self.window} patches resized to {self.img_size}x{self.img_size}; "
             f"{self.tile_size}x{self.tile_size} tiles"
+            + (f", {self.spectral_path}-channel spectral path" if self.spectral_path else "")
         )
 
 
 #: Encoder of the CPU grid (random init) and of the official weights.
-SMALL = Geometry(embed_dim=32, depth=2, num_heads=2, img_size=16, head_dim=32)
-VIT_BASE = Geometry(embed_dim=768, depth=12, num_heads=12, img_size=32, head_dim=256)
+SMALL = Geometry(embed_dim=32, depth=2, num_heads=2, img_size=16, head_dim=32, spectral_path=32)
+VIT_BASE = Geometry(
+    embed_dim=768, depth=12, num_heads=12, img_size=32, head_dim=256, spectral_path=64
+)
 #: ``--quick``: a one-block encoder, one seed, two steps, on subsets of the test pixels.
 QUICK = Geometry(
-    embed_dim=16, depth=1, num_heads=2, img_size=16, head_dim=16, decoder_channels=(16, 8, 8, 8)
+    embed_dim=16,
+    depth=1,
+    num_heads=2,
+    img_size=16,
+    head_dim=16,
+    decoder_channels=(16, 8, 8, 8),
+    spectral_path=8,
 )
 
 
@@ -183,6 +196,7 @@ def segmentation_model_args(
         "decoder": "UNetDecoder",
         "decoder_channels": list(geometry.decoder_channels),
         "num_classes": num_classes,
+        **({"spectral_path": geometry.spectral_path} if geometry.spectral_path else {}),
     }
 
 
@@ -194,6 +208,7 @@ def build_task(
     method: str,
     lr: float,
     ckpt_path: str | None = None,
+    **task_args: Any,
 ) -> ClassificationTask | SemanticSegmentationTask:
     """A stock TerraTorch task whose model comes from ``PEFTEncoderDecoderFactory``.
 
@@ -205,6 +220,8 @@ def build_task(
         method: ``FULL`` or a registered method (see :func:`peft_config_for`).
         lr: AdamW learning rate (adapters, head and decoder alike).
         ckpt_path: SpectralGPT checkpoint (official layout) loaded into the encoder.
+        task_args: more task arguments (``optimizer_hparams``, ``custom_loss_kwargs``, ...);
+            they override the defaults here.
     """
     peft_config = peft_config_for(method)
     builders = {
@@ -223,6 +240,7 @@ def build_task(
         "lr": lr,
         "optimizer": "AdamW",
         "ignore_index": IGNORE_INDEX,
+        **task_args,
     }
     if formulation == "classification":
         return ClassificationTask(**common)

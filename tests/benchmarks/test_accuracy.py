@@ -52,20 +52,28 @@ def test_quick_grid_prints_every_method_and_writes_plots_json_and_docs(shared_da
     results_md = tmp_path / "results.md"
     results_md.write_text("# Results\n\n## Efficiency\n\nkept as it is\n")
     json_path = tmp_path / "accuracy.json"
+    runs_path = tmp_path / "runs.jsonl"
     result = run_script(
-        "--data-root", str(shared_data), "--results-md", str(results_md), "--json", str(json_path)
+        "--data-root",
+        str(shared_data),
+        "--results-md",
+        str(results_md),
+        "--json",
+        str(json_path),
+        "--runs",
+        str(runs_path),
     )
 
     header, rows = table_rows(result.stdout)
     assert header[:3] == ["Formulation", "Method", "Trainable params"]
     assert header[3] == "per-class 10% OA" and header[6] == "spatially disjoint OA"
     payload = json.loads(json_path.read_text())
-    seg_method = payload["seg_method"]
+    assert payload["seg_methods"] == METHODS
     assert [(r[0], r[1]) for r in rows] == [
         *[("classification", m) for m in METHODS],
         ("spectral", "SVM_RBF"),
         ("spectral", "RANDOM_FOREST"),
-        ("segmentation", seg_method),
+        *[("segmentation", m) for m in METHODS],
     ]
     summary = {(s["formulation"], s["method"]): s for s in payload["summary"]}
     for row in rows:
@@ -78,10 +86,23 @@ def test_quick_grid_prints_every_method_and_writes_plots_json_and_docs(shared_da
             assert low <= float(mean) <= 100.0 and float(std) == 0.0  # one seed in --quick
             assert float(mean) == pytest.approx(entry["splits"][split][score]["mean"], abs=0.051)
 
-    # The grid: both splits, one seed, every method, two baselines, segmentation on each split.
+    # The grid: both splits, one seed, every method in both formulations, two baselines.
     runs = payload["runs"]
-    assert len(runs) == 2 * (len(METHODS) + 2) + 2
+    assert len(runs) == 2 * (2 * len(METHODS) + 2)
+    # Every run was appended to --runs as it finished; a rerun trains nothing and reports them.
+    stored = [json.loads(line) for line in runs_path.read_text().splitlines()]
+    assert sorted(map(json.dumps, stored)) == sorted(map(json.dumps, runs))
+    again = run_script("--data-root", str(shared_data), "--runs", str(runs_path))
+    assert table_rows(again.stdout) == (header, rows)
+    assert "elapsed" not in again.stderr  # nothing was trained again
+    report = run_script("--data-root", str(shared_data), "--runs", str(runs_path), "--report-only")
+    assert table_rows(report.stdout) == (header, rows)
     by_key = {(r["formulation"], r["method"], r["split"]): r for r in runs}
+    seg_full = by_key["segmentation", "FULL", "per_class"]
+    assert (
+        seg_full["trainable_total"]
+        > by_key["segmentation", "KRONA", "per_class"]["trainable_total"]
+    )
     full = by_key["classification", "FULL", "per_class"]
     assert full["trainable_encoder"] > 0 and full["checkpoint_tensors"] == 0
     for method in METHODS[1:]:  # adapters train far fewer encoder parameters than FULL
@@ -157,7 +178,7 @@ def test_ckpt_path_loads_official_layout_weights_into_every_model(shared_data, t
         "--methods",
         "FULL",
         "KRONA_PLUS",
-        "--seg-method",
+        "--seg-methods",
         "KRONA_PLUS",
     )
     _, rows = table_rows(result.stdout)

@@ -1,0 +1,96 @@
+"""benchmarks/segmentation_study.py: one change per configuration, from the grid's formulation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BENCHMARKS = REPO_ROOT / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import segmentation_study  # noqa: E402  (a script beside its helpers, not a package)
+
+
+def _changes(factor: str) -> set[str]:
+    base = segmentation_study.configure("baseline", quick=False)
+    new = segmentation_study.configure(factor, quick=False)
+    changed = {
+        f"geometry.{field.name}"
+        for field in dataclasses.fields(base["geometry"])
+        if getattr(base["geometry"], field.name) != getattr(new["geometry"], field.name)
+    }
+    for part in ("data", "task"):
+        old, now = base[part], new[part]
+        changed |= {f"{part}.{k}" for k in {*old, *now} if repr(old.get(k)) != repr(now.get(k))}
+    if base["val_fraction"] != new["val_fraction"]:
+        changed.add("val_fraction")
+    return changed
+
+
+@pytest.mark.parametrize("factor", segmentation_study.FACTORS)
+def test_each_configuration_changes_one_thing(factor):
+    expected = {
+        "baseline": set(),
+        "patch_4": {"geometry.patch_size"},
+        "tile_16": {"geometry.tile_size"},
+        "stride_4": {"data.train_stride"},
+        "flips": {"data.train_transform"},
+        "label_smoothing": {"task.loss"},
+        "weight_decay": {"task.optimizer_hparams"},
+        "class_weights": {"data.class_weights"},
+        "val_best": {"val_fraction"},
+        "spectral_path": {"geometry.spectral_path"},
+    }
+    assert _changes(factor) == expected[factor]
+
+
+def test_baseline_is_the_formulation_before_the_study():
+    import hsi_models
+
+    base = segmentation_study.configure("baseline", quick=False)["geometry"]
+    # The accuracy grid's encoder; only the spectral path (the study's outcome) is off.
+    assert base == dataclasses.replace(hsi_models.SMALL, spectral_path=None)
+    assert hsi_models.SMALL.spectral_path
+
+
+def test_joined_factors_make_every_change():
+    assert _changes("spectral_path+flips") == {"geometry.spectral_path", "data.train_transform"}
+
+
+def test_unknown_factor_is_refused_with_the_choices(capsys):
+    with pytest.raises(SystemExit):
+        segmentation_study.parse_args(["--factors", "flips+mirror", "--report-only", "--runs", "x"])
+    assert "unknown ['mirror']" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quick_run_appends_runs_and_writes_the_section(shared_data, tmp_path):
+    runs, results_md = tmp_path / "runs.jsonl", tmp_path / "results.md"
+    command = [
+        sys.executable,
+        str(BENCHMARKS / "segmentation_study.py"),
+        "--quick",
+        "--data-root",
+        str(shared_data),
+        "--factors",
+        "baseline",
+        "spectral_path+flips",
+        "--runs",
+        str(runs),
+        "--results-md",
+        str(results_md),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-4000:]
+    stored = [json.loads(line) for line in runs.read_text().splitlines()]
+    assert [r["factor"] for r in stored] == ["baseline", "spectral_path+flips"]
+    assert all(len(r["per_class"]) == 16 and 0 <= r["oa"] <= 100 for r in stored)
+    text = results_md.read_text()
+    assert "## Segmentation study" in text and "| `spectral_path+flips` |" in text
+    assert "Test accuracy per class" in text
