@@ -101,6 +101,9 @@ def test_model_matches_data_and_schedule_matches_epochs(name):
         assert "scheduler" not in task  # the top-level block replaces the task's
     if "segmentation" in name:
         assert task["ignore_index"] == -1  # the scene datamodule's label of unused pixels
+    if name.startswith("indian_pines/segmentation/"):  # the UNet formulation that generalises
+        assert model_args["spectral_path"] > 0
+        assert data["train_transform"][0]["class_path"].endswith("RandomFlipRotate")
 
 
 def test_paper_setup():
