@@ -640,10 +640,19 @@ def run_grid(
 
 
 def load_runs(path: Path | None) -> list[Run]:
-    """The runs of a ``--runs`` JSON-lines file (none when it does not exist yet)."""
+    """The runs of a ``--runs`` JSON-lines file (none when it does not exist yet).
+
+    Processes running parts of the grid (``--splits``, ``--seeds``) may append to the same file;
+    a run recorded twice counts once (the first).
+    """
     if path is None or not path.is_file():
         return []
-    return [Run(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    runs: dict[tuple[str, str, str, int], Run] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            run = Run(**json.loads(line))
+            runs.setdefault((run.formulation, run.method, run.split, run.seed), run)
+    return list(runs.values())
 
 
 def main(argv: list[str] | None = None) -> int:

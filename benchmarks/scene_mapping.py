@@ -7,7 +7,8 @@ model, and the predicted classes pasted into the (H, W) class map.
 - classification: one ``window x window`` patch per pixel (resized to ``img_size``),
   ``ClassificationTask`` model, one forward sample per pixel;
 - segmentation: ``tile_size`` tiles every ``tile_size // 2`` pixels (each pixel taken from the
-  tile whose centre is nearest), ``SemanticSegmentationTask`` model with a UNet decoder.
+  tile whose centre is nearest), ``SemanticSegmentationTask`` model with a UNet decoder and
+  the per-pixel spectral path (the accuracy grid's segmentation model).
 
 Both use the same SpectralGPT encoder size (the accuracy benchmark's, random init: speed does
 not depend on the weights). Each formulation is mapped ``--warmup`` times untimed, then

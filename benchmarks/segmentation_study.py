@@ -21,14 +21,16 @@ AdamW lr 1e-3, no augmentation, the model after the last step tested) and change
   loss are tested (validation and early stopping);
 - ``a+b+...``: the changes ``a``, ``b``, ... together (e.g. ``spectral_path+flips``).
 
-Each configuration trains for ``--steps`` optimizer steps of 8 tiles on both split protocols and
-every seed, on the splits ``accuracy.py`` draws (the same test pixels), and is scored on the
-split's test pixels; ``--per-class`` reports each class's test accuracy of the disjoint split.
+Each configuration trains for ``--steps`` optimizer steps of 8 tiles on the split protocols of
+``--splits`` (default: spatially disjoint) and every seed, on the splits ``accuracy.py`` draws
+(the same test pixels), and is scored on the
+split's test pixels; the report also gives each class's test accuracy on the disjoint split.
 Runs are appended to a JSON-lines file as they finish (``--runs``); a rerun skips the runs
 already there, and ``--report-only`` rebuilds the Markdown section from them.
 
-    nice -n 5 python benchmarks/segmentation_study.py \\
-        --runs benchmarks/results/segmentation_runs.jsonl --results-md docs/segmentation.md
+    nice -n 5 python benchmarks/segmentation_study.py --splits spatially_disjoint per_class \\
+        --runs benchmarks/results/segmentation_runs_180_steps.jsonl \\
+        --results-md docs/segmentation.md
     python benchmarks/segmentation_study.py --quick          # CI smoke run
 """
 
