@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import peft_config
+from peft_helpers import peft_config
 from torch import nn
 
 from terratorch_hsi_peft.peft import AdapterConfig, apply_peft, get_method

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ALL_METHODS, peft_config, randomise_adapters
 from peft import LoKrConfig, LoraConfig, inject_adapter_in_model
 from peft.tuners.lokr.layer import factorization
+from peft_helpers import ALL_METHODS, peft_config, randomise_adapters
 from torch import nn
 
 from terratorch_hsi_peft.peft import apply_peft

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import peft_config, randomise_adapters
+from peft_helpers import peft_config, randomise_adapters
 from torch import nn
 
 from terratorch_hsi_peft.peft import (

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import ALL_METHODS, ToyViT, peft_config, randomise_adapters
+from peft_helpers import ALL_METHODS, ToyViT, peft_config, randomise_adapters
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn

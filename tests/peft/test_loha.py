@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ToyViT, peft_config, randomise_adapters
 from peft import LoHaConfig, inject_adapter_in_model
+from peft_helpers import ToyViT, peft_config, randomise_adapters
 from torch import nn
 
 from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory
@@ -171,8 +171,8 @@ def test_loha_is_an_efficiency_benchmark_variant():
     assert "LOHA" in VARIANTS and "LOHA" in PEFT_VARIANTS and LABELS["LOHA"] == "LoHa (ours)"
     variant = build_variant("LOHA", QUICK_GEOMETRY, torch.device("cpu"))
     g = QUICK_GEOMETRY
-    head = g.width * g.head_width + g.head_width + g.head_width * g.classes + g.classes
-    assert variant.trainable_parameters() == 2 * g.depth * 4 * g.rank * g.width + head
+    head = g.embed_dim * g.head_dim + g.head_dim + g.head_dim * g.classes + g.classes
+    assert variant.trainable_parameters() == 2 * g.depth * 4 * g.rank * g.embed_dim + head
     variant.train_step(bf16=False)
     with variant.merged():
         merged = variant.predict(bf16=False)

@@ -12,7 +12,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import peft_config, randomise_adapters
+from peft_helpers import peft_config, randomise_adapters
 from torch.nn.utils import parametrize
 
 from terratorch_hsi_peft.peft import adapter_layers, apply_peft

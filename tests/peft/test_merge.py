@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ALL_METHODS, peft_config, randomise_adapters
+from peft_helpers import ALL_METHODS, peft_config, randomise_adapters
 from torch import nn
 
 from terratorch_hsi_peft.peft import adapter_layers, apply_peft, merge_adapters, unmerge_adapters

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import peft_config
+from peft_helpers import peft_config
 from torch import nn
 
 from terratorch_hsi_peft.models.peft_config import PeftSpec
