@@ -31,6 +31,11 @@ already there, and ``--report-only`` rebuilds the Markdown section from them.
     nice -n 5 python benchmarks/segmentation_study.py --splits spatially_disjoint per_class \\
         --runs benchmarks/results/segmentation_runs_180_steps.jsonl \\
         --results-md docs/segmentation.md
+    nice -n 5 python benchmarks/segmentation_study.py --splits per_class spatially_disjoint \\
+        --factors baseline spectral_path+flips --steps 720 \\
+        --runs benchmarks/results/segmentation_runs_720_steps.jsonl \\
+        --results-md docs/segmentation.md --section segmentation-study-720 \\
+        --heading "### Longer runs: 720 steps"
     python benchmarks/segmentation_study.py --quick          # CI smoke run
 """
 
@@ -94,6 +99,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=Path, help="JSON-lines file of finished runs (resumable)")
     parser.add_argument("--results-md", type=Path, help="Markdown file whose section to write")
     parser.add_argument("--report-only", action="store_true", help="only rebuild the report")
+    parser.add_argument(
+        "--section",
+        default="segmentation-study",
+        help="name of the --results-md section (another name keeps the main one)",
+    )
+    parser.add_argument("--heading", default="## Segmentation study", help="its heading")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 steps, tiny encoder")
     args = parser.parse_args(argv)
     if args.steps < 1:
@@ -372,8 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.results_md is not None:
         update_markdown_section(
             args.results_md,
-            "segmentation-study",
-            "## Segmentation study",
+            args.section,
+            args.heading,
             report(args, runs, scene.class_names),
         )
     return 0

@@ -94,3 +94,11 @@ def test_quick_run_appends_runs_and_writes_the_section(shared_data, tmp_path):
     text = results_md.read_text()
     assert "## Segmentation study" in text and "| `spectral_path+flips` |" in text
     assert "Test accuracy per class" in text
+    rows = text.count("`spectral_path+flips`")
+    # A second section (e.g. a longer study) from its own runs keeps the first one.
+    report_only = [*command, "--report-only", "--section", "seg-long", "--heading", "### Longer"]
+    result = subprocess.run(report_only, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr[-4000:]
+    text = results_md.read_text()
+    assert "## Segmentation study" in text and "<!-- seg-long:start -->" in text
+    assert text.count("`spectral_path+flips`") == 2 * rows
