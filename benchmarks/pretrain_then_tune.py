@@ -24,7 +24,8 @@ CPU budget (one torch thread): each pre-training is ``--pretrain-steps`` (1,500)
 windows, at most ~12 min (measured at nice 19 on 2 shared cores: 7.7 min in-domain, 4.2 min
 cross-sensor); each fine-tune is ``--steps`` (300) steps of 64 patches, 0.5-2 min there with its
 test pass. The grid is 4 encoders x 7 methods x 2 splits x 3 seeds = 168 fine-tunes (seed 0 of
-both splits, 56 fine-tunes and both pre-trainings, took about 70 min there).
+both splits, 56 fine-tunes and both pre-trainings, took about 70 min there; seeds 1 and 2, two
+processes, about 130 min on a machine shared with other jobs).
 
 Resumable: every finished run is appended to ``--runs`` (JSONL) and skipped when the script is
 started again with the same file; pre-trained encoders are kept in ``--work-dir`` and reused.
@@ -481,7 +482,9 @@ def matching(records: list[dict[str, Any]], args: argparse.Namespace, geometry: 
 def settings(args: argparse.Namespace, geometry: Geometry) -> dict[str, Any]:
     """What makes runs comparable, as stored in the JSONL file (lists, not tuples)."""
     plain = {
-        "geometry": asdict(geometry),
+        # Unset (None) fields are left out: a field added to Geometry later with a None default
+        # (spectral_path) changes no run, and must not orphan the runs stored before it.
+        "geometry": {k: v for k, v in asdict(geometry).items() if v is not None},
         "steps": args.steps,
         "lr": args.lr,
         "batch_size": args.batch_size,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import sys
@@ -90,6 +91,15 @@ def test_runs_of_other_settings_or_another_probe_lr_are_not_mixed_in(shared_data
     ]
     kept = bench.matching(records, args, bench.GEOMETRY)
     assert kept == [records[0], records[3]]
+
+
+def test_geometry_fields_left_unset_do_not_orphan_stored_runs(shared_data):
+    """Runs stored before Geometry had spectral_path (None here) still match; a set one differs."""
+    args = bench.parse_args(["--data-root", str(shared_data)])
+    stored = bench.settings(args, bench.GEOMETRY)
+    assert bench.GEOMETRY.spectral_path is None and "spectral_path" not in stored["geometry"]
+    with_path = bench.settings(args, dataclasses.replace(bench.GEOMETRY, spectral_path=8))
+    assert with_path["geometry"]["spectral_path"] == 8 and with_path != stored
 
 
 @pytest.mark.slow
