@@ -262,47 +262,59 @@ def svm_run(protocol: str, split: Split, scene: HyperspectralScene, quick: bool)
 
 def summarise(runs: list[dict[str, Any]], splits: list[str]) -> list[dict[str, Any]]:
     """Per configuration and split: mean/std of OA, AA, kappa and the paired OA gain."""
-    baseline = {(r["split"], r["seed"]): r["oa"] for r in runs if r["factor"] == "baseline"}
+    baseline = baseline_oa(runs)
     rows = []
     for factor in [*FACTORS, "svm_rbf"]:
         row: dict[str, Any] = {"factor": factor, "splits": {}}
         for split in splits:
             mine = [r for r in runs if r["factor"] == factor and r["split"] == split]
-            if not mine:
-                continue
-            stats = {
-                score: (float(np.mean([r[score] for r in mine])), _std([r[score] for r in mine]))
-                for score in ("oa", "aa", "kappa")
-            }
-            gains = [
-                r["oa"] - baseline[split, r["seed"]] for r in mine if (split, r["seed"]) in baseline
-            ]
-            stats["gain"] = (float(np.mean(gains)), _std(gains)) if gains else None
-            stats["n"] = len(mine)
-            stats["fit_seconds"] = float(np.mean([r["fit_seconds"] for r in mine]))
-            row["splits"][split] = stats
+            if mine:
+                row["splits"][split] = split_stats(mine, split, baseline)
         if row["splits"]:
             rows.append(row)
     return rows
+
+
+def baseline_oa(runs: list[dict[str, Any]]) -> dict[tuple[str, int], float]:
+    """The baseline's OA per (split, seed): what each run's gain is paired with."""
+    return {(r["split"], r["seed"]): r["oa"] for r in runs if r["factor"] == "baseline"}
+
+
+def split_stats(
+    mine: list[dict[str, Any]], split: str, baseline: dict[tuple[str, int], float]
+) -> dict[str, Any]:
+    """One configuration's runs on one split: mean/std of OA, AA, kappa, the paired OA gain over
+    the baseline (None without a baseline run of the same seed), the seed count, mean fit time."""
+    stats: dict[str, Any] = {
+        score: (float(np.mean([r[score] for r in mine])), _std([r[score] for r in mine]))
+        for score in ("oa", "aa", "kappa")
+    }
+    gains = [r["oa"] - baseline[split, r["seed"]] for r in mine if (split, r["seed"]) in baseline]
+    stats["gain"] = (float(np.mean(gains)), _std(gains)) if gains else None
+    stats["n"] = len(mine)
+    stats["fit_seconds"] = float(np.mean([r["fit_seconds"] for r in mine]))
+    return stats
 
 
 def _std(values: list[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
-def markdown_table(rows: list[dict[str, Any]], splits: list[str]) -> str:
-    """OA / AA / kappa (mean ± std over seeds) and the OA gain over the baseline, per split."""
+def markdown_table(rows: list[dict[str, Any]], splits: list[str], fit_seconds: bool = False) -> str:
+    """OA / AA / kappa (mean ± std over seeds) and the OA gain over the baseline, per split; with
+    ``fit_seconds``, the mean fit time too."""
     titles = {"per_class": "per-class 10%", "spatially_disjoint": "spatially disjoint"}
+    columns = ["ΔOA vs baseline", "AA", "κ", "seeds"] + (["fit s"] if fit_seconds else [])
     header = ["Configuration"]
     for split in splits:
-        header += [f"{titles[split]} OA", "ΔOA vs baseline", "AA", "κ", "seeds"]
+        header += [f"{titles[split]} OA", *columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [f"`{row['factor']}`"]
         for split in splits:
             stats = row["splits"].get(split)
             if stats is None:
-                cells += ["-"] * 5
+                cells += ["-"] * (1 + len(columns))
                 continue
             gain = stats["gain"]
             cells += [
@@ -313,7 +325,7 @@ def markdown_table(rows: list[dict[str, Any]], splits: list[str]) -> str:
                 f"{stats['aa'][0]:.1f} ± {stats['aa'][1]:.1f}",
                 f"{stats['kappa'][0]:.1f} ± {stats['kappa'][1]:.1f}",
                 str(stats["n"]),
-            ]
+            ] + ([f"{stats['fit_seconds']:.0f}"] if fit_seconds else [])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -57,7 +57,7 @@ import torch
 from accuracy import draw_split, make_trainer, scores
 from hsi_models import QUICK, SMALL, build_task, machine_description, predict_tiles, quiet_libraries
 from lightning.pytorch.callbacks import ModelCheckpoint
-from recipe_study import _std, load_runs
+from recipe_study import baseline_oa, load_runs, markdown_table, split_stats
 from results_md import update_markdown_section
 
 from terratorch_hsi_peft.datamodules import IGNORE_INDEX, HyperspectralSceneDataModule
@@ -244,8 +244,8 @@ def deep_run(
 
 
 def summarise(runs: list[dict[str, Any]], splits: list[str]) -> list[dict[str, Any]]:
-    """Per configuration and split: mean/std of OA, AA, kappa and the paired OA gain."""
-    baseline = {(r["split"], r["seed"]): r["oa"] for r in runs if r["factor"] == "baseline"}
+    """The recipe study's statistics per configuration and split, plus each class's accuracy."""
+    baseline = baseline_oa(runs)
     combos = sorted({r["factor"] for r in runs} - set(FACTORS), key=lambda f: (f.count("+"), f))
     rows = []
     for factor in [*FACTORS, *combos]:
@@ -254,16 +254,7 @@ def summarise(runs: list[dict[str, Any]], splits: list[str]) -> list[dict[str, A
             mine = [r for r in runs if r["factor"] == factor and r["split"] == split]
             if not mine:
                 continue
-            stats: dict[str, Any] = {
-                score: (float(np.mean([r[score] for r in mine])), _std([r[score] for r in mine]))
-                for score in ("oa", "aa", "kappa")
-            }
-            gains = [
-                r["oa"] - baseline[split, r["seed"]] for r in mine if (split, r["seed"]) in baseline
-            ]
-            stats["gain"] = (float(np.mean(gains)), _std(gains)) if gains else None
-            stats["n"] = len(mine)
-            stats["fit_seconds"] = float(np.mean([r["fit_seconds"] for r in mine]))
+            stats = split_stats(mine, split, baseline)
             classes = np.array([[np.nan if v is None else v for v in r["per_class"]] for r in mine])
             with warnings.catch_warnings():  # a class without test pixels in every seed
                 warnings.simplefilter("ignore", RuntimeWarning)
@@ -272,35 +263,6 @@ def summarise(runs: list[dict[str, Any]], splits: list[str]) -> list[dict[str, A
         if row["splits"]:
             rows.append(row)
     return rows
-
-
-def markdown_table(rows: list[dict[str, Any]], splits: list[str]) -> str:
-    """OA / AA / kappa (mean ± std over seeds), the OA gain over the baseline, fit time."""
-    titles = {"per_class": "per-class 10%", "spatially_disjoint": "spatially disjoint"}
-    header = ["Configuration"]
-    for split in splits:
-        header += [f"{titles[split]} OA", "ΔOA vs baseline", "AA", "κ", "seeds", "fit s"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [f"`{row['factor']}`"]
-        for split in splits:
-            stats = row["splits"].get(split)
-            if stats is None:
-                cells += ["-"] * 6
-                continue
-            gain = stats["gain"]
-            cells += [
-                f"{stats['oa'][0]:.1f} ± {stats['oa'][1]:.1f}",
-                "-"
-                if gain is None or row["factor"] == "baseline"
-                else f"{gain[0]:+.1f} ± {gain[1]:.1f}",
-                f"{stats['aa'][0]:.1f} ± {stats['aa'][1]:.1f}",
-                f"{stats['kappa'][0]:.1f} ± {stats['kappa'][1]:.1f}",
-                str(stats["n"]),
-                f"{stats['fit_seconds']:.0f}",
-            ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def per_class_table(rows: list[dict[str, Any]], split: str, class_names: list[str]) -> str:
@@ -339,7 +301,7 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], class_names: li
         "hide validation and test blocks (`hide_held_out`).",
         "- ΔOA: OA minus the baseline's OA on the same split and seed, mean ± std over seeds.",
         "",
-        markdown_table(rows, args.splits),
+        markdown_table(rows, args.splits, fit_seconds=True),
     ]
     if "spatially_disjoint" in args.splits:
         lines += [
@@ -379,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                             f"AA {run['aa']:5.1f} (fit {run['fit_seconds']:.0f} s, "
                             f"{time.perf_counter() - started:.0f} s elapsed)"
                         )
-    print(markdown_table(summarise(runs, args.splits), args.splits), flush=True)
+    print(markdown_table(summarise(runs, args.splits), args.splits, fit_seconds=True), flush=True)
     if args.results_md is not None:
         update_markdown_section(
             args.results_md,
