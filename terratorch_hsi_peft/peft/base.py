@@ -68,6 +68,16 @@ class AdapterLinear(nn.Module, ABC):
         self._base_digest: str | None = None
         self.register_load_state_dict_pre_hook(_forget_base_digest)
 
+    def check_rank(self, name: str, label: str, r: int, fix: str = "") -> None:
+        """Refuse a rank ``r`` above the weight's own (``min(in, out)``), naming the layer."""
+        max_rank = min(self.in_features, self.out_features)
+        if r > max_rank:
+            raise ValueError(
+                f"{name}: {label} rank r={r} exceeds the rank of its {self.out_features}x"
+                f"{self.in_features} weight; r must be <= min(in_features, out_features) = "
+                f"{max_rank}.{fix.format(max_rank=max_rank)}"
+            )
+
     def new_factor(self, rows: int, cols: int) -> nn.Parameter:
         """An uninitialised factor on the base weight's device, in the adapter dtype."""
         weight = self.base_layer.weight

@@ -51,13 +51,7 @@ class LoHaLinear(AdapterLinear):
     def __init__(self, base_layer: nn.Linear, config: AdapterConfig, name: str = "layer") -> None:
         opts = config.options
         super().__init__(base_layer, config, scaling=opts.alpha / opts.r, name=name)
-        max_rank = min(self.in_features, self.out_features)
-        if opts.r > max_rank:
-            raise ValueError(
-                f"{name}: LoHa rank r={opts.r} exceeds the rank of its {self.out_features}x"
-                f"{self.in_features} weight; r must be <= min(in_features, out_features) = "
-                f"{max_rank}."
-            )
+        self.check_rank(name, "LoHa", opts.r)
         self.hada_w1_a = self.new_factor(self.out_features, opts.r)
         self.hada_w1_b = self.new_factor(opts.r, self.in_features)
         self.hada_w2_a = self.new_factor(self.out_features, opts.r)

@@ -54,13 +54,9 @@ class LoRALinear(AdapterLinear):
     def __init__(self, base_layer: nn.Linear, config: AdapterConfig, name: str = "layer") -> None:
         opts = config.options
         super().__init__(base_layer, config, scaling=opts.alpha / opts.r, name=name)
-        max_rank = min(self.in_features, self.out_features)
-        if opts.r > max_rank:
-            raise ValueError(
-                f"{name}: LoRA rank r={opts.r} exceeds the rank of its {self.out_features}x"
-                f"{self.in_features} weight; r must be <= min(in_features, out_features) = "
-                f"{max_rank}. Use a smaller r (r={max_rank} already adapts the whole weight)."
-            )
+        self.check_rank(
+            name, "LoRA", opts.r, " Use a smaller r (r={max_rank} already adapts the whole weight)."
+        )
         self.lora_A = self.new_factor(opts.r, self.in_features)
         self.lora_B = self.new_factor(self.out_features, opts.r)
         self.init_random(self.lora_A)
