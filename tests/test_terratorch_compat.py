@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lightning import Trainer
 from terratorch import cli_tools
 from terratorch.models import encoder_decoder_factory
 from terratorch.models.encoder_decoder_factory import EncoderDecoderFactory
 from terratorch.models.scalar_output_model import ScalarOutputModel
 from terratorch.tasks import ClassificationTask
+from tiny_task import MODEL_ARGS, cpu_trainer, tiny_task
 
 from terratorch_hsi_peft import terratorch_compat
 from terratorch_hsi_peft.callbacks import (
@@ -39,40 +39,9 @@ from terratorch_hsi_peft.terratorch_compat import TESTED_VERSIONS, TerraTorchInc
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-MODEL_ARGS = {
-    "backbone": "spectralgpt_vit_base",
-    "backbone_depth": 1,
-    "backbone_embed_dim": 16,
-    "backbone_num_heads": 2,
-    "backbone_num_bands": 5,
-    "backbone_img_size": 8,
-    "backbone_out_indices": [-1],
-    "decoder": "IdentityDecoder",
-    "num_classes": 3,
-}
 
 #: What every incompatibility message says, whatever the touch point.
 VERSIONS = "tested with TerraTorch " + " and ".join(TESTED_VERSIONS)
-
-
-def _task(**kwargs) -> ClassificationTask:
-    return ClassificationTask(
-        model_factory="EncoderDecoderFactory", model_args=MODEL_ARGS, **kwargs
-    )
-
-
-def _trainer(callbacks: list) -> Trainer:
-    return Trainer(
-        accelerator="cpu",
-        max_steps=1,
-        limit_val_batches=1,
-        num_sanity_val_steps=0,
-        callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
 
 
 def _datamodule() -> HyperspectralPatchDataModule:
@@ -90,11 +59,11 @@ def test_version_is_read_from_the_installed_distribution():
 
 
 def test_class_weights_without_the_task_criterion():
-    task = _task()
+    task = tiny_task()
     del task.criterion  # what configure_losses builds
     message = rf"set_loss_class_weights: ClassificationTask has no 'criterion'.*{VERSIONS}"
     with pytest.raises(TerraTorchIncompatibleError, match=message):
-        _trainer([BalancedClassWeights()]).fit(task, _datamodule())
+        cpu_trainer([BalancedClassWeights()]).fit(task, _datamodule())
 
 
 PEFT_CONFIG = {"method": "KRONA", "peft_config_kwargs": {"target_modules": ["attn.q", "attn.v"]}}
@@ -140,7 +109,7 @@ def test_stock_peft_guard_when_build_model_no_longer_calls_it(monkeypatch):
 
 @pytest.mark.parametrize("broken", ["missing", "wrong type"])
 def test_metrics_callback_without_the_task_metric_collections(broken):
-    task = _task()
+    task = tiny_task()
     if broken == "missing":
         del task.val_metrics  # what configure_metrics builds
         message = rf"ClassificationTask has no 'val_metrics'.*{VERSIONS}"
@@ -148,21 +117,21 @@ def test_metrics_callback_without_the_task_metric_collections(broken):
         task.test_metrics = torch.nn.ModuleList([torch.nn.Identity()])
         message = rf"val_metrics / test_metrics are .*Identity.*{VERSIONS}"
     with pytest.raises(TerraTorchIncompatibleError, match=message):
-        _trainer([HyperspectralMetrics()]).fit(task, _datamodule())
+        cpu_trainer([HyperspectralMetrics()]).fit(task, _datamodule())
 
 
 def test_callbacks_reading_the_task_model_without_it():
-    task = _task()
+    task = tiny_task()
     del task.model
     with pytest.raises(TerraTorchIncompatibleError, match=rf"task_model: .*{VERSIONS}"):
-        _trainer([AdapterCheckpoint()]).fit(task, _datamodule())
+        cpu_trainer([AdapterCheckpoint()]).fit(task, _datamodule())
 
 
 def test_predict_without_terratorch_custom_writer(monkeypatch):
     monkeypatch.delattr(cli_tools, "CustomWriter")
     message = rf"terratorch.cli_tools has no CustomWriter class.*{VERSIONS}"
     with pytest.raises(TerraTorchIncompatibleError, match=message):
-        _trainer([ClassMapWriter(file_format="npy")]).predict(_task(), _datamodule())
+        cpu_trainer([ClassMapWriter(file_format="npy")]).predict(tiny_task(), _datamodule())
 
 
 @pytest.mark.compat
@@ -173,7 +142,7 @@ def test_every_touch_point_holds_on_the_installed_terratorch():
     assert "freeze_encoder" not in vars(model)
     # guard_stock_peft ran when the plugin was imported
     assert getattr(encoder_decoder_factory.get_peft_backbone, "_refuses_plugin_methods", False)
-    task = _task()
+    task = tiny_task()
     val, tests = terratorch_compat.task_metric_collections(task, "test")
     assert val is task.val_metrics and tests == list(task.test_metrics)
     assert terratorch_compat.task_model(task) is task.model

@@ -8,26 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from lightning import Trainer
 from sklearn.utils.class_weight import compute_class_weight
 from terratorch.datamodules.dummy_datamodule import DummyDataModule
-from terratorch.tasks import ClassificationTask
+from tiny_task import cpu_trainer, tiny_task
 
 from terratorch_hsi_peft.callbacks import BalancedClassWeights
 from terratorch_hsi_peft.datamodules import HyperspectralPatchDataModule
 from terratorch_hsi_peft.datasets import HyperspectralScene
-
-MODEL_ARGS = {
-    "backbone": "spectralgpt_vit_base",
-    "backbone_depth": 1,
-    "backbone_embed_dim": 16,
-    "backbone_num_heads": 2,
-    "backbone_num_bands": 5,
-    "backbone_img_size": 8,
-    "backbone_out_indices": [-1],
-    "decoder": "IdentityDecoder",
-    "num_classes": 3,
-}
 
 
 def _datamodule(train_size: float | int = 0.3) -> HyperspectralPatchDataModule:
@@ -44,30 +31,10 @@ def _datamodule(train_size: float | int = 0.3) -> HyperspectralPatchDataModule:
     )
 
 
-def _task(**kwargs) -> ClassificationTask:
-    return ClassificationTask(
-        model_factory="EncoderDecoderFactory", model_args=MODEL_ARGS, **kwargs
-    )
-
-
-def _trainer(callbacks: list, max_steps: int = 1) -> Trainer:
-    return Trainer(
-        accelerator="cpu",
-        max_steps=max_steps,
-        limit_val_batches=1,
-        num_sanity_val_steps=0,
-        callbacks=callbacks,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-
-
 def test_fit_weights_the_loss_by_the_training_counts():
-    dm, task = _datamodule(), _task()
+    dm, task = _datamodule(), tiny_task()
     assert task.criterion.weight is None
-    _trainer([BalancedClassWeights()]).fit(task, dm)
+    cpu_trainer([BalancedClassWeights()]).fit(task, dm)
     targets = dm.targets(dm.split.train)
     expected = compute_class_weight("balanced", classes=np.arange(3), y=targets)
     np.testing.assert_allclose(task.criterion.weight.numpy(), expected, rtol=1e-6)
@@ -78,13 +45,13 @@ def test_fit_weights_the_loss_by_the_training_counts():
 
 def test_a_resumed_fit_weights_by_the_checkpoint_split(tmp_path):
     trained = _datamodule()
-    trainer = _trainer([BalancedClassWeights()])
-    trainer.fit(_task(), trained)
+    trainer = cpu_trainer([BalancedClassWeights()])
+    trainer.fit(tiny_task(), trained)
     checkpoint = tmp_path / "run.ckpt"
     trainer.save_checkpoint(checkpoint)
     # Configured now: 10 training pixels per class, whose weights would all be 1.
-    resumed, task = _datamodule(train_size=10), _task()
-    trainer = _trainer([BalancedClassWeights()], max_steps=2)
+    resumed, task = _datamodule(train_size=10), tiny_task()
+    trainer = cpu_trainer([BalancedClassWeights()], max_steps=2)
     with pytest.warns(UserWarning, match="replaces the configured one"):
         trainer.fit(task, resumed, ckpt_path=checkpoint)
     expected = trained.class_weight_values()
@@ -93,14 +60,14 @@ def test_a_resumed_fit_weights_by_the_checkpoint_split(tmp_path):
 
 
 def test_validate_alone_weights_the_loss_as_fit_does():
-    dm, task = _datamodule(), _task()
-    _trainer([BalancedClassWeights()]).validate(task, dm)
+    dm, task = _datamodule(), tiny_task()
+    cpu_trainer([BalancedClassWeights()]).validate(task, dm)
     np.testing.assert_allclose(task.criterion.weight.numpy(), dm.class_weight_values(), rtol=1e-6)
 
 
 def test_without_the_callback_the_loss_is_unweighted():
-    dm, task = _datamodule(), _task()
-    _trainer([]).fit(task, dm)
+    dm, task = _datamodule(), tiny_task()
+    cpu_trainer([]).fit(task, dm)
     assert task.criterion.weight is None
 
 
@@ -113,7 +80,7 @@ def test_without_the_callback_the_loss_is_unweighted():
 )
 def test_misuse_names_the_fix(task_args, message):
     with pytest.raises(ValueError, match=message):
-        _trainer([BalancedClassWeights()]).fit(_task(**task_args), _datamodule())
+        cpu_trainer([BalancedClassWeights()]).fit(tiny_task(**task_args), _datamodule())
 
 
 def test_another_datamodule_names_the_plugin_ones():
@@ -122,7 +89,7 @@ def test_another_datamodule_names_the_plugin_ones():
         channels=5, height=8, width=8, num_classes=3,
     )  # fmt: skip
     with pytest.raises(TypeError, match=r"HyperspectralPatchDataModule .* DummyDataModule"):
-        _trainer([BalancedClassWeights()]).fit(_task(), dm)
+        cpu_trainer([BalancedClassWeights()]).fit(tiny_task(), dm)
 
 
 @pytest.mark.parametrize("value", [True, False])
