@@ -224,6 +224,7 @@ def make_datamodule(
         split_file=str(split_file),
         batch_size=8,
         tile_size=geometry.tile_size,
+        append_spectra=bool(geometry.full_spectrum),
         train_transform=[RandomFlipRotate()],
     )
 
@@ -276,6 +277,7 @@ def deep_run(
         method,
         args.lr,
         args.ckpt_path,
+        spectra=getattr(datamodule, "num_spectra", 0),
     )
     encoder_params, total_params = trainable_parameters(task)
     steps = args.steps if formulation == "classification" else args.seg_steps

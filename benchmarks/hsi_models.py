@@ -113,6 +113,9 @@ class Geometry:
         patch_size: spatial side of a token (SpectralGPT's 8; 4 gives small inputs more tokens).
         spectral_path: hidden width of the segmentation model's per-pixel spectral path
             (``model_args.spectral_path``); None: the stock UNet model.
+        full_spectrum: the path reads each pixel's whole z-scored spectrum, which the tile
+            datamodule appends (``append_spectra``, ``model_args.spectral_path_bands``); None:
+            it reads the routed bands.
     """
 
     embed_dim: int
@@ -125,6 +128,7 @@ class Geometry:
     decoder_channels: tuple[int, int, int, int] = (64, 32, 16, 16)
     patch_size: int = 8
     spectral_path: int | None = None
+    full_spectrum: bool | None = None
 
     def backbone_args(self, num_bands: int, img_size: int, ckpt_path: str | None) -> dict[str, Any]:
         """``backbone_*`` model_args of this geometry (random init unless ``ckpt_path``)."""
@@ -147,13 +151,28 @@ class Geometry:
             f"{self.window}x{self.window} patches resized to {self.img_size}x{self.img_size}; "
             f"{self.tile_size}x{self.tile_size} tiles"
             + (f", {self.spectral_path}-channel spectral path" if self.spectral_path else "")
+            + (" on the whole spectrum" if self.spectral_path and self.full_spectrum else "")
         )
 
 
 #: Encoder of the CPU grid (random init) and of the official weights.
-SMALL = Geometry(embed_dim=32, depth=2, num_heads=2, img_size=16, head_dim=32, spectral_path=32)
+SMALL = Geometry(
+    embed_dim=32,
+    depth=2,
+    num_heads=2,
+    img_size=16,
+    head_dim=32,
+    spectral_path=32,
+    full_spectrum=True,
+)
 VIT_BASE = Geometry(
-    embed_dim=768, depth=12, num_heads=12, img_size=32, head_dim=256, spectral_path=64
+    embed_dim=768,
+    depth=12,
+    num_heads=12,
+    img_size=32,
+    head_dim=256,
+    spectral_path=64,
+    full_spectrum=True,
 )
 #: ``--quick``: a one-block encoder, one seed, two steps, on subsets of the test pixels.
 QUICK = Geometry(
@@ -164,6 +183,7 @@ QUICK = Geometry(
     head_dim=16,
     decoder_channels=(16, 8, 8, 8),
     spectral_path=8,
+    full_spectrum=True,
 )
 
 
@@ -182,9 +202,12 @@ def classification_model_args(
 
 
 def segmentation_model_args(
-    geometry: Geometry, num_bands: int, num_classes: int, ckpt_path: str | None
+    geometry: Geometry, num_bands: int, num_classes: int, ckpt_path: str | None, spectra: int = 0
 ) -> dict[str, Any]:
-    """model_args: four evenly spaced layers ending with the last -> image pyramid -> UNet."""
+    """model_args: four evenly spaced layers ending with the last -> image pyramid -> UNet.
+
+    ``spectra``: bands the datamodule appends for the spectral path (its ``num_spectra``).
+    """
     layers = [max(0, (k + 1) * geometry.depth // 4 - 1) for k in range(4)]  # [2, 5, 8, 11] for 12
     return {
         **geometry.backbone_args(num_bands, geometry.tile_size, ckpt_path),
@@ -197,6 +220,7 @@ def segmentation_model_args(
         "decoder_channels": list(geometry.decoder_channels),
         "num_classes": num_classes,
         **({"spectral_path": geometry.spectral_path} if geometry.spectral_path else {}),
+        **({"spectral_path_bands": spectra} if spectra else {}),
     }
 
 
@@ -208,6 +232,7 @@ def build_task(
     method: str,
     lr: float,
     ckpt_path: str | None = None,
+    spectra: int = 0,
     **task_args: Any,
 ) -> ClassificationTask | SemanticSegmentationTask:
     """A stock TerraTorch task whose model comes from ``PEFTEncoderDecoderFactory``.
@@ -220,17 +245,17 @@ def build_task(
         method: ``FULL`` or a registered method (see :func:`peft_config_for`).
         lr: AdamW learning rate (adapters, head and decoder alike).
         ckpt_path: SpectralGPT checkpoint (official layout) loaded into the encoder.
+        spectra: bands the tile datamodule appends for the spectral path (``num_spectra``).
         task_args: more task arguments (``optimizer_hparams``, ``custom_loss_kwargs``, ...);
             they override the defaults here.
     """
     peft_config = peft_config_for(method)
-    builders = {
-        "classification": classification_model_args,
-        "segmentation": segmentation_model_args,
-    }
-    if formulation not in builders:
+    if formulation == "classification":
+        model_args = classification_model_args(geometry, num_bands, num_classes, ckpt_path)
+    elif formulation == "segmentation":
+        model_args = segmentation_model_args(geometry, num_bands, num_classes, ckpt_path, spectra)
+    else:
         raise ValueError(f"formulation={formulation!r}: use 'classification' or 'segmentation'.")
-    model_args = builders[formulation](geometry, num_bands, num_classes, ckpt_path)
     if peft_config is not None:
         model_args["peft_config"] = peft_config
     common = {

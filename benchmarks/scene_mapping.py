@@ -133,11 +133,20 @@ def time_formulation(
         )
     else:
         datamodule = HyperspectralSceneDataModule(
-            scene=scene, batch_size=args.tile_batch_size, tile_size=geometry.tile_size
+            scene=scene,
+            batch_size=args.tile_batch_size,
+            tile_size=geometry.tile_size,
+            append_spectra=bool(geometry.full_spectrum),
         )
     torch.manual_seed(0)
     task = build_task(
-        formulation, geometry, datamodule.num_bands, datamodule.num_classes, "FULL", 1e-3
+        formulation,
+        geometry,
+        datamodule.num_bands,
+        datamodule.num_classes,
+        "FULL",
+        1e-3,
+        spectra=datamodule.num_spectra,
     )
     datamodule.routed_cube()  # the band route is fitted once, before any timing
     pixels = scene.shape[0] * scene.shape[1]

@@ -16,6 +16,9 @@ AdamW lr 1e-3, no augmentation, the model after the last step tested) and change
 - ``spectral_path``: a per-pixel path (1x1 convs, 32 channels) from the input spectra added to
   the decoder's output (``model_args.spectral_path: 32``; a decoder with a full-resolution
   spectral skip);
+- ``full_spectrum``: the spectral path (as ``spectral_path``) reads each pixel's whole z-scored
+  spectrum (200 bands), which the datamodule appends after the 12 principal components
+  (``append_spectra: true``, ``model_args.spectral_path_bands: 200``);
 - ``val_best``: 15% of the training side's labelled pixels held out as validation blocks
   (``val_fraction``), validated every ``--steps // 6`` steps; the weights of lowest validation
   loss are tested (validation and early stopping);
@@ -76,12 +79,13 @@ FACTORS = (
     "class_weights",
     "val_best",
     "spectral_path",
+    "full_spectrum",
 )
 FLIPS = {"class_path": "terratorch_hsi_peft.transforms.RandomFlipRotate", "init_args": {"p": 0.5}}
 TILE_BATCH = 8
 #: The formulation before the study: the grid's encoders without the spectral path.
-BASELINE = dataclasses.replace(SMALL, spectral_path=None)
-BASELINE_QUICK = dataclasses.replace(QUICK, spectral_path=None)
+BASELINE = dataclasses.replace(SMALL, spectral_path=None, full_spectrum=None)
+BASELINE_QUICK = dataclasses.replace(QUICK, spectral_path=None, full_spectrum=None)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -157,6 +161,11 @@ def _apply(change: str, config: dict[str, Any]) -> None:
         data["class_weights"] = True
     elif change == "spectral_path":
         config["geometry"] = dataclasses.replace(config["geometry"], spectral_path=32)
+    elif change == "full_spectrum":
+        config["geometry"] = dataclasses.replace(
+            config["geometry"], spectral_path=32, full_spectrum=True
+        )
+        data["append_spectra"] = True
     elif change == "val_best":
         config["val_fraction"] = 0.15
     elif change != "baseline":
@@ -195,6 +204,7 @@ def deep_run(
         datamodule.num_classes,
         "FULL",
         1e-3,
+        spectra=datamodule.num_spectra,
         **config["task"],
     )
     best = None

@@ -87,6 +87,10 @@ class HyperspectralDataModule(LightningDataModule):
             channel, with a warning) or ``error``.
         min_coverage: fraction of a Sentinel-2 band's Gaussian response the sensor must cover
             for the band to be simulated.
+        append_spectra: after the routed bands, append every band of the scene, z-scored with
+            training statistics, for the model's full-spectrum spectral path (set
+            ``model_args.spectral_path_bands`` to the scene's band count; the encoder still
+            reads the routed bands). Needs ``pca`` or ``sentinel2``.
         batch_size: samples per batch (also for predict).
         num_workers: DataLoader worker processes (0: cut batches in the main process, usually
             fast enough as cutting is one gather per batch).
@@ -118,6 +122,7 @@ class HyperspectralDataModule(LightningDataModule):
         wavelengths: list[float] | None = None,
         missing_bands: MissingBandPolicy = "zero",
         min_coverage: float = 0.25,
+        append_spectra: bool = False,
         batch_size: int = 64,
         num_workers: int = 0,
         class_weights: bool | None = None,
@@ -148,6 +153,7 @@ class HyperspectralDataModule(LightningDataModule):
         self.wavelengths = wavelengths
         self.missing_bands = missing_bands
         self.min_coverage = min_coverage
+        self.append_spectra = append_spectra
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.train_transform = train_transform
@@ -195,12 +201,20 @@ class HyperspectralDataModule(LightningDataModule):
 
     @property
     def num_bands(self) -> int:
-        """Bands the model receives after the band route: set ``backbone_num_bands`` to it."""
+        """Bands the encoder receives after the band route: set ``backbone_num_bands`` to it."""
         if self._route is not None:
-            return self._route.num_bands_out
+            return self._route.num_routed
         return {"pca": self.num_components, "sentinel2": 12}.get(
             self.band_route, self.scene.num_bands
         )
+
+    @property
+    def num_spectra(self) -> int:
+        """Bands appended after them for the spectral path (``append_spectra``; else 0): set
+        ``model_args.spectral_path_bands`` to it."""
+        if self._route is not None:
+            return self._route.spectra
+        return self.scene.num_bands if self.append_spectra else 0
 
     def setup(self, stage: str) -> None:
         """Load the scene and check it against the attached task and trainer.
@@ -234,6 +248,15 @@ class HyperspectralDataModule(LightningDataModule):
         hparams = getattr(module, "hparams", None) or {}
         model_args = hparams.get("model_args") or {}
         expected = {"backbone_num_bands": self.num_bands}
+        # The spectral path's appended spectra: both sides agree, or neither has them.
+        read = cli_scalar(model_args.get("spectral_path_bands"))
+        if (read or 0) != self.num_spectra:
+            raise ValueError(
+                f"The task's model_args.spectral_path_bands is {read!r} but the data append "
+                f"{self.num_spectra} spectral bands (append_spectra: {self.append_spectra}, "
+                f"{self.scene.name}: {self.scene.num_bands} bands); set append_spectra: true and "
+                f"spectral_path_bands: {self.scene.num_bands} together, or neither."
+            )
         # A prediction-only scene without class names takes the checkpoint's (restored later).
         if self.scene.num_classes:
             expected["num_classes"] = self.scene.num_classes
@@ -322,6 +345,7 @@ class HyperspectralDataModule(LightningDataModule):
                 wavelengths=wavelengths,
                 missing_bands=self.missing_bands,
                 min_coverage=self.min_coverage,
+                append_spectra=self.append_spectra,
             )
             logger.info(
                 "%s: %r band route fitted on %d training pixels: %d -> %d bands.",
@@ -487,13 +511,18 @@ class HyperspectralDataModule(LightningDataModule):
         self._split = restored
 
     def _warn_if_route_replaced(self, route: BandRoute) -> None:
-        configured = (self.band_route, self.num_components if self.band_route == "pca" else None)
-        saved = (route.route, route.num_bands_out if route.route == "pca" else None)
+        configured = (
+            self.band_route,
+            self.num_components if self.band_route == "pca" else None,
+            self.append_spectra,
+        )
+        saved = (route.route, route.num_routed if route.route == "pca" else None, route.spectra > 0)
         if configured != saved:
             warnings.warn(
                 f"The checkpoint's band route ({route!r}) replaces the configured one "
                 f"(band_route {self.band_route!r}"
                 + (f", num_components {self.num_components}" if self.band_route == "pca" else "")
+                + f", append_spectra {self.append_spectra}"
                 + "): the model was trained on it. To use another band route, train a model on it.",
                 UserWarning,
                 stacklevel=3,

@@ -92,6 +92,7 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         decoder: str | nn.Module | None = None,
         peft_config: dict[str, Any] | None = None,
         spectral_path: int | None = None,
+        spectral_path_bands: int | None = None,
         **kwargs: Any,
     ) -> Model:
         """Build the model of ``EncoderDecoderFactory.build_model`` with adapters.
@@ -112,6 +113,9 @@ class PEFTEncoderDecoderFactory(ModelFactory):
                 (:class:`~terratorch_hsi_peft.models.spectral_path.SpectralPathModel`); its
                 input bands are ``backbone_num_bands`` (or ``backbone_in_channels``). None: no
                 path, the stock ``PixelWiseModel``.
+            spectral_path_bands: the path reads this many bands appended after the encoder's
+                (the datamodule's ``append_spectra: true``; the scene's band count), each
+                pixel's whole z-scored spectrum. None: it reads the encoder's input.
 
         Raises:
             TypeError: unknown ``peft_config`` or ``peft_config_kwargs`` keys.
@@ -121,11 +125,17 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         # Dotted CLI overrides of model_args arrive as strings ("9", "false"); read them as YAML.
         kwargs = cli_scalars(kwargs, type(self).__name__, text=TEXT_OPTIONS)
         peft_config = cli_scalar(peft_config)  # "null": full fine-tuning
-        spectral_path = cli_scalar(spectral_path)
+        path = (cli_scalar(spectral_path), cli_scalar(spectral_path_bands))
+        if path[1] is not None and path[0] is None:
+            raise ValueError(
+                f"spectral_path_bands={path[1]!r} feeds the spectral path, but spectral_path is "
+                "unset; set spectral_path (its hidden width, e.g. 64) or remove "
+                "spectral_path_bands (and the datamodule's append_spectra)."
+            )
         factory = EncoderDecoderFactory()
         if peft_config is None:
             return _with_spectral_path(
-                factory.build_model(task, backbone, decoder, **kwargs), spectral_path, kwargs
+                factory.build_model(task, backbone, decoder, **kwargs), *path, kwargs
             )
         spec = PeftSpec.parse(peft_config)
         if spec.backend_note is not None:
@@ -134,7 +144,7 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         model = factory.build_model(
             task, backbone, decoder, peft_config=spec.hf_peft_config, **kwargs
         )
-        model = _with_spectral_path(model, spectral_path, kwargs)
+        model = _with_spectral_path(model, *path, kwargs)
         attach_adapters(model, spec)
         _record_origin(model, backbone, kwargs)
         if spec.adapter_path is not None:
@@ -144,7 +154,9 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         return model
 
 
-def _with_spectral_path(model: Model, channels: int | None, kwargs: dict[str, Any]) -> Model:
+def _with_spectral_path(
+    model: Model, channels: int | None, spectra: int | None, kwargs: dict[str, Any]
+) -> Model:
     """``model`` with a :class:`SpectralPathModel` path of width ``channels`` (None: as is)."""
     if channels is None:
         return model
@@ -156,7 +168,7 @@ def _with_spectral_path(model: Model, channels: int | None, kwargs: dict[str, An
             "spectral_path needs the number of input bands; set model_args.backbone_num_bands "
             "(or backbone_in_channels) to the bands the datamodule gives."
         )
-    return SpectralPathModel(model, bands, channels)
+    return SpectralPathModel(model, bands, channels, spectra)
 
 
 def _record_origin(model: nn.Module, backbone: str | nn.Module, kwargs: dict[str, Any]) -> None:

@@ -14,6 +14,11 @@ Routes:
     ``"sentinel2"``: SpectralGPT's 12 Sentinel-2 bands simulated from the sensor's wavelengths
     (see :mod:`terratorch_hsi_peft.transforms.sentinel2`), then z-scored per band with training
     statistics; bands the sensor does not cover follow ``missing_bands``.
+
+Any route can also append every input channel, z-scored (``append_spectra``): the model's
+encoder reads the routed bands and a per-pixel spectral path reads the whole spectrum
+(``model_args.spectral_path_bands``, docs/segmentation.md). The appended rows are the
+``"standardize"`` route's, so the result is still one linear map.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ class BandRoute:
         mean: (C,) value subtracted from every input channel.
         matrix: (k, C) map from centred input channels to output bands.
         band_names: k names of the output bands (``PC1``..., ``B1``..., ``band_1``...).
+        spectra: how many of the last output bands are the appended z-scored input channels
+            (0, or C with ``append_spectra``); the others are the route's own.
     """
 
     def __init__(
@@ -58,6 +65,7 @@ class BandRoute:
         mean: np.ndarray | torch.Tensor,
         matrix: np.ndarray | torch.Tensor,
         band_names: Sequence[str],
+        spectra: int = 0,
     ) -> None:
         self.route = route
         self.mean = torch.as_tensor(np.asarray(mean, dtype=np.float64))
@@ -72,6 +80,12 @@ class BandRoute:
             raise ValueError(
                 f"{len(self.band_names)} band names for {self.matrix.shape[0]} output bands."
             )
+        if spectra not in (0, self.matrix.shape[1]) or spectra >= self.matrix.shape[0]:
+            raise ValueError(
+                f"spectra={spectra} must be 0 or the {self.matrix.shape[1]} input channels, "
+                f"below the {self.matrix.shape[0]} output bands."
+            )
+        self.spectra = int(spectra)
 
     @property
     def num_bands_in(self) -> int:
@@ -80,8 +94,13 @@ class BandRoute:
 
     @property
     def num_bands_out(self) -> int:
-        """k, the number of bands fed to the model (set ``backbone_num_bands`` to it)."""
+        """All output bands: the routed ones, then the appended spectra (if any)."""
         return int(self.matrix.shape[0])
+
+    @property
+    def num_routed(self) -> int:
+        """k, the route's own output bands: the encoder's (set ``backbone_num_bands`` to it)."""
+        return self.num_bands_out - self.spectra
 
     @classmethod
     def fit(
@@ -94,6 +113,7 @@ class BandRoute:
         wavelengths: Sequence[float] | np.ndarray | None = None,
         missing_bands: MissingBandPolicy = "zero",
         min_coverage: float = 0.25,
+        append_spectra: bool = False,
     ) -> BandRoute:
         """Fit a route on training pixels.
 
@@ -105,6 +125,8 @@ class BandRoute:
             wavelengths: (C,) channel centres in nm (``"sentinel2"``).
             missing_bands: policy for Sentinel-2 bands the sensor does not cover.
             min_coverage: response fraction below which a Sentinel-2 band counts as missing.
+            append_spectra: append every input channel, z-scored with the training statistics,
+                after the route's bands (for a per-pixel spectral path).
 
         Raises:
             ValueError: an unknown route, pixels that are not a finite (N, C) array, too few
@@ -121,15 +143,32 @@ class BandRoute:
         if not np.isfinite(x).all():
             raise ValueError("Training pixels hold NaN or inf; clean the cube before fitting.")
         channels = x.shape[1]
-        if route == "none":
-            return cls(route, np.zeros(channels), np.eye(channels), _numbered("band", channels))
         mean = x.mean(axis=0)
-        if route == "standardize":
-            std = _safe_std(x)
-            return cls(route, mean, np.diag(1.0 / std), _numbered("band", channels))
-        if route == "pca":
-            return cls._fit_pca(x, mean, num_components, whiten)
-        return cls._fit_sentinel2(x, mean, wavelengths, missing_bands, min_coverage)
+        if append_spectra and route in ("none", "standardize"):
+            raise ValueError(
+                f"band_route {route!r} already gives every band, so append_spectra would only "
+                "repeat them: set append_spectra to false (a spectral path then reads the routed "
+                "bands; leave model_args.spectral_path_bands unset)."
+            )
+        if route == "none":
+            fitted = cls(route, np.zeros(channels), np.eye(channels), _numbered("band", channels))
+        elif route == "standardize":
+            fitted = cls(route, mean, np.diag(1.0 / _safe_std(x)), _numbered("band", channels))
+        elif route == "pca":
+            fitted = cls._fit_pca(x, mean, num_components, whiten)
+        else:
+            fitted = cls._fit_sentinel2(x, mean, wavelengths, missing_bands, min_coverage)
+        return fitted._with_spectra(x) if append_spectra else fitted
+
+    def _with_spectra(self, x: np.ndarray) -> BandRoute:
+        """This route with every channel of ``x``, z-scored, appended as output bands.
+
+        The "pca" and "sentinel2" routes are centred on the training mean, as the z-score is, so
+        the appended rows share their ``mean``.
+        """
+        matrix = np.concatenate([self.matrix.numpy(), np.diag(1.0 / _safe_std(x))])
+        names = [*self.band_names, *_numbered("spectrum", x.shape[1])]
+        return type(self)(self.route, self.mean, matrix, names, spectra=x.shape[1])
 
     @classmethod
     def _fit_pca(cls, x: np.ndarray, mean: np.ndarray, k: int, whiten: bool) -> BandRoute:
@@ -205,15 +244,23 @@ class BandRoute:
             "mean": self.mean.clone(),
             "matrix": self.matrix.clone(),
             "band_names": list(self.band_names),
+            "spectra": self.spectra,
         }
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> BandRoute:
         """Rebuild a fitted route from :meth:`state_dict`."""
-        return cls(state["route"], state["mean"], state["matrix"], state["band_names"])
+        return cls(
+            state["route"],
+            state["mean"],
+            state["matrix"],
+            state["band_names"],
+            int(state.get("spectra", 0)),  # absent from checkpoints of earlier versions
+        )
 
     def __repr__(self) -> str:
-        return f"BandRoute({self.route!r}, {self.num_bands_in} -> {self.num_bands_out} bands)"
+        bands = f"{self.num_routed} bands" + (f" + {self.spectra} spectra" if self.spectra else "")
+        return f"BandRoute({self.route!r}, {self.num_bands_in} -> {bands})"
 
 
 def _numbered(prefix: str, count: int) -> list[str]:

@@ -46,6 +46,12 @@ def test_each_configuration_changes_one_thing(factor):
         "class_weights": {"data.class_weights"},
         "val_best": {"val_fraction"},
         "spectral_path": {"geometry.spectral_path"},
+        # One thing: the spectral path on the whole spectrum (its input appended by the data).
+        "full_spectrum": {
+            "geometry.spectral_path",
+            "geometry.full_spectrum",
+            "data.append_spectra",
+        },
     }
     assert _changes(factor) == expected[factor]
 
@@ -55,8 +61,8 @@ def test_baseline_is_the_formulation_before_the_study():
 
     base = segmentation_study.configure("baseline", quick=False)["geometry"]
     # The accuracy grid's encoder; only the spectral path (the study's outcome) is off.
-    assert base == dataclasses.replace(hsi_models.SMALL, spectral_path=None)
-    assert hsi_models.SMALL.spectral_path
+    assert base == dataclasses.replace(hsi_models.SMALL, spectral_path=None, full_spectrum=None)
+    assert hsi_models.SMALL.spectral_path and hsi_models.SMALL.full_spectrum
 
 
 def test_joined_factors_make_every_change():

@@ -49,6 +49,7 @@ def test_the_same_configuration_restores_silently():
         ({"split": {**SPLIT, "train_size": 0.5}}, r"train_size': 0.2.*replaces.*train_size': 0.5"),
         ({"band_route": "standardize"}, r"band route .*'pca', 6 -> 3.* replaces .*'standardize'"),
         ({"num_components": 4}, r"band route .* replaces .*num_components 4"),
+        ({"append_spectra": True}, r"band route .* replaces .*append_spectra True"),
     ],
 )
 def test_a_different_configuration_is_named_when_the_checkpoint_replaces_it(kwargs, message):

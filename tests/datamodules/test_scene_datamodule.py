@@ -187,3 +187,34 @@ def test_training_tiles_hide_held_out_blocks_brute_force(split, hide, expected):
 def test_hide_held_out_must_be_a_bool():
     with pytest.raises(ValueError, match="hide_held_out must be true, false or null"):
         _module(_scene(), hide_held_out="yes")
+
+
+def test_appended_spectra_follow_the_routed_bands_and_are_hidden_with_them():
+    """append_spectra: tiles carry routed bands then every z-scored band; held-out blocks are
+    hidden in both, so no held-out spectrum reaches training through the spectral path."""
+    scene = _scene(height=48, width=45)
+    dm = _module(
+        scene,
+        split={**DISJOINT, "seed": 0},
+        band_route="pca",
+        num_components=3,
+        append_spectra=True,
+    )
+    assert (dm.num_bands, dm.num_spectra) == (3, 6)
+    cube = dm.routed_cube()
+    assert cube.shape == (9, 48, 45)
+    pixels = scene.image.reshape(-1, 6)
+    train = pixels[dm.split.train]
+    zscore = (pixels - train.mean(0)) / train.std(0)
+    torch.testing.assert_close(
+        cube[3:].reshape(6, -1).T, torch.from_numpy(zscore).float(), rtol=0, atol=1e-5
+    )
+    dataset, images = _training_tiles(dm)
+    hidden = torch.from_numpy(dm.held_out_mask())
+    assert hidden.any()
+    for top, left, image in zip(dataset.tops.tolist(), dataset.lefts.tolist(), images, strict=True):
+        here = hidden[top : top + 16, left : left + 16]
+        spectra = image[3:][:, here]  # every hidden pixel shows one and the same spectrum
+        if spectra.numel():
+            torch.testing.assert_close(spectra, spectra[:, :1].expand_as(spectra))
+    assert dm._make_dataset("test")[0]["image"].shape[0] == 9

@@ -140,6 +140,30 @@ def test_setup_reads_cli_strings_as_yaml_scalars(given, message):
             dm.setup("fit")
 
 
+@pytest.mark.parametrize(
+    ("append", "given", "message"),
+    [
+        (True, {"spectral_path_bands": "5"}, None),  # a dotted override, read as YAML
+        (True, {}, r"spectral_path_bands is None but the data append 5 spectral bands"),
+        (False, {"spectral_path_bands": 5}, r"spectral_path_bands is 5 but the data append 0"),
+        (True, {"spectral_path_bands": 4}, r"set append_spectra: true and spectral_path_bands: 5"),
+    ],
+)
+def test_appended_spectra_and_the_models_spectral_path_bands_must_agree(append, given, message):
+    dm = HyperspectralSceneDataModule(
+        scene=_scene(), band_route="pca", num_components=3, append_spectra=append, tile_size=8
+    )
+    model_args = {"backbone_num_bands": 3, **given}
+    dm.trainer = SimpleNamespace(
+        lightning_module=SimpleNamespace(hparams={"model_args": model_args})
+    )
+    if message is None:
+        dm.setup("fit")
+    else:
+        with pytest.raises(ValueError, match=message):
+            dm.setup("fit")
+
+
 # -- item 7: an unlabelled scene is predicted with a trained checkpoint ------------------------
 
 

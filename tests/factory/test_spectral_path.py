@@ -108,3 +108,46 @@ def test_spectral_path_needs_a_pixel_wise_task():
 
 def test_cli_string_value_is_read_as_a_number():
     assert isinstance(build(spectral_path="8"), SpectralPathModel)
+
+
+@pytest.mark.parametrize("peft_config", [None, KRONA], ids=["full", "krona"])
+def test_appended_spectra_feed_the_path_and_routed_bands_the_encoder(peft_config):
+    # 6 routed bands for the encoder, then 10 appended bands (append_spectra) for the path.
+    model = build(peft_config, spectral_path=8, spectral_path_bands=10).eval()
+    assert model.spectral_path[0].in_channels == 10
+    seen = []
+    model.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    x = torch.randn(2, 16, 16, 16)
+    with torch.no_grad():
+        base = model(x).output
+    torch.testing.assert_close(seen[0], x[:, :6], rtol=0, atol=0)
+    # With the decoder silenced, only an appended band of one pixel moves that pixel's logits.
+    model.decoder.register_forward_hook(lambda module, args, out: torch.zeros_like(out))
+    with torch.no_grad():
+        base = model(x).output
+        routed, appended = x.clone(), x.clone()
+        routed[:, :6, 5, 7] += 3.0
+        appended[:, 6:, 5, 7] += 3.0
+        torch.testing.assert_close(model(routed).output, base, rtol=0, atol=0)
+        moved = (model(appended).output - base).abs().amax(dim=(0, 1))
+    assert moved[5, 7] > 0
+    moved[5, 7] = 0
+    assert moved.max() == 0
+
+
+def test_batch_without_the_appended_spectra_is_explained():
+    model = build(spectral_path=8, spectral_path_bands=10)
+    with pytest.raises(ValueError, match=r"6 routed bands followed by 10 appended .*has 6"):
+        model(torch.randn(1, 6, 16, 16))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"spectral_path_bands": 10}, "spectral_path is unset"),
+        ({"spectral_path": 8, "spectral_path_bands": 0}, "spectral_path_bands=0 must be"),
+    ],
+)
+def test_bad_spectral_path_bands_is_a_clear_error(changes, message):
+    with pytest.raises(ValueError, match=message):
+        build(**changes)

@@ -112,3 +112,39 @@ def test_wrong_band_count_at_apply_time(pixels):
     route = BandRoute.fit("standardize", pixels)
     with pytest.raises(ValueError, match="fitted on 30 bands but the input has 29"):
         route(torch.zeros(29, 2, 2))
+
+
+@pytest.mark.parametrize("route", ["pca", "sentinel2"])
+def test_append_spectra_adds_the_training_z_score_after_the_routed_bands(pixels, route):
+    options = {"wavelengths": np.linspace(450.0, 2400.0, 30)} if route == "sentinel2" else {}
+    options = options or {"num_components": 4}  # the fixture has rank 5
+    plain = BandRoute.fit(route, pixels, **options)
+    appended = BandRoute.fit(route, pixels, append_spectra=True, **options)
+    out = _apply(appended, pixels)
+    assert appended.num_routed == plain.num_bands_out and appended.spectra == 30
+    assert out.shape == (400, plain.num_bands_out + 30)
+    np.testing.assert_allclose(out[:, : plain.num_bands_out], _apply(plain, pixels), atol=1e-9)
+    expected = (pixels - pixels.mean(0)) / pixels.std(0)
+    np.testing.assert_allclose(out[:, plain.num_bands_out :], expected, atol=1e-10)
+    assert appended.band_names[-1] == "spectrum_30"
+    assert "+ 30 spectra" in repr(appended)
+
+
+def test_appended_spectra_survive_the_state_dict(pixels):
+    route = BandRoute.fit("pca", pixels, num_components=4, append_spectra=True)
+    buffer = io.BytesIO()
+    torch.save(route.state_dict(), buffer)
+    buffer.seek(0)
+    restored = BandRoute.from_state_dict(torch.load(buffer, weights_only=True))
+    assert (restored.num_routed, restored.spectra) == (4, 30)
+    np.testing.assert_array_equal(_apply(restored, pixels), _apply(route, pixels))
+    # A checkpoint written before append_spectra existed has no "spectra" entry.
+    old = {k: v for k, v in route.state_dict().items() if k != "spectra"}
+    old["matrix"], old["band_names"] = old["matrix"][:4], old["band_names"][:4]
+    assert BandRoute.from_state_dict(old).spectra == 0
+
+
+@pytest.mark.parametrize("route", ["none", "standardize"])
+def test_append_spectra_to_a_route_that_keeps_every_band_is_explained(pixels, route):
+    with pytest.raises(ValueError, match="already gives every band"):
+        BandRoute.fit(route, pixels, append_spectra=True)
