@@ -13,12 +13,13 @@ from terratorch_hsi_peft.models.peft_model import (
     merge_model_adapters,
     unmerge_model_adapters,
 )
-from terratorch_hsi_peft.models.spectral_path import SpectralPathModel
+from terratorch_hsi_peft.models.spectral_path import SpectralPathClassifier, SpectralPathModel
 
 __all__ = [
     "PEFT_CONFIG_KEYS",
     "PEFTEncoderDecoderFactory",
     "PeftSpec",
+    "SpectralPathClassifier",
     "SpectralPathModel",
     "attach_adapters",
     "has_adapters",

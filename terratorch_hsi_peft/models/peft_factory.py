@@ -29,7 +29,7 @@ from torch import nn
 from terratorch_hsi_peft.models.adapter_file import load_adapter_file
 from terratorch_hsi_peft.models.peft_config import PeftSpec
 from terratorch_hsi_peft.models.peft_model import attach_adapters
-from terratorch_hsi_peft.models.spectral_path import SpectralPathModel
+from terratorch_hsi_peft.models.spectral_path import with_spectral_path
 from terratorch_hsi_peft.models.summary import peft_summary
 from terratorch_hsi_peft.peft.io import ORIGIN_ATTR, random_init_origin
 from terratorch_hsi_peft.peft.registry import find_method, hf_peft_methods
@@ -108,11 +108,13 @@ class PEFTEncoderDecoderFactory(ModelFactory):
                 runs, so set it in a copy of the task file (docs/configuration.md).
             peft_config: ``method``, ``backend``, ``replace_qkv``, ``peft_config_kwargs``,
                 ``adapter_path`` (see :class:`~terratorch_hsi_peft.models.peft_config.PeftSpec`).
-            spectral_path: hidden width of a per-pixel (1x1) path from the input spectra to the
-                head of a segmentation model
-                (:class:`~terratorch_hsi_peft.models.spectral_path.SpectralPathModel`); its
+            spectral_path: hidden width of a path from each pixel's spectrum to the head:
+                every pixel for segmentation
+                (:class:`~terratorch_hsi_peft.models.spectral_path.SpectralPathModel`), the
+                patch's centre pixel for classification
+                (:class:`~terratorch_hsi_peft.models.spectral_path.SpectralPathClassifier`); its
                 input bands are ``backbone_num_bands`` (or ``backbone_in_channels``). None: no
-                path, the stock ``PixelWiseModel``.
+                path, the stock model.
             spectral_path_bands: the path reads this many bands appended after the encoder's
                 (the datamodule's ``append_spectra: true``; the scene's band count), each
                 pixel's whole z-scored spectrum. None: it reads the encoder's input.
@@ -157,7 +159,7 @@ class PEFTEncoderDecoderFactory(ModelFactory):
 def _with_spectral_path(
     model: Model, channels: int | None, spectra: int | None, kwargs: dict[str, Any]
 ) -> Model:
-    """``model`` with a :class:`SpectralPathModel` path of width ``channels`` (None: as is)."""
+    """``model`` with a spectral path of width ``channels`` (None: as is)."""
     if channels is None:
         return model
     bands = kwargs.get("backbone_num_bands", kwargs.get("backbone_in_channels"))
@@ -168,7 +170,7 @@ def _with_spectral_path(
             "spectral_path needs the number of input bands; set model_args.backbone_num_bands "
             "(or backbone_in_channels) to the bands the datamodule gives."
         )
-    return SpectralPathModel(model, bands, channels, spectra)
+    return with_spectral_path(model, bands, channels, spectra)
 
 
 def _record_origin(model: nn.Module, backbone: str | nn.Module, kwargs: dict[str, Any]) -> None:

@@ -1,11 +1,15 @@
-"""A full-resolution spectral path for segmentation models: each pixel's own spectrum, 1x1 convs.
+"""Spectral paths: each pixel's own spectrum straight to the head, beside the ViT encoder.
 
-A ViT encoder sees a pixel only through its token (e.g. 8x8 pixels x 3 bands), and the decoder
-upsamples token features: every pixel of a token gets a blend of the token's spectra and its
-context. On sparse hyperspectral labels that lets the model learn the training fields' layout
-rather than their spectra (see docs/segmentation.md). :class:`SpectralPathModel` adds, at the
-input's resolution, a per-pixel embedding of the input spectrum (1x1 conv, BatchNorm, GELU, 1x1
-conv) to the decoder's output before the head, so the head always sees the pixel's own spectrum.
+A ViT encoder sees a pixel only through its token (e.g. 8x8 pixels x 3 bands): every pixel of a
+token gets a blend of the token's spectra and its context. On sparse hyperspectral labels that
+lets a model learn the training fields' layout rather than their spectra, which fails on areas
+it has not seen (docs/segmentation.md). A spectral path adds an embedding of the pixel's own
+spectrum to the decoder's output before the head:
+
+- :class:`SpectralPathModel` (segmentation): at the input's resolution, for every pixel
+  (1x1 conv, BatchNorm, GELU, 1x1 conv);
+- :class:`SpectralPathClassifier` (classification of the pixel at a patch's centre): for the
+  centre pixel (linear, BatchNorm, GELU, linear).
 
 Selected in YAML with ``model_args.spectral_path: <hidden channels>`` under
 ``model_factory: PEFTEncoderDecoderFactory`` (any method, or none for full fine-tuning). The
@@ -21,41 +25,26 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from terratorch.models.model import ModelOutput
+from terratorch.models.model import Model, ModelOutput
 from terratorch.models.pixel_wise_model import PixelWiseModel
+from terratorch.models.scalar_output_model import ScalarOutputModel
 from terratorch.models.utils import center_crop, pad_images
 from torch import nn
 
-__all__ = ["SpectralPathModel"]
+__all__ = ["SpectralPathClassifier", "SpectralPathModel", "with_spectral_path"]
 
 
-class SpectralPathModel(PixelWiseModel):
-    """TerraTorch's ``PixelWiseModel`` plus a per-pixel spectral path added before the head.
+class _SpectralPath:
+    """What both wrappers share: checks, adopting the stock model's parts, splitting the input."""
 
-    ``head(upsample(decoder(neck(encoder(x)))) + path(x))`` where ``path`` is
-    ``Conv1x1(bands, channels) -> BatchNorm -> GELU -> Conv1x1(channels, C)`` and ``C`` is
-    the decoder's output channels; the decoder's output is resized (bilinear) to the input's
-    size first when they differ. With ``spectra`` the input holds ``in_channels`` routed bands
-    and then ``spectra`` appended ones: the encoder reads the former, the path the latter.
-    Encoder, neck, decoder and head are the stock model's, so adapters, freezing and checkpoints
-    behave as for ``PixelWiseModel``.
+    spectral_path: nn.Sequential
+    encoder_bands: int
+    spectra: int | None
 
-    Args:
-        model: the ``PixelWiseModel`` built by ``EncoderDecoderFactory`` (segmentation or
-            regression; no auxiliary heads).
-        in_channels: bands of the input image.
-        channels: hidden width of the path (>= 1).
-        spectra: bands appended after the encoder's for the path alone (the datamodule's
-            ``append_spectra``); None: the path reads the encoder's input.
-    """
-
-    def __init__(
-        self,
-        model: PixelWiseModel,
-        in_channels: int,
-        channels: int,
-        spectra: int | None = None,
-    ) -> None:
+    def _adopt(
+        self, model: Model, stock: type, in_channels: int, channels: int, spectra: int | None
+    ) -> int:
+        """Check the arguments, take over ``model``'s parts; returns the decoder's width."""
         checked = [("in_channels", in_channels), ("spectral_path", channels)]
         if spectra is not None:
             checked.append(("spectral_path_bands", spectra))
@@ -66,10 +55,10 @@ class SpectralPathModel(PixelWiseModel):
                     "width of the per-pixel path, e.g. 32; spectral_path_bands: the bands the "
                     "datamodule appends with append_spectra; null for none)."
                 )
-        if not isinstance(model, PixelWiseModel):
+        if not isinstance(model, stock):
             raise ValueError(
-                f"spectral_path needs a pixel-wise task (segmentation or regression), but the "
-                f"factory built a {type(model).__name__}; remove spectral_path from model_args."
+                f"{type(self).__name__} wraps a {stock.__name__}, but the factory built a "
+                f"{type(model).__name__}; remove spectral_path from model_args."
             )
         if len(model.aux_heads):
             raise ValueError(
@@ -91,27 +80,7 @@ class SpectralPathModel(PixelWiseModel):
             setattr(self, name, module)
         self.encoder_bands = in_channels
         self.spectra = spectra
-        self.spectral_path = nn.Sequential(
-            nn.Conv2d(spectra or in_channels, channels, kernel_size=1),
-            nn.BatchNorm2d(channels),
-            nn.GELU(),
-            nn.Conv2d(channels, decoder_channels, kernel_size=1),
-        )
-
-    def forward(self, x: torch.Tensor, **kwargs: Any) -> ModelOutput:
-        """``PixelWiseModel.forward`` with the spectral path added to the decoder's output."""
-        image_size_out = self.image_size_out or kwargs.get("image_size") or tuple(x.shape[-2:])
-        if self.patch_size and self.padding is not None:
-            x = pad_images(x, self.patch_size, self.padding)
-        x, spectra = self.split_input(x)
-        input_size = tuple(x.shape[-2:])
-        features = self.neck(self.encoder(x, **kwargs), image_size=input_size)
-        decoded = self.decoder([f.clone() for f in features])
-        if tuple(decoded.shape[-2:]) != input_size:
-            decoded = F.interpolate(decoded, size=input_size, mode="bilinear")
-        mask = self.head(decoded + self.spectral_path(spectra))
-        mask = self._check_for_single_channel_and_squeeze(mask)
-        return ModelOutput(output=center_crop(mask, image_size_out))
+        return decoder_channels
 
     def split_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(encoder input, path input) of a batch: its routed and appended bands, or x twice.
@@ -130,3 +99,114 @@ class SpectralPathModel(PixelWiseModel):
                 "spectral_path_bands to the scene's band count), or remove spectral_path_bands."
             )
         return x[:, : self.encoder_bands], x[:, self.encoder_bands :]
+
+
+class SpectralPathModel(_SpectralPath, PixelWiseModel):
+    """TerraTorch's ``PixelWiseModel`` plus a per-pixel spectral path added before the head.
+
+    ``head(upsample(decoder(neck(encoder(x)))) + path(x))`` where ``path`` is
+    ``Conv1x1(bands, channels) -> BatchNorm -> GELU -> Conv1x1(channels, C)`` and ``C`` is
+    the decoder's output channels; the decoder's output is resized (bilinear) to the input's
+    size first when they differ. With ``spectra`` the input holds ``in_channels`` routed bands
+    and then ``spectra`` appended ones: the encoder reads the former, the path the latter.
+    Encoder, neck, decoder and head are the stock model's, so adapters, freezing and checkpoints
+    behave as for ``PixelWiseModel``.
+
+    Args:
+        model: the ``PixelWiseModel`` built by ``EncoderDecoderFactory`` (segmentation or
+            regression; no auxiliary heads).
+        in_channels: bands of the encoder's input.
+        channels: hidden width of the path (>= 1).
+        spectra: bands appended after the encoder's for the path alone (the datamodule's
+            ``append_spectra``); None: the path reads the encoder's input.
+    """
+
+    def __init__(
+        self,
+        model: PixelWiseModel,
+        in_channels: int,
+        channels: int,
+        spectra: int | None = None,
+    ) -> None:
+        width = self._adopt(model, PixelWiseModel, in_channels, channels, spectra)
+        self.spectral_path = nn.Sequential(
+            nn.Conv2d(spectra or in_channels, channels, kernel_size=1),
+            nn.BatchNorm2d(channels),
+            nn.GELU(),
+            nn.Conv2d(channels, width, kernel_size=1),
+        )
+
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> ModelOutput:
+        """``PixelWiseModel.forward`` with the spectral path added to the decoder's output."""
+        image_size_out = self.image_size_out or kwargs.get("image_size") or tuple(x.shape[-2:])
+        if self.patch_size and self.padding is not None:
+            x = pad_images(x, self.patch_size, self.padding)
+        x, spectra = self.split_input(x)
+        input_size = tuple(x.shape[-2:])
+        features = self.neck(self.encoder(x, **kwargs), image_size=input_size)
+        decoded = self.decoder([f.clone() for f in features])
+        if tuple(decoded.shape[-2:]) != input_size:
+            decoded = F.interpolate(decoded, size=input_size, mode="bilinear")
+        mask = self.head(decoded + self.spectral_path(spectra))
+        mask = self._check_for_single_channel_and_squeeze(mask)
+        return ModelOutput(output=center_crop(mask, image_size_out))
+
+
+class SpectralPathClassifier(_SpectralPath, ScalarOutputModel):
+    """TerraTorch's ``ScalarOutputModel`` plus the centre pixel's spectrum added before the head.
+
+    For patch classification (the label is the centre pixel's):
+    ``head(decoder(neck(encoder(x))) + path(centre(x)))`` where ``centre`` is the spectrum at
+    the patch's centre (the mean of the central 2x2 pixels when the side is even, as after
+    resizing an odd window to an even ``img_size``) and ``path`` is
+    ``Linear(bands, channels) -> BatchNorm -> GELU -> Linear(channels, D)``, ``D`` the decoder's
+    output width. Inputs with appended spectra are split as in :class:`SpectralPathModel`.
+
+    Args:
+        model: the ``ScalarOutputModel`` built by ``EncoderDecoderFactory`` (classification or
+            scalar regression; no auxiliary heads).
+        in_channels, channels, spectra: as for :class:`SpectralPathModel`.
+    """
+
+    def __init__(
+        self,
+        model: ScalarOutputModel,
+        in_channels: int,
+        channels: int,
+        spectra: int | None = None,
+    ) -> None:
+        width = self._adopt(model, ScalarOutputModel, in_channels, channels, spectra)
+        self.spectral_path = nn.Sequential(
+            nn.Linear(spectra or in_channels, channels),
+            nn.BatchNorm1d(channels),
+            nn.GELU(),
+            nn.Linear(channels, width),
+        )
+
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> ModelOutput:
+        """``ScalarOutputModel.forward`` with the centre pixel's path added before the head."""
+        x, spectra = self.split_input(x)
+        # The centre of the patch as given: TerraTorch's padding extends the bottom/right only.
+        path = self.spectral_path(centre(spectra))
+        if self.patch_size and self.padding is not None:
+            x = pad_images(x, self.patch_size, self.padding)
+        features = self.neck(self.encoder(x, **kwargs), image_size=tuple(x.shape[-2:]))
+        decoded = self.decoder([f.clone() for f in features])
+        return ModelOutput(output=self.head(decoded + path))
+
+
+def centre(x: torch.Tensor) -> torch.Tensor:
+    """(B, C) spectrum at the centre of (B, C, H, W) patches (central 2x2 mean on even sides)."""
+    height, width = x.shape[-2:]
+    rows = slice((height - 1) // 2, height // 2 + 1)
+    cols = slice((width - 1) // 2, width // 2 + 1)
+    return x[..., rows, cols].mean(dim=(-2, -1))
+
+
+def with_spectral_path(
+    model: Model, in_channels: int, channels: int, spectra: int | None = None
+) -> SpectralPathModel | SpectralPathClassifier:
+    """The spectral-path wrapper of ``model``'s kind (pixel-wise or scalar output)."""
+    if isinstance(model, ScalarOutputModel):
+        return SpectralPathClassifier(model, in_channels, channels, spectra)
+    return SpectralPathModel(model, in_channels, channels, spectra)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory, SpectralPathModel
+from terratorch_hsi_peft.models import (
+    PEFTEncoderDecoderFactory,
+    SpectralPathClassifier,
+    SpectralPathModel,
+)
 
 KRONA = {"method": "KRONA", "peft_config_kwargs": {"target_modules": ["attn.q", "attn.v"]}}
 
@@ -93,17 +97,63 @@ def test_bad_spectral_path_is_a_clear_error(changes, message):
         build(**changes)
 
 
-def test_spectral_path_needs_a_pixel_wise_task():
-    args = {
-        **UNET_ARGS,
-        "backbone_out_indices": [-1],
-        "necks": [{"name": "AggregateTokens", "pooling": "mean"}],
-        "decoder": "IdentityDecoder",
-        "spectral_path": 8,
+CLASSIFIER_ARGS = {
+    **{k: v for k, v in UNET_ARGS.items() if k != "decoder_channels"},
+    "backbone_out_indices": [-1],
+    "necks": [{"name": "AggregateTokens", "pooling": "mean"}],
+    "decoder": "IdentityDecoder",
+    "head_dim_list": [8],
+}
+
+
+def build_classifier(peft_config: dict | None = None, **changes):
+    torch.manual_seed(0)
+    args = {**CLASSIFIER_ARGS, **changes}
+    return PEFTEncoderDecoderFactory().build_model(
+        "classification", peft_config=peft_config, **args
+    )
+
+
+@pytest.mark.parametrize(("side", "patch"), [(15, 5), (16, 4)])
+@pytest.mark.parametrize("peft_config", [None, KRONA], ids=["full", "krona"])
+def test_classifier_path_reads_the_centre_pixels_appended_spectrum(peft_config, side, patch):
+    model = build_classifier(
+        peft_config,
+        spectral_path=8,
+        spectral_path_bands=10,
+        backbone_img_size=side,
+        backbone_patch_size=patch,
+    ).eval()
+    assert isinstance(model, SpectralPathClassifier)
+    model.decoder.register_forward_hook(lambda module, args, out: torch.zeros_like(out))
+    x = torch.randn(4, 16, side, side)
+    path_input = []
+    model.spectral_path.register_forward_pre_hook(lambda m, args: path_input.append(args[0]))
+    with torch.no_grad():
+        base = model(x).output
+    assert base.shape == (4, 3)
+    # The path's input is the centre pixel of the appended bands (central 2x2 mean if even).
+    centre = slice((side - 1) // 2, side // 2 + 1)
+    expected = x[:, 6:, centre, centre].mean(dim=(-2, -1))
+    torch.testing.assert_close(path_input[0], expected)
+    # Off-centre pixels and the routed bands do not reach the head past a silenced decoder.
+    moved = x.clone()
+    moved[:, 6:, 0, 0] += 5.0
+    moved[:, :6] += 5.0
+    with torch.no_grad():
+        torch.testing.assert_close(model(moved).output, base, rtol=0, atol=0)
+
+
+def test_classifier_path_trains_beside_the_stock_parts():
+    model = build_classifier(KRONA, spectral_path=8)
+    stock = build_classifier(KRONA)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable - {n for n in trainable if n.startswith("spectral_path.")} == {
+        name for name, p in stock.named_parameters() if p.requires_grad
     }
-    args.pop("decoder_channels")
-    with pytest.raises(ValueError, match="pixel-wise task"):
-        PEFTEncoderDecoderFactory().build_model("classification", **args)
+    logits = model(torch.randn(4, 6, 16, 16)).output
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 0])).backward()
+    assert model.spectral_path[0].weight.grad.abs().sum() > 0
 
 
 def test_cli_string_value_is_read_as_a_number():
