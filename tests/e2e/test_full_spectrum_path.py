@@ -29,7 +29,10 @@ BACKBONE = {
     "num_classes": 3,
     "spectral_path": 8,
     "spectral_path_bands": BANDS,
-    "peft_config": {"method": "KRONA", "peft_config_kwargs": {"target_modules": ["attn.q", "attn.v"]}},
+    "peft_config": {
+        "method": "KRONA",
+        "peft_config_kwargs": {"target_modules": ["attn.q", "attn.v"]},
+    },
 }
 
 
