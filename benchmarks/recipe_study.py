@@ -14,6 +14,9 @@ study), and changes one thing:
 - ``route_all_pixels``: the PCA fitted on every pixel of the scene, test pixels included
   (transductive: the shipped datamodules fit it on training pixels only);
 - ``window_15``: 15x15 windows instead of 9x9 (both resized to 16x16);
+- ``spectral_path``: the centre pixel's whole spectrum (200 z-scored bands, appended by the
+  datamodule: ``append_spectra``) through a 64-wide path added before the head
+  (``PEFTEncoderDecoderFactory`` with ``spectral_path: 64``, ``spectral_path_bands: 200``);
 - ``combined``: the changes named by ``--combined`` together.
 
 Each configuration trains for ``--steps`` optimizer steps (the baseline's cosine is rescaled from
@@ -68,8 +71,11 @@ FACTORS = (
     "onecycle",
     "route_all_pixels",
     "window_15",
+    "spectral_path",
     "combined",
 )
+#: Bands of the study's scene (the spectral path's appended spectra).
+INDIAN_PINES_BANDS = 200
 #: Largest window of the study: the spatially disjoint splits' leak buffer follows it.
 MAX_WINDOW = 15
 FLIPS = {"class_path": "terratorch_hsi_peft.transforms.RandomFlipRotate", "init_args": {"p": 0.5}}
@@ -177,6 +183,14 @@ def _apply(change: str, data: dict[str, Any], task: dict[str, Any], steps: int) 
         data["_route_all_pixels"] = True
     elif change == "window_15":
         data["patch_size"] = 15
+    elif change == "spectral_path":
+        data["append_spectra"] = True
+        task["model_factory"] = "PEFTEncoderDecoderFactory"
+        task["model_args"] = {
+            **task["model_args"],
+            "spectral_path": 64,
+            "spectral_path_bands": INDIAN_PINES_BANDS,
+        }
     elif change != "baseline":
         raise ValueError(f"Unknown factor {change!r}; choose among {FACTORS}.")
 

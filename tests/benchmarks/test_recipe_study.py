@@ -56,8 +56,15 @@ def test_each_configuration_changes_one_thing(factor):
         "onecycle": {"scheduler", "scheduler_hparams"},
         "route_all_pixels": {"_route_all_pixels"},
         "window_15": {"patch_size"},
+        # One thing: the spectral path, whose input the datamodule appends.
+        "spectral_path": {"append_spectra", "model_factory", "model_args"},
     }
     assert changed == expected[factor]
+    if factor == "spectral_path":
+        added = {
+            k: v for k, v in new_task["model_args"].items() if k not in base_task["model_args"]
+        }
+        assert added == {"spectral_path": 64, "spectral_path_bands": 200}
 
 
 def test_label_smoothing_and_warmup_build_with_terratorch_and_schedule_as_intended():
