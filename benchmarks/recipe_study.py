@@ -3,8 +3,8 @@
 Every configuration starts from the shipped quickstart recipe (``configs/base/trainer.yaml`` +
 ``configs/data/indian_pines_patch.yaml`` + ``configs/quickstart.yaml``: the patch datamodule,
 ``ClassificationTask``, a randomly initialised SpectralGPT of width 64 and depth 4) read from the
-YAML files themselves, without its ``train_transform`` (the baseline is the recipe before the
-study), and changes one thing:
+YAML files themselves, without its ``train_transform`` and its spectral path (the baseline is the
+recipe before the study), and changes one thing:
 
 - ``flips``: ``train_transform`` = ``RandomFlipRotate`` (the eight symmetries of the square);
 - ``flips_jitter``: the same plus ``SpectralJitter`` (per-band gains, 5%);
@@ -14,9 +14,10 @@ study), and changes one thing:
 - ``route_all_pixels``: the PCA fitted on every pixel of the scene, test pixels included
   (transductive: the shipped datamodules fit it on training pixels only);
 - ``window_15``: 15x15 windows instead of 9x9 (both resized to 16x16);
-- ``spectral_path``: the centre pixel's whole spectrum (200 z-scored bands, appended by the
-  datamodule: ``append_spectra``) through a 64-wide path added before the head
-  (``PEFTEncoderDecoderFactory`` with ``spectral_path: 64``, ``spectral_path_bands: 200``);
+- ``spectral_path``: the quickstart's spectral path: the centre pixel's whole spectrum (200
+  z-scored bands, appended by the datamodule: ``append_spectra``) through a 64-wide path added
+  before the head (``PEFTEncoderDecoderFactory`` with ``spectral_path: 64``,
+  ``spectral_path_bands: 200``);
 - ``combined``: the changes named by ``--combined`` together.
 
 Each configuration trains for ``--steps`` optimizer steps (the baseline's cosine is rescaled from
@@ -74,8 +75,8 @@ FACTORS = (
     "spectral_path",
     "combined",
 )
-#: Bands of the study's scene (the spectral path's appended spectra).
-INDIAN_PINES_BANDS = 200
+#: The quickstart's spectral path (model_args) and its input (data), kept for the factor.
+PATH_MODEL_ARGS = ("spectral_path", "spectral_path_bands")
 #: Largest window of the study: the spatially disjoint splits' leak buffer follows it.
 MAX_WINDOW = 15
 FLIPS = {"class_path": "terratorch_hsi_peft.transforms.RandomFlipRotate", "init_args": {"p": 0.5}}
@@ -146,15 +147,21 @@ def configure(
     # configs flip since, as the study concluded).
     data.pop("train_transform", None)
     task = copy.deepcopy(recipe["model"]["init_args"])
+    # Nor the spectral path the quickstart adopted from the study (the spectral_path factor).
+    path = {k: task["model_args"].pop(k) for k in PATH_MODEL_ARGS if k in task["model_args"]}
+    path["append_spectra"] = data.pop("append_spectra", False)
+    path["model_factory"], task["model_factory"] = task["model_factory"], "EncoderDecoderFactory"
     # The recipe's cosine spans its epochs; here it spans the run's steps.
     task["scheduler"] = "CosineAnnealingLR"
     task["scheduler_hparams"] = {"T_max": steps, "interval": "step"}
     for change in combined if factor == "combined" else [factor]:
-        _apply(change, data, task, steps)
+        _apply(change, data, task, steps, path)
     return data, task
 
 
-def _apply(change: str, data: dict[str, Any], task: dict[str, Any], steps: int) -> None:
+def _apply(
+    change: str, data: dict[str, Any], task: dict[str, Any], steps: int, path: dict[str, Any]
+) -> None:
     if change == "flips":
         data["train_transform"] = [*data.get("train_transform", []), FLIPS]
     elif change == "flips_jitter":
@@ -184,13 +191,9 @@ def _apply(change: str, data: dict[str, Any], task: dict[str, Any], steps: int) 
     elif change == "window_15":
         data["patch_size"] = 15
     elif change == "spectral_path":
-        data["append_spectra"] = True
-        task["model_factory"] = "PEFTEncoderDecoderFactory"
-        task["model_args"] = {
-            **task["model_args"],
-            "spectral_path": 64,
-            "spectral_path_bands": INDIAN_PINES_BANDS,
-        }
+        data["append_spectra"] = path["append_spectra"]
+        task["model_factory"] = path["model_factory"]
+        task["model_args"] = {**task["model_args"], **{k: path[k] for k in PATH_MODEL_ARGS}}
     elif change != "baseline":
         raise ValueError(f"Unknown factor {change!r}; choose among {FACTORS}.")
 
@@ -419,8 +422,9 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], table: str) -> 
             f"- Machine: {machine_description()}",
             "- Model and recipe: the quickstart's (configs/quickstart.yaml: SpectralGPT width 64, "
             "depth 4, 2 heads, 4x4x3 tubelets, random init, 9x9 windows resized to 16x16, "
-            "batch 32, AdamW lr 1e-3, weight decay 0.05, cosine schedule, no augmentation), read "
-            f"from the YAML files, trained for {args.steps} steps; each row changes one thing "
+            "batch 32, AdamW lr 1e-3, weight decay 0.05, cosine schedule, no augmentation, no "
+            "spectral path), read from the YAML files"
+            f", trained for {args.steps} steps; each row changes one thing "
             f"(see the script's docstring).{combined}",
             f"- Splits: {'; '.join(sizes)}. Spatially disjoint splits use a "
             f"{MAX_WINDOW // 2}-pixel buffer (the largest window's radius) for every row.",

@@ -38,11 +38,21 @@ def test_recipe_is_the_composed_quickstart_yaml():
 def test_each_configuration_changes_one_thing(factor):
     data, task = _quickstart()
     base_data, base_task = recipe_study.configure("baseline", recipe_study.load_recipe(), STEPS, [])
-    # The baseline is the quickstart with its cosine spread over the run's steps.
+    # The baseline is the quickstart with its cosine spread over the run's steps, without the
+    # flips and the spectral path it adopted from the study.
     assert base_task["scheduler_hparams"] == {"T_max": STEPS, "interval": "step"}
-    assert base_data == {k: v for k, v in data.items() if k != "train_transform"}
+    assert base_data == {
+        k: v for k, v in data.items() if k not in ("train_transform", "append_spectra")
+    }
+    path = {"spectral_path": 64, "spectral_path_bands": 200}
+    assert {k: task["model_args"][k] for k in path} == path
+    stock = {
+        **task,
+        "model_factory": "EncoderDecoderFactory",
+        "model_args": {k: v for k, v in task["model_args"].items() if k not in path},
+    }
     assert {k: v for k, v in base_task.items() if k != "scheduler_hparams"} == {
-        k: v for k, v in task.items() if k != "scheduler_hparams"
+        k: v for k, v in stock.items() if k != "scheduler_hparams"
     }
     new_data, new_task = recipe_study.configure(factor, recipe_study.load_recipe(), STEPS, [])
     changed = {k for k in {*new_data, *base_data} if new_data.get(k) != base_data.get(k)}
