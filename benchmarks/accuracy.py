@@ -534,7 +534,9 @@ def results_section(
         f"- Training (CPU budget): AdamW, lr {args.lr:g}, the same number of optimizer steps "
         f"for every model of a formulation: {args.steps} steps of {args.batch_size} patches "
         f"(classification), {args.seg_steps} steps of 8 tiles (segmentation: UNet plus a "
-        f"{geometry.spectral_path}-channel per-pixel spectral path, `RandomFlipRotate` on "
+        f"{geometry.spectral_path}-channel per-pixel spectral path"
+        + (" on the whole z-scored spectrum" if geometry.full_spectrum else "")
+        + ", `RandomFlipRotate` on "
         "training tiles, see [Segmentation](segmentation.md)); no validation set and no early "
         "stopping: the model after the last step is tested.",
         "- PEFT: adapters on `attn.q` and `attn.v` of every block (LoRA/LoRA+/LoKr r=4, "
