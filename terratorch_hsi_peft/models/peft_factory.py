@@ -127,17 +127,21 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         # Dotted CLI overrides of model_args arrive as strings ("9", "false"); read them as YAML.
         kwargs = cli_scalars(kwargs, type(self).__name__, text=TEXT_OPTIONS)
         peft_config = cli_scalar(peft_config)  # "null": full fine-tuning
-        path = (cli_scalar(spectral_path), cli_scalar(spectral_path_bands))
-        if path[1] is not None and path[0] is None:
+        spectral_path = cli_scalar(spectral_path)
+        spectral_path_bands = cli_scalar(spectral_path_bands)
+        if spectral_path_bands is not None and spectral_path is None:
             raise ValueError(
-                f"spectral_path_bands={path[1]!r} feeds the spectral path, but spectral_path is "
-                "unset; set spectral_path (its hidden width, e.g. 64) or remove "
+                f"spectral_path_bands={spectral_path_bands!r} feeds the spectral path, but "
+                "spectral_path is unset; set spectral_path (its hidden width, e.g. 64) or remove "
                 "spectral_path_bands (and the datamodule's append_spectra)."
             )
         factory = EncoderDecoderFactory()
         if peft_config is None:
             return _with_spectral_path(
-                factory.build_model(task, backbone, decoder, **kwargs), *path, kwargs
+                factory.build_model(task, backbone, decoder, **kwargs),
+                spectral_path,
+                spectral_path_bands,
+                kwargs,
             )
         spec = PeftSpec.parse(peft_config)
         if spec.backend_note is not None:
@@ -146,7 +150,7 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         model = factory.build_model(
             task, backbone, decoder, peft_config=spec.hf_peft_config, **kwargs
         )
-        model = _with_spectral_path(model, *path, kwargs)
+        model = _with_spectral_path(model, spectral_path, spectral_path_bands, kwargs)
         attach_adapters(model, spec)
         _record_origin(model, backbone, kwargs)
         if spec.adapter_path is not None:

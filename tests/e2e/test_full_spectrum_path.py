@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch import Trainer
 from terratorch.tasks import ClassificationTask, SemanticSegmentationTask
+from tiny_task import cpu_trainer
 
 from terratorch_hsi_peft.datamodules import (
     IGNORE_INDEX,
@@ -89,16 +89,7 @@ def test_full_spectrum_path_trains_tests_and_predicts_from_its_checkpoint(
     torch.manual_seed(0)
     task = _task(formulation)
     assert isinstance(task.model, wrapper)
-    trainer = Trainer(
-        accelerator="cpu",
-        max_steps=3,
-        limit_val_batches=1,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
+    trainer = cpu_trainer([], max_steps=3)
     datamodule = _datamodule(formulation)
     trainer.fit(task, datamodule=datamodule)
     assert trainer.global_step == 3
