@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 
 from terratorch_hsi_peft.datamodules.source import SceneLoader
+from terratorch_hsi_peft.datamodules.windows import pixel_major
 from terratorch_hsi_peft.datasets import (
     PROTOCOLS,
     HyperspectralScene,
@@ -358,10 +359,13 @@ class HyperspectralDataModule(LightningDataModule):
         return self._route
 
     def routed_cube(self) -> torch.Tensor:
-        """The whole scene through the band route: one (k, H, W) float32 tensor, built once."""
+        """The whole scene through the band route: one (k, H, W) float32 tensor, built once.
+
+        Laid out pixel-major in memory (:func:`~.windows.pixel_major`) for fast window gathers.
+        """
         if self._cube is None:
             cube = torch.from_numpy(self.scene.image).permute(2, 0, 1)
-            self._cube = self.route(cube).contiguous()
+            self._cube = pixel_major(self.route(cube))
         return self._cube
 
     # -- class weights --------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from terratorch_hsi_peft.datamodules.base import HyperspectralDataModule
-from terratorch_hsi_peft.datamodules.windows import gather_windows
+from terratorch_hsi_peft.datamodules.windows import gather_windows, pixel_major
 
 __all__ = ["HyperspectralPatchDataModule", "PixelPatchDataset"]
 
@@ -156,7 +156,8 @@ class HyperspectralPatchDataModule(HyperspectralDataModule):
                     f"each side (reflect padding); the scene is {tuple(cube.shape[1:])}."
                 )
             pad = (radius, radius, radius, radius)
-            self._padded = F.pad(cube[None], pad, mode="reflect")[0] if radius else cube
+            padded = F.pad(cube[None], pad, mode="reflect")[0] if radius else cube
+            self._padded = pixel_major(padded)
             self._padded_source = cube
         return self._padded
 

@@ -14,7 +14,7 @@ from lightning.pytorch import LightningDataModule
 
 from terratorch_hsi_peft.datamodules.scene import tile_grid
 from terratorch_hsi_peft.datamodules.source import SceneLoader
-from terratorch_hsi_peft.datamodules.windows import gather_windows
+from terratorch_hsi_peft.datamodules.windows import gather_windows, pixel_major
 from terratorch_hsi_peft.datasets import HyperspectralScene, Split, make_split
 from terratorch_hsi_peft.transforms import BandRoute, BandRouteName, MissingBandPolicy
 from terratorch_hsi_peft.utils.cli_values import cli_scalar
@@ -178,7 +178,7 @@ class PretrainWindowDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, cubes: list[torch.Tensor], origins: torch.Tensor, window_size: int) -> None:
-        self.cubes = cubes
+        self.cubes = [pixel_major(cube) for cube in cubes]
         self.origins = origins
         self.window_size = window_size
         self._offsets = torch.arange(window_size)

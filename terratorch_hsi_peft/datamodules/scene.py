@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from terratorch_hsi_peft.datamodules.base import IGNORE_INDEX, HyperspectralDataModule
-from terratorch_hsi_peft.datamodules.windows import gather_windows
+from terratorch_hsi_peft.datamodules.windows import gather_windows, pixel_major
 
 __all__ = ["HyperspectralSceneDataModule", "SceneTileDataset", "tile_grid"]
 
@@ -240,7 +240,7 @@ class HyperspectralSceneDataModule(HyperspectralDataModule):
                 shown = torch.where(hidden, mean[:, None, None], cube)
             padding = (0, pad_cols, 0, pad_rows)
             padded = F.pad(shown[None], padding, mode="reflect")[0] if any(padding) else shown
-            self._tiled[key] = padded
+            self._tiled[key] = pixel_major(padded)
         return self._tiled[key]
 
     def _make_dataset(self, stage: str) -> SceneTileDataset:

@@ -58,7 +58,8 @@ def test_quick_run_times_both_formulations_over_the_whole_scene(shared_data, tmp
     assert payload["classification"]["forward_samples"] == 145 * 145
     tiles = len(range(0, 145 - 32 + 1, 16)) + 1  # the last tile is flush with the edge
     assert number(segmentation.group(2)) == tiles**2
-    assert [int(segmentation.group(k)) for k in (3, 4, 5)] == [12, 32, 32]
+    # 12 routed bands for the encoder, then the 200 appended for the spectral path.
+    assert [int(segmentation.group(k)) for k in (3, 4, 5)] == [12 + 200, 32, 32]
     for match in rows:
         entry = payload[match.group(1)]
         assert entry["pixels"] == 145 * 145
@@ -69,6 +70,13 @@ def test_quick_run_times_both_formulations_over_the_whole_scene(shared_data, tmp
         assert rate == pytest.approx(145 * 145 / entry["median_seconds"], rel=1e-9)
         assert number(match.group(8)) <= median <= number(match.group(9))
 
+    # The speed-up pairs the two maps of each round (--quick: one timed round).
+    seconds = {name: payload[name]["seconds"] for name in payload}
+    ratio = seconds["classification"][0] / seconds["segmentation"][0]
+    assert json.loads(json_path.read_text())["speedup_per_round"] == pytest.approx([ratio])
+    assert f"{ratio:.1f}x (median of 1 round; {ratio:.1f}-{ratio:.1f}x) faster" in result.stdout
+
     text = results_md.read_text()
+    assert f"maps the scene {ratio:.1f}x (median of 1 round" in text
     assert "other section" in text and text.count("## Scene mapping") == 1
     assert "| classification | 21,025 |" in text
