@@ -53,7 +53,7 @@ from terratorch_hsi_peft.datamodules import (
 from terratorch_hsi_peft.datasets import IndianPines
 from terratorch_hsi_peft.utils import atomic_write
 
-FORMULATIONS = ("classification", "segmentation")
+CLASSIFICATION = "classification"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,6 +75,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--tile-batch-size", type=int, default=16, help="tiles per batch (segmentation)"
+    )
+    parser.add_argument(
+        "--extra-inference-strides",
+        type=int,
+        nargs="*",
+        default=[],
+        help="more segmentation rows, with predict tiles every this many pixels (the default "
+        "row uses the datamodule's default, tile_size // 2)",
     )
     parser.add_argument("--warmup", type=int, default=1, help="untimed maps per formulation")
     parser.add_argument("--repeats", type=int, default=5, help="timed maps per formulation")
@@ -123,8 +131,12 @@ def prepare(
     scene: IndianPines,
     geometry: Geometry,
     args: argparse.Namespace,
+    inference_stride: int | None = None,
 ) -> tuple[Any, Any]:
-    """The (task, datamodule) of one formulation, band route fitted, ready to map."""
+    """The (task, datamodule) of one formulation, band route fitted, ready to map.
+
+    ``inference_stride``: distance between predict tiles (segmentation; None: the default).
+    """
     if formulation == "classification":
         datamodule = HyperspectralPatchDataModule(
             scene=scene,
@@ -138,6 +150,7 @@ def prepare(
             batch_size=args.tile_batch_size,
             tile_size=geometry.tile_size,
             append_spectra=bool(geometry.full_spectrum),
+            inference_stride=inference_stride,
         )
     torch.manual_seed(0)
     task = build_task(
@@ -167,43 +180,63 @@ def timed_map(formulation: str, task: Any, datamodule: Any, device: torch.device
     return seconds
 
 
+def routes(geometry: Geometry, args: argparse.Namespace) -> dict[str, tuple[str, int | None]]:
+    """The rows to time: label -> (formulation, inference stride)."""
+    rows: dict[str, tuple[str, int | None]] = {
+        CLASSIFICATION: (CLASSIFICATION, None),
+        "segmentation": ("segmentation", None),
+    }
+    for stride in args.extra_inference_strides:
+        if stride != geometry.tile_size // 2:
+            rows[f"segmentation, stride {stride}"] = ("segmentation", stride)
+    return rows
+
+
 def time_formulations(
     scene: IndianPines, geometry: Geometry, args: argparse.Namespace, device: torch.device
-) -> tuple[list[dict[str, Any]], list[float]]:
-    """Map the scene ``warmup + repeats`` times per formulation, the two taking turns.
+) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
+    """Map the scene ``warmup + repeats`` times per row, the rows taking turns.
 
-    Returns one result per formulation (pixels per second of its timed maps) and, per timed
-    round, how many times faster segmentation mapped than classification: each ratio compares
-    two maps run back to back, so a change in the machine's load affects both.
+    Returns one result per row (pixels per second of its timed maps) and, for each
+    segmentation row, how many times faster it mapped than classification in each timed
+    round: each ratio compares maps run back to back, so a change in the machine's load
+    affects both.
     """
-    prepared = {f: prepare(f, scene, geometry, args) for f in FORMULATIONS}
-    seconds: dict[str, list[float]] = {f: [] for f in FORMULATIONS}
+    prepared = {
+        label: (formulation, *prepare(formulation, scene, geometry, args, stride))
+        for label, (formulation, stride) in routes(geometry, args).items()
+    }
+    seconds: dict[str, list[float]] = {label: [] for label in prepared}
     for index in range(args.warmup + args.repeats):
-        for formulation, (task, datamodule) in prepared.items():
+        for label, (formulation, task, datamodule) in prepared.items():
             elapsed = timed_map(formulation, task, datamodule, device)
             if index >= args.warmup:
-                seconds[formulation].append(elapsed)
+                seconds[label].append(elapsed)
     pixels = scene.shape[0] * scene.shape[1]
     results = []
-    for formulation, (_, datamodule) in prepared.items():
-        rates = [pixels / s for s in seconds[formulation]]
-        size = geometry.img_size if formulation == "classification" else geometry.tile_size
+    for label, (formulation, _, datamodule) in prepared.items():
+        rates = [pixels / s for s in seconds[label]]
+        classifying = formulation == CLASSIFICATION
+        size = geometry.img_size if classifying else geometry.tile_size
         results.append(
             {
-                "formulation": formulation,
+                "formulation": label,
+                "inference_stride": None if classifying else datamodule.inference_stride,
                 "pixels": pixels,
                 "forward_samples": len(datamodule.predict_dataset),
                 "model_input": [datamodule.num_bands + datamodule.num_spectra, size, size],
-                "seconds": seconds[formulation],
+                "seconds": seconds[label],
                 "median_pixels_per_second": statistics.median(rates),
                 "min_pixels_per_second": min(rates),
                 "max_pixels_per_second": max(rates),
-                "median_seconds": statistics.median(seconds[formulation]),
+                "median_seconds": statistics.median(seconds[label]),
             }
         )
-    ratios = [
-        c / s for c, s in zip(seconds["classification"], seconds["segmentation"], strict=True)
-    ]
+    ratios = {
+        label: [c / t for c, t in zip(seconds[CLASSIFICATION], seconds[label], strict=True)]
+        for label in prepared
+        if label != CLASSIFICATION
+    }
     return results, ratios
 
 
@@ -233,8 +266,23 @@ def speedup_line(ratios: list[float]) -> str:
     )
 
 
+def speedup_sentences(ratios: dict[str, list[float]]) -> str:
+    """One sentence per segmentation row: its speed over classification's."""
+    default = ratios["segmentation"]
+    sentences = [f"The segmentation formulation maps the scene {speedup_line(default)} faster"]
+    for label, values in ratios.items():
+        if label != "segmentation":
+            stride = label.rsplit(" ", 1)[-1]
+            sentences.append(f"with tiles every {stride} pixels, {speedup_line(values)}")
+    return "; ".join(sentences) + "."
+
+
 def results_section(
-    args: argparse.Namespace, geometry: Geometry, table: str, ratios: list[float], command: str
+    args: argparse.Namespace,
+    geometry: Geometry,
+    table: str,
+    ratios: dict[str, list[float]],
+    command: str,
 ) -> str:
     """The Markdown of the Scene mapping section."""
     return "\n".join(
@@ -247,15 +295,16 @@ def results_section(
             f"- Encoder: {geometry.describe()} (same encoder in both formulations; random "
             "weights, which do not change the speed).",
             f"- Batches: {args.batch_size} patches (classification), {args.tile_batch_size} "
-            f"tiles (segmentation, stride {geometry.tile_size // 2}); {args.warmup} untimed "
-            f"warm-up round(s), then {args.repeats} timed rounds, each mapping the scene once "
-            "per formulation, the two back to back.",
+            f"tiles (segmentation: predict tiles every {geometry.tile_size // 2} pixels, the "
+            f"default, unless the row says otherwise); {args.warmup} untimed warm-up round(s), "
+            f"then {args.repeats} timed rounds, each mapping the scene once per row, back to "
+            "back.",
             "",
             table,
             "",
-            f"The segmentation formulation maps the scene {speedup_line(ratios)} faster: it "
-            "runs one forward per tile instead of one per pixel. Shared CPU: absolute numbers "
-            "vary with the load of the machine; the ratio compares maps run back to back.",
+            f"{speedup_sentences(ratios)} Tiles run one forward per tile instead of one per "
+            "pixel. Shared CPU: absolute numbers vary with the load of the machine; the ratios "
+            "compare maps run back to back.",
         ]
     )
 
@@ -272,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     results, ratios = time_formulations(scene, geometry, args, device)
     table = markdown_table(results)
     print(table, flush=True)
-    print(f"Segmentation maps the scene {speedup_line(ratios)} faster.", flush=True)
+    print(speedup_sentences(ratios), flush=True)
     command = "python benchmarks/scene_mapping.py " + " ".join(
         sys.argv[1:] if argv is None else argv
     )

@@ -13,7 +13,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "benchmarks" / "scene_mapping.py"
 ROW = re.compile(
-    r"^\| (classification|segmentation) \| ([\d,]+) \| (\d+)x(\d+)x(\d+) \| (\d+\.\d+) \| "
+    r"^\| (classification|segmentation|segmentation, stride 32) \| ([\d,]+) \| "
+    r"(\d+)x(\d+)x(\d+) \| (\d+\.\d+) \| "
     r"([\d,]+) \(([\d,]+)-([\d,]+)\) \|$"
 )
 
@@ -40,6 +41,8 @@ def test_quick_run_times_both_formulations_over_the_whole_scene(shared_data, tmp
             str(results_md),
             "--json",
             str(json_path),
+            "--extra-inference-strides",
+            "32",
         ],
         cwd=REPO_ROOT,
         capture_output=True,
@@ -50,14 +53,19 @@ def test_quick_run_times_both_formulations_over_the_whole_scene(shared_data, tmp
 
     rows = [ROW.match(line) for line in result.stdout.splitlines() if line.startswith("| c")]
     rows += [ROW.match(line) for line in result.stdout.splitlines() if line.startswith("| s")]
-    assert [m.group(1) for m in rows if m] == ["classification", "segmentation"], result.stdout
+    labels = ["classification", "segmentation", "segmentation, stride 32"]
+    assert [m.group(1) for m in rows if m] == labels, result.stdout
     payload = {r["formulation"]: r for r in json.loads(json_path.read_text())["results"]}
-    classification, segmentation = rows
+    classification, segmentation, no_overlap = rows
     # One forward sample per pixel; far fewer tiles, each 32x32 with stride 16.
     assert number(classification.group(2)) == 145 * 145
     assert payload["classification"]["forward_samples"] == 145 * 145
     tiles = len(range(0, 145 - 32 + 1, 16)) + 1  # the last tile is flush with the edge
     assert number(segmentation.group(2)) == tiles**2
+    assert payload["segmentation"]["inference_stride"] == 16
+    # Tiles every 32 pixels: 0, 32, 64, 96 and the last flush with the edge.
+    assert number(no_overlap.group(2)) == 5**2
+    assert payload["segmentation, stride 32"]["inference_stride"] == 32
     # 12 routed bands for the encoder, then the 200 appended for the spectral path.
     assert [int(segmentation.group(k)) for k in (3, 4, 5)] == [12 + 200, 32, 32]
     for match in rows:
@@ -70,11 +78,14 @@ def test_quick_run_times_both_formulations_over_the_whole_scene(shared_data, tmp
         assert rate == pytest.approx(145 * 145 / entry["median_seconds"], rel=1e-9)
         assert number(match.group(8)) <= median <= number(match.group(9))
 
-    # The speed-up pairs the two maps of each round (--quick: one timed round).
-    seconds = {name: payload[name]["seconds"] for name in payload}
-    ratio = seconds["classification"][0] / seconds["segmentation"][0]
-    assert json.loads(json_path.read_text())["speedup_per_round"] == pytest.approx([ratio])
-    assert f"{ratio:.1f}x (median of 1 round; {ratio:.1f}-{ratio:.1f}x) faster" in result.stdout
+    # Each speed-up pairs the maps of one round (--quick: one timed round).
+    speedups = json.loads(json_path.read_text())["speedup_per_round"]
+    seconds = {name: payload[name]["seconds"][0] for name in payload}
+    for label in ("segmentation", "segmentation, stride 32"):
+        ratio = seconds["classification"] / seconds[label]
+        assert speedups[label] == pytest.approx([ratio])
+        assert f"{ratio:.1f}x (median of 1 round; {ratio:.1f}-{ratio:.1f}x)" in result.stdout
+    ratio = seconds["classification"] / seconds["segmentation"]
 
     text = results_md.read_text()
     assert f"maps the scene {ratio:.1f}x (median of 1 round" in text
