@@ -100,6 +100,7 @@ class Run:
     test_pixels: int
     fit_seconds: float
     checkpoint_tensors: int = 0
+    torch_threads: int | None = None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -298,6 +299,7 @@ def deep_run(
         train_pixels=len(datamodule.split.train),
         test_pixels=len(targets),
         fit_seconds=fit_seconds,
+        torch_threads=torch.get_num_threads(),
     )
     report = getattr(task.model.encoder, "load_report", None)
     if report is not None:  # encoder tensors filled from --ckpt-path
@@ -340,6 +342,7 @@ def classic_run(
         train_pixels=len(split.train),
         test_pixels=len(test),
         fit_seconds=fit_seconds,
+        torch_threads=torch.get_num_threads(),
     )
     return run, model
 
@@ -523,7 +526,7 @@ def results_section(
         ),
         "",
         f"- Command: `{command}`",
-        f"- Machine: {machine_description()}",
+        f"- Machine: {machine_description(run_threads=[r.torch_threads for r in runs])}",
         "- Scene: Indian Pines (145 x 145, 200 bands, 16 classes), PCA to 12 components "
         "fitted on training pixels only.",
         f"- Splits: {'; '.join(sizes)}. Seeds {args.seeds} (each seed draws its own split "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import re
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -12,12 +14,17 @@ import torch
 __all__ = ["machine_description"]
 
 
-def machine_description(device: torch.device | None = None) -> str:
+def machine_description(
+    device: torch.device | None = None, run_threads: Sequence[int | None] | None = None
+) -> str:
     """CPU model, cores visible to this process, bf16 support, torch, Python, GPU and load.
 
     Args:
         device: the device the benchmark ran on (a CUDA device is named); None: the first CUDA
             device when there is one, else the CPU.
+        run_threads: for a report built from recorded runs, each run's torch thread count
+            (None where a run did not record it); the line then gives those instead of this
+            process's, and says that the load average is the report's, not the runs'.
     """
     cpu, flags = platform.processor() or platform.machine(), set()
     try:
@@ -34,10 +41,21 @@ def machine_description(device: torch.device | None = None) -> str:
         f"{cpu}, {cores} cores visible (shared with other jobs)",
         f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16 "
         f"instructions: {', '.join(native_bf16) or 'none (no avx512_bf16 / amx_bf16)'}",
-        f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), "
-        f"Python {platform.python_version()}",
+        f"torch {torch.__version__}, {_threads(run_threads)}, Python {platform.python_version()}",
         f"GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "no GPU used",
     ]
     if hasattr(os, "getloadavg"):
-        parts.append(f"load average at start {os.getloadavg()[0]:.1f}")
+        when = "at start" if run_threads is None else "when this report was written"
+        parts.append(f"load average {when} {os.getloadavg()[0]:.1f}")
     return "; ".join(parts)
+
+
+def _threads(run_threads: Sequence[int | None] | None) -> str:
+    if run_threads is None:
+        return f"{torch.get_num_threads()} torch thread(s)"
+    counts = Counter(run_threads)
+    recorded = sorted((n, c) for n, c in counts.items() if n is not None)
+    parts = [f"{n} ({c} run{'s' if c > 1 else ''})" for n, c in recorded]
+    if counts[None]:
+        parts.append(f"not recorded ({counts[None]} run{'s' if counts[None] > 1 else ''})")
+    return "torch threads per run: " + ", ".join(parts or ["no runs"])

@@ -255,6 +255,7 @@ def deep_run(
         "train_pixels": len(datamodule.split.train),
         "test_pixels": len(targets),
         "fit_seconds": fit_seconds,
+        "torch_threads": torch.get_num_threads(),
     }
 
 
@@ -274,6 +275,7 @@ def svm_run(protocol: str, split: Split, scene: HyperspectralScene, quick: bool)
         "train_pixels": len(split.train),
         "test_pixels": len(test),
         "fit_seconds": time.perf_counter() - start,
+        "torch_threads": torch.get_num_threads(),
     }
 
 
@@ -419,7 +421,7 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], table: str) -> 
             "Produced by `benchmarks/recipe_study.py` "
             f"(`--steps {args.steps}`, seeds {args.seeds}).",
             "",
-            f"- Machine: {machine_description()}",
+            f"- Machine: {machine_description(run_threads=[r.get('torch_threads') for r in runs])}",
             "- Model and recipe: the quickstart's (configs/quickstart.yaml: SpectralGPT width 64, "
             "depth 4, 2 heads, 4x4x3 tubelets, random init, 9x9 windows resized to 16x16, "
             "batch 32, AdamW lr 1e-3, weight decay 0.05, cosine schedule, no augmentation, no "

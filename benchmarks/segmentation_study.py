@@ -256,6 +256,7 @@ def deep_run(
         "train_pixels": len(datamodule.split.train),
         "test_pixels": len(targets),
         "fit_seconds": fit_seconds,
+        "torch_threads": torch.get_num_threads(),
     }
 
 
@@ -307,7 +308,7 @@ def report(args: argparse.Namespace, runs: list[dict[str, Any]], class_names: li
         "Produced by `benchmarks/segmentation_study.py` "
         f"(`--steps {args.steps}`, seeds {args.seeds}).",
         "",
-        f"- Machine: {machine_description()}",
+        f"- Machine: {machine_description(run_threads=[r.get('torch_threads') for r in runs])}",
         f"- Baseline: the segmentation formulation of the Accuracy section: {geometry.describe()}"
         f", tiles every {geometry.tile_size // 2} pixels, UNet decoder, random init, AdamW lr "
         f"1e-3 (weight decay 0.01), {args.steps} steps of {TILE_BATCH} tiles, no augmentation, "

@@ -52,6 +52,7 @@ def test_each_configuration_changes_one_thing(factor):
             "geometry.full_spectrum",
             "data.append_spectra",
         },
+        "inference_24": {"data.inference_stride"},
     }
     assert _changes(factor) == expected[factor]
 
