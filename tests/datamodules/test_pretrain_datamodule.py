@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
+from task_stand_in import fit_setup
 
 from terratorch_hsi_peft.datamodules import (
     HyperspectralPatchDataModule,
@@ -184,14 +183,7 @@ def test_shared_root_and_resized_windows(shared_data):
 )
 def test_setup_reads_cli_strings_as_yaml_scalars(shared_data, model_args, message):
     dm = HyperspectralPretrainDataModule([indian_pines(shared_data)], img_size=32)
-    dm.trainer = SimpleNamespace(
-        lightning_module=SimpleNamespace(hparams={"model_args": model_args})
-    )
-    if message is None:
-        dm.setup("fit")
-    else:
-        with pytest.raises(ValueError, match=message):
-            dm.setup("fit")
+    fit_setup(dm, model_args, message)
 
 
 def test_a_damaged_checkpoint_state_is_named(shared_data):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from lightning import Trainer
+from task_stand_in import fit_setup
 from terratorch.cli_tools import build_lightning_cli
 from terratorch.tasks import ClassificationTask, SemanticSegmentationTask
 
@@ -89,18 +90,6 @@ def _scene(size: int = 20, bands: int = 5) -> HyperspectralScene:
     return HyperspectralScene(image, labels, class_names=["a", "b", "c"], name="synthetic")
 
 
-def _fit_setup(dm, model_args: dict, message: str | None) -> None:
-    """``setup("fit")`` under a stand-in task with ``model_args``: passes, or raises ``message``."""
-    dm.trainer = SimpleNamespace(
-        lightning_module=SimpleNamespace(hparams={"model_args": model_args})
-    )
-    if message is None:
-        dm.setup("fit")
-    else:
-        with pytest.raises(ValueError, match=message):
-            dm.setup("fit")
-
-
 def _config(folder: Path, callbacks: str = WRITER) -> Path:
     path = folder / f"config_{len(list(folder.glob('config_*.yaml')))}.yaml"
     path.write_text(CONFIG.format(folder=folder, callbacks=callbacks))
@@ -144,7 +133,7 @@ def test_dotted_override_of_the_band_count_is_accepted_and_a_wrong_one_named(fit
 )
 def test_setup_reads_cli_strings_as_yaml_scalars(given, message):
     dm = HyperspectralPatchDataModule(scene=_scene(), band_route="standardize")
-    _fit_setup(dm, given, message)
+    fit_setup(dm, given, message)
 
 
 @pytest.mark.parametrize(
@@ -160,7 +149,7 @@ def test_appended_spectra_and_the_models_spectral_path_bands_must_agree(append, 
     dm = HyperspectralSceneDataModule(
         scene=_scene(), band_route="pca", num_components=3, append_spectra=append, tile_size=8
     )
-    _fit_setup(dm, {"backbone_num_bands": 3, **given}, message)
+    fit_setup(dm, {"backbone_num_bands": 3, **given}, message)
 
 
 # -- item 7: an unlabelled scene is predicted with a trained checkpoint ------------------------
