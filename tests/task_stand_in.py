@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 
 
-def fit_setup(datamodule: Any, model_args: dict, message: str | None) -> None:
-    """``setup("fit")`` under a stand-in task with ``model_args``: passes, or raises ``message``."""
+def fit_setup(datamodule: Any, model_args: dict, message: str | None, **hparams: Any) -> None:
+    """``setup("fit")`` under a stand-in task with ``model_args`` (and more ``hparams``):
+    passes, or raises ``message``."""
     datamodule.trainer = SimpleNamespace(
-        lightning_module=SimpleNamespace(hparams={"model_args": model_args})
+        lightning_module=SimpleNamespace(hparams={"model_args": model_args, **hparams})
     )
     if message is None:
         datamodule.setup("fit")

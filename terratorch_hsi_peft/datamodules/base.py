@@ -26,6 +26,7 @@ from terratorch_hsi_peft.datasets import (
     Split,
     make_split,
 )
+from terratorch_hsi_peft.models.spectral_path import PATH_HEAD
 from terratorch_hsi_peft.terratorch_compat import terratorch_writers
 from terratorch_hsi_peft.transforms import (
     BandRoute,
@@ -258,6 +259,7 @@ class HyperspectralDataModule(LightningDataModule):
                 f"{self.scene.name}: {self.scene.num_bands} bands); set append_spectra: true and "
                 f"spectral_path_bands: {self.scene.num_bands} together, or neither."
             )
+        _check_path_loss(cli_scalar(model_args.get("spectral_path_loss")), hparams.get("aux_loss"))
         # A prediction-only scene without class names takes the checkpoint's (restored later).
         if self.scene.num_classes:
             expected["num_classes"] = self.scene.num_classes
@@ -571,3 +573,25 @@ def _is_int(value: Any) -> bool:
 def _already_batched(batch: Any) -> Any:
     """Collate function for datasets whose ``__getitems__`` returns a whole batch."""
     return batch
+
+
+def _check_path_loss(path_loss: Any, aux_loss: Any) -> None:
+    """The spectral path's own loss is on in the model and weighted in the task, or neither.
+
+    Without a weight TerraTorch stops at the first step with an unclear message; a weight
+    without the model's flag would be ignored without a word.
+    """
+    weighted = isinstance(aux_loss, dict) and PATH_HEAD in aux_loss
+    if path_loss and not weighted:
+        raise ValueError(
+            "model_args.spectral_path_loss is true, so the model outputs the spectral path's own "
+            f"logits as the auxiliary head {PATH_HEAD!r}, but the task's aux_loss gives them no "
+            f"weight ({aux_loss!r}); set aux_loss: {{{PATH_HEAD}: 1.0}} in the task's init_args "
+            "or remove spectral_path_loss."
+        )
+    if weighted and not path_loss:
+        raise ValueError(
+            f"The task's aux_loss weights {PATH_HEAD!r}, but the model has no such head "
+            f"(model_args.spectral_path_loss is {path_loss!r}); set spectral_path_loss: true "
+            "(with spectral_path) or remove the aux_loss entry."
+        )

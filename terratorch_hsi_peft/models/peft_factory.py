@@ -93,6 +93,7 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         peft_config: dict[str, Any] | None = None,
         spectral_path: int | None = None,
         spectral_path_bands: int | None = None,
+        spectral_path_loss: bool = False,
         **kwargs: Any,
     ) -> Model:
         """Build the model of ``EncoderDecoderFactory.build_model`` with adapters.
@@ -118,6 +119,10 @@ class PEFTEncoderDecoderFactory(ModelFactory):
             spectral_path_bands: the path reads this many bands appended after the encoder's
                 (the datamodule's ``append_spectra: true``; the scene's band count), each
                 pixel's whole z-scored spectrum. None: it reads the encoder's input.
+            spectral_path_loss: the model also outputs the path's own logits (the head applied
+                to the path alone) as the auxiliary head ``spectral_path``, so that the task's
+                ``aux_loss: {spectral_path: <weight>}`` trains the path to classify on its own
+                (docs/segmentation.md).
 
         Raises:
             TypeError: unknown ``peft_config`` or ``peft_config_kwargs`` keys.
@@ -129,6 +134,18 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         peft_config = cli_scalar(peft_config)  # "null": full fine-tuning
         spectral_path = cli_scalar(spectral_path)
         spectral_path_bands = cli_scalar(spectral_path_bands)
+        spectral_path_loss = cli_scalar(spectral_path_loss)
+        if not isinstance(spectral_path_loss, bool):
+            raise ValueError(
+                f"spectral_path_loss={spectral_path_loss!r} must be true or false (true: the "
+                "model also outputs the path's own logits, weighted by the task's aux_loss)."
+            )
+        if spectral_path_loss and spectral_path is None:
+            raise ValueError(
+                "spectral_path_loss: true trains the spectral path's own logits, but "
+                "spectral_path is unset; set spectral_path (its hidden width, e.g. 64) or remove "
+                "spectral_path_loss."
+            )
         if spectral_path_bands is not None and spectral_path is None:
             raise ValueError(
                 f"spectral_path_bands={spectral_path_bands!r} feeds the spectral path, but "
@@ -141,6 +158,7 @@ class PEFTEncoderDecoderFactory(ModelFactory):
                 factory.build_model(task, backbone, decoder, **kwargs),
                 spectral_path,
                 spectral_path_bands,
+                spectral_path_loss,
                 kwargs,
             )
         spec = PeftSpec.parse(peft_config)
@@ -150,7 +168,9 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         model = factory.build_model(
             task, backbone, decoder, peft_config=spec.hf_peft_config, **kwargs
         )
-        model = _with_spectral_path(model, spectral_path, spectral_path_bands, kwargs)
+        model = _with_spectral_path(
+            model, spectral_path, spectral_path_bands, spectral_path_loss, kwargs
+        )
         attach_adapters(model, spec)
         _record_origin(model, backbone, kwargs)
         if spec.adapter_path is not None:
@@ -161,7 +181,11 @@ class PEFTEncoderDecoderFactory(ModelFactory):
 
 
 def _with_spectral_path(
-    model: Model, channels: int | None, spectra: int | None, kwargs: dict[str, Any]
+    model: Model,
+    channels: int | None,
+    spectra: int | None,
+    path_loss: bool,
+    kwargs: dict[str, Any],
 ) -> Model:
     """``model`` with a spectral path of width ``channels`` (None: as is)."""
     if channels is None:
@@ -174,7 +198,7 @@ def _with_spectral_path(
             "spectral_path needs the number of input bands; set model_args.backbone_num_bands "
             "(or backbone_in_channels) to the bands the datamodule gives."
         )
-    return with_spectral_path(model, bands, channels, spectra)
+    return with_spectral_path(model, bands, channels, spectra, path_loss)
 
 
 def _record_origin(model: nn.Module, backbone: str | nn.Module, kwargs: dict[str, Any]) -> None:

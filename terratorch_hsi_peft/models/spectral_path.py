@@ -31,7 +31,10 @@ from terratorch.models.scalar_output_model import ScalarOutputModel
 from terratorch.models.utils import center_crop, pad_images
 from torch import nn
 
-__all__ = ["SpectralPathClassifier", "SpectralPathModel", "with_spectral_path"]
+__all__ = ["PATH_HEAD", "SpectralPathClassifier", "SpectralPathModel", "with_spectral_path"]
+
+#: Name of the auxiliary output holding the path's own logits (the task's ``aux_loss`` key).
+PATH_HEAD = "spectral_path"
 
 
 class _SpectralPath:
@@ -40,9 +43,16 @@ class _SpectralPath:
     spectral_path: nn.Sequential
     encoder_bands: int
     spectra: int | None
+    path_logits: bool
 
     def _adopt(
-        self, model: Model, stock: type, in_channels: int, channels: int, spectra: int | None
+        self,
+        model: Model,
+        stock: type,
+        in_channels: int,
+        channels: int,
+        spectra: int | None,
+        path_logits: bool,
     ) -> int:
         """Check the arguments, take over ``model``'s parts; returns the decoder's width."""
         checked = [("in_channels", in_channels), ("spectral_path", channels)]
@@ -80,7 +90,16 @@ class _SpectralPath:
             setattr(self, name, module)
         self.encoder_bands = in_channels
         self.spectra = spectra
+        self.path_logits = bool(path_logits)
         return decoder_channels
+
+    def _output(self, output: torch.Tensor, path_logits: Any) -> ModelOutput:
+        """The model's output, plus the path's own logits (``path_logits()``) as the auxiliary
+        head :data:`PATH_HEAD` in training when asked: they are a training signal only, so
+        validation, test and predict cost nothing more."""
+        if not (self.path_logits and self.training):
+            return ModelOutput(output=output)
+        return ModelOutput(output=output, auxiliary_heads={PATH_HEAD: path_logits()})
 
     def split_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(encoder input, path input) of a batch: its routed and appended bands, or x twice.
@@ -127,8 +146,9 @@ class SpectralPathModel(_SpectralPath, PixelWiseModel):
         in_channels: int,
         channels: int,
         spectra: int | None = None,
+        path_logits: bool = False,
     ) -> None:
-        width = self._adopt(model, PixelWiseModel, in_channels, channels, spectra)
+        width = self._adopt(model, PixelWiseModel, in_channels, channels, spectra, path_logits)
         self.spectral_path = nn.Sequential(
             nn.Conv2d(spectra or in_channels, channels, kernel_size=1),
             nn.BatchNorm2d(channels),
@@ -147,9 +167,14 @@ class SpectralPathModel(_SpectralPath, PixelWiseModel):
         decoded = self.decoder([f.clone() for f in features])
         if tuple(decoded.shape[-2:]) != input_size:
             decoded = F.interpolate(decoded, size=input_size, mode="bilinear")
-        mask = self.head(decoded + self.spectral_path(spectra))
-        mask = self._check_for_single_channel_and_squeeze(mask)
-        return ModelOutput(output=center_crop(mask, image_size_out))
+        path = self.spectral_path(spectra)
+        mask = self._check_for_single_channel_and_squeeze(self.head(decoded + path))
+        return self._output(
+            center_crop(mask, image_size_out),
+            lambda: center_crop(
+                self._check_for_single_channel_and_squeeze(self.head(path)), image_size_out
+            ),
+        )
 
 
 class SpectralPathClassifier(_SpectralPath, ScalarOutputModel):
@@ -174,8 +199,9 @@ class SpectralPathClassifier(_SpectralPath, ScalarOutputModel):
         in_channels: int,
         channels: int,
         spectra: int | None = None,
+        path_logits: bool = False,
     ) -> None:
-        width = self._adopt(model, ScalarOutputModel, in_channels, channels, spectra)
+        width = self._adopt(model, ScalarOutputModel, in_channels, channels, spectra, path_logits)
         self.spectral_path = nn.Sequential(
             nn.Linear(spectra or in_channels, channels),
             nn.BatchNorm1d(channels),
@@ -192,7 +218,7 @@ class SpectralPathClassifier(_SpectralPath, ScalarOutputModel):
             x = pad_images(x, self.patch_size, self.padding)
         features = self.neck(self.encoder(x, **kwargs), image_size=tuple(x.shape[-2:]))
         decoded = self.decoder([f.clone() for f in features])
-        return ModelOutput(output=self.head(decoded + path))
+        return self._output(self.head(decoded + path), lambda: self.head(path))
 
 
 def centre(x: torch.Tensor) -> torch.Tensor:
@@ -204,9 +230,13 @@ def centre(x: torch.Tensor) -> torch.Tensor:
 
 
 def with_spectral_path(
-    model: Model, in_channels: int, channels: int, spectra: int | None = None
+    model: Model,
+    in_channels: int,
+    channels: int,
+    spectra: int | None = None,
+    path_logits: bool = False,
 ) -> SpectralPathModel | SpectralPathClassifier:
     """The spectral-path wrapper of ``model``'s kind (pixel-wise or scalar output)."""
     if isinstance(model, ScalarOutputModel):
-        return SpectralPathClassifier(model, in_channels, channels, spectra)
-    return SpectralPathModel(model, in_channels, channels, spectra)
+        return SpectralPathClassifier(model, in_channels, channels, spectra, path_logits)
+    return SpectralPathModel(model, in_channels, channels, spectra, path_logits)

@@ -152,6 +152,28 @@ def test_appended_spectra_and_the_models_spectral_path_bands_must_agree(append, 
     fit_setup(dm, {"backbone_num_bands": 3, **given}, message)
 
 
+@pytest.mark.parametrize(
+    ("given", "aux_loss", "message"),
+    [
+        ({"spectral_path_loss": True}, {"spectral_path": 0.5}, None),
+        ({"spectral_path_loss": "true"}, {"spectral_path": 1.0}, None),  # a dotted override
+        ({}, None, None),
+        ({"spectral_path_loss": True}, None, r"set aux_loss: \{spectral_path: 1.0\}"),
+        ({"spectral_path_loss": True}, {"other": 1.0}, r"aux_loss gives them no weight"),
+        ({}, {"spectral_path": 1.0}, r"set spectral_path_loss: true"),
+        ({"spectral_path_loss": False}, {"spectral_path": 1.0}, r"spectral_path_loss is False"),
+    ],
+)
+def test_the_paths_own_loss_is_weighted_by_the_task_or_off(given, aux_loss, message):
+    # Without the weight the stock loss handler fails at the first step with an unclear
+    # message; a weight without the model's flag would be ignored silently.
+    dm = HyperspectralSceneDataModule(
+        scene=_scene(), band_route="pca", num_components=3, append_spectra=True, tile_size=8
+    )
+    model_args = {"backbone_num_bands": 3, "spectral_path_bands": 5, **given}
+    fit_setup(dm, model_args, message, aux_loss=aux_loss)
+
+
 # -- item 7: an unlabelled scene is predicted with a trained checkpoint ------------------------
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from terratorch.tasks import SemanticSegmentationTask
 
 from terratorch_hsi_peft.models import (
     PEFTEncoderDecoderFactory,
     SpectralPathClassifier,
     SpectralPathModel,
 )
+from terratorch_hsi_peft.models.spectral_path import PATH_HEAD
 
 KRONA = {"method": "KRONA", "peft_config_kwargs": {"target_modules": ["attn.q", "attn.v"]}}
 
@@ -199,5 +201,60 @@ def test_batch_without_the_appended_spectra_is_explained():
     ],
 )
 def test_bad_spectral_path_bands_is_a_clear_error(changes, message):
+    with pytest.raises(ValueError, match=message):
+        build(**changes)
+
+
+@pytest.mark.parametrize("task", ["segmentation", "classification"])
+def test_the_paths_own_logits_are_its_share_of_the_output(task):
+    builder = build if task == "segmentation" else build_classifier
+    model = builder(spectral_path=8, spectral_path_loss=True)
+    stock = builder(spectral_path=8)
+    stock.load_state_dict(model.state_dict())
+    x = torch.randn(4, 6, 16, 16)
+    with torch.no_grad():
+        out = model(x)
+        # The flag adds an output in training; the main one is unchanged.
+        torch.testing.assert_close(out.output, stock(x).output)
+        assert not stock(x).auxiliary_heads
+        # With the decoder's contribution removed, the main output is the path's alone.
+        model.decoder.register_forward_hook(lambda module, args, o: torch.zeros_like(o))
+        alone = model(x)
+        # Validation, test and predict get the main output only.
+        assert not model.eval()(x).auxiliary_heads
+    path_logits = out.auxiliary_heads[PATH_HEAD]
+    assert path_logits.shape == out.output.shape
+    torch.testing.assert_close(path_logits, alone.output)
+
+
+def test_the_stock_task_adds_the_weighted_path_loss():
+    torch.manual_seed(0)
+    task = SemanticSegmentationTask(
+        model_factory="PEFTEncoderDecoderFactory",
+        model_args={**UNET_ARGS, "spectral_path": 8, "spectral_path_loss": True},
+        loss="ce",
+        ignore_index=-1,
+        aux_loss={PATH_HEAD: 0.5},
+        plot_on_val=False,
+    )
+    x = torch.randn(2, 6, 16, 16)
+    y = torch.randint(-1, 3, (2, 16, 16))
+    out = task.model(x)
+    losses = task.train_loss_handler.compute_loss(out, y, task.criterion, task.aux_loss)
+    ce = torch.nn.CrossEntropyLoss(ignore_index=-1)
+    expected = ce(out.output, y) + 0.5 * ce(out.auxiliary_heads[PATH_HEAD], y)
+    torch.testing.assert_close(losses["loss"], expected)
+    losses["loss"].backward()
+    assert task.model.spectral_path[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"spectral_path_loss": True}, "spectral_path is unset"),
+        ({"spectral_path": 8, "spectral_path_loss": "yes"}, "must be true or false"),
+    ],
+)
+def test_bad_spectral_path_loss_is_a_clear_error(changes, message):
     with pytest.raises(ValueError, match=message):
         build(**changes)
