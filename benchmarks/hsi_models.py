@@ -32,6 +32,7 @@ from terratorch_hsi_peft.datamodules import (
     HyperspectralPatchDataModule,
     HyperspectralSceneDataModule,
 )
+from terratorch_hsi_peft.models.spectral_path import PATH_HEAD
 from terratorch_hsi_peft.peft import get_method, method_names
 
 __all__ = [
@@ -116,6 +117,10 @@ class Geometry:
         full_spectrum: the path reads each pixel's whole z-scored spectrum, which the tile
             datamodule appends (``append_spectra``, ``model_args.spectral_path_bands``); None:
             it reads the routed bands.
+        path_loss: weight of the path's own loss (``model_args.spectral_path_loss`` and the
+            task's ``aux_loss: {spectral_path: <weight>}``); None: none.
+        path_lr: learning rate of the path's parameters (the task's
+            ``lr_overrides: {spectral_path: <lr>}``); None: the task's.
     """
 
     embed_dim: int
@@ -129,6 +134,8 @@ class Geometry:
     patch_size: int = 8
     spectral_path: int | None = None
     full_spectrum: bool | None = None
+    path_loss: float | None = None
+    path_lr: float | None = None
 
     def backbone_args(self, num_bands: int, img_size: int, ckpt_path: str | None) -> dict[str, Any]:
         """``backbone_*`` model_args of this geometry (random init unless ``ckpt_path``)."""
@@ -152,6 +159,8 @@ class Geometry:
             f"{self.tile_size}x{self.tile_size} tiles"
             + (f", {self.spectral_path}-channel spectral path" if self.spectral_path else "")
             + (" on the whole spectrum" if self.spectral_path and self.full_spectrum else "")
+            + (f", its own loss x{self.path_loss}" if self.spectral_path and self.path_loss else "")
+            + (f", lr {self.path_lr:g}" if self.spectral_path and self.path_lr else "")
         )
 
 
@@ -164,6 +173,8 @@ SMALL = Geometry(
     head_dim=32,
     spectral_path=32,
     full_spectrum=True,
+    path_loss=1.0,
+    path_lr=1e-2,
 )
 VIT_BASE = Geometry(
     embed_dim=768,
@@ -173,6 +184,8 @@ VIT_BASE = Geometry(
     head_dim=256,
     spectral_path=64,
     full_spectrum=True,
+    path_loss=1.0,
+    path_lr=1e-2,
 )
 #: ``--quick``: a one-block encoder, one seed, two steps, on subsets of the test pixels.
 QUICK = Geometry(
@@ -184,6 +197,8 @@ QUICK = Geometry(
     decoder_channels=(16, 8, 8, 8),
     spectral_path=8,
     full_spectrum=True,
+    path_loss=1.0,
+    path_lr=1e-2,
 )
 
 
@@ -221,6 +236,7 @@ def segmentation_model_args(
         "num_classes": num_classes,
         **({"spectral_path": geometry.spectral_path} if geometry.spectral_path else {}),
         **({"spectral_path_bands": spectra} if spectra else {}),
+        **({"spectral_path_loss": True} if geometry.path_loss else {}),
     }
 
 
@@ -265,11 +281,22 @@ def build_task(
         "lr": lr,
         "optimizer": "AdamW",
         "ignore_index": IGNORE_INDEX,
+        **path_task_args(geometry, model_args),
         **task_args,
     }
     if formulation == "classification":
         return ClassificationTask(**common)
     return SemanticSegmentationTask(**common, plot_on_val=False)
+
+
+def path_task_args(geometry: Geometry, model_args: dict[str, Any]) -> dict[str, Any]:
+    """Task arguments of the spectral path's refinements (its own loss, its learning rate)."""
+    if "spectral_path" not in model_args:
+        return {}
+    return {
+        **({"aux_loss": {PATH_HEAD: geometry.path_loss}} if geometry.path_loss else {}),
+        **({"lr_overrides": {"spectral_path": geometry.path_lr}} if geometry.path_lr else {}),
+    }
 
 
 def trainable_parameters(task: torch.nn.Module) -> tuple[int, int]:

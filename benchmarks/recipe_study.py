@@ -3,8 +3,8 @@
 Every configuration starts from the shipped quickstart recipe (``configs/base/trainer.yaml`` +
 ``configs/data/indian_pines_patch.yaml`` + ``configs/quickstart.yaml``: the patch datamodule,
 ``ClassificationTask``, a randomly initialised SpectralGPT of width 64 and depth 4) read from the
-YAML files themselves, without its ``train_transform`` and its spectral path (the baseline is the
-recipe before the study), and changes one thing:
+YAML files themselves, without its ``train_transform`` and its spectral path (with the path's
+own loss and learning rate; the baseline is the recipe before the study), and changes one thing:
 
 - ``flips``: ``train_transform`` = ``RandomFlipRotate`` (the eight symmetries of the square);
 - ``flips_jitter``: the same plus ``SpectralJitter`` (per-band gains, 5%);
@@ -18,6 +18,10 @@ recipe before the study), and changes one thing:
   z-scored bands, appended by the datamodule: ``append_spectra``) through a 64-wide path added
   before the head (``PEFTEncoderDecoderFactory`` with ``spectral_path: 64``,
   ``spectral_path_bands: 200``);
+- ``path_loss`` (with ``--combined``, after ``spectral_path``): the path's own logits (the
+  head applied to the path alone) are an auxiliary output, weighted 1.0 by the task's
+  ``aux_loss`` (``spectral_path_loss: true``);
+- ``path_lr`` (likewise): the path learns at 1e-2 (``lr_overrides: {spectral_path: 1.0e-2}``);
 - ``combined``: the changes named by ``--combined`` together.
 
 Each configuration trains for ``--steps`` optimizer steps (the baseline's cosine is rescaled from
@@ -57,6 +61,7 @@ from terratorch.tasks import ClassificationTask
 
 from terratorch_hsi_peft.datamodules import HyperspectralPatchDataModule
 from terratorch_hsi_peft.datasets import HyperspectralScene, IndianPines, Split, make_split
+from terratorch_hsi_peft.models.spectral_path import PATH_HEAD
 from terratorch_hsi_peft.transforms import BandRoute
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -75,8 +80,12 @@ FACTORS = (
     "spectral_path",
     "combined",
 )
+#: Changes that refine the spectral path: only in ``--combined``, after ``spectral_path``.
+PATH_REFINEMENTS = ("path_loss", "path_lr")
 #: The quickstart's spectral path (model_args) and its input (data), kept for the factor.
 PATH_MODEL_ARGS = ("spectral_path", "spectral_path_bands")
+#: The task arguments of its refinements (its own loss's weight, its learning rate).
+PATH_TASK_ARGS = ("aux_loss", "lr_overrides")
 #: Largest window of the study: the spatially disjoint splits' leak buffer follows it.
 MAX_WINDOW = 15
 FLIPS = {"class_path": "terratorch_hsi_peft.transforms.RandomFlipRotate", "init_args": {"p": 0.5}}
@@ -92,7 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--combined",
         nargs="+",
-        choices=FACTORS[1:-1],
+        choices=[*FACTORS[1:-1], *PATH_REFINEMENTS],
         default=["flips", "label_smoothing", "warmup_cosine"],
         help="the changes the 'combined' configuration makes together",
     )
@@ -149,6 +158,10 @@ def configure(
     task = copy.deepcopy(recipe["model"]["init_args"])
     # Nor the spectral path the quickstart adopted from the study (the spectral_path factor).
     path = {k: task["model_args"].pop(k) for k in PATH_MODEL_ARGS if k in task["model_args"]}
+    # And its own loss and learning rate (the path_loss and path_lr refinements).
+    task["model_args"].pop("spectral_path_loss", None)
+    for key in PATH_TASK_ARGS:
+        task.pop(key, None)
     path["append_spectra"] = data.pop("append_spectra", False)
     path["model_factory"], task["model_factory"] = task["model_factory"], "EncoderDecoderFactory"
     # The recipe's cosine spans its epochs; here it spans the run's steps.
@@ -194,8 +207,21 @@ def _apply(
         data["append_spectra"] = path["append_spectra"]
         task["model_factory"] = path["model_factory"]
         task["model_args"] = {**task["model_args"], **{k: path[k] for k in PATH_MODEL_ARGS}}
+    elif change in ("path_loss", "path_lr"):
+        if "spectral_path" not in task["model_args"]:
+            raise ValueError(
+                f"{change} refines the spectral path: combine it after spectral_path "
+                f"(--combined ... spectral_path {change})."
+            )
+        if change == "path_loss":
+            task["model_args"] = {**task["model_args"], "spectral_path_loss": True}
+            task["aux_loss"] = {PATH_HEAD: 1.0}
+        else:
+            task["lr_overrides"] = {"spectral_path": 1e-2}
     elif change != "baseline":
-        raise ValueError(f"Unknown factor {change!r}; choose among {FACTORS}.")
+        raise ValueError(
+            f"Unknown factor {change!r}; choose among {FACTORS} (and {PATH_REFINEMENTS})."
+        )
 
 
 class AllPixelsPatchDataModule(HyperspectralPatchDataModule):

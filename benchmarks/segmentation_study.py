@@ -22,6 +22,12 @@ AdamW lr 1e-3, no augmentation, the model after the last step tested) and change
 - ``inference_24``: test tiles every 24 pixels instead of 16 (``inference_stride: 24``; the
   training is unchanged, the same seed gives the same model): 2.25x fewer tiles to map a scene,
   each pixel taken at least 4 pixels inside its tile instead of 8;
+- ``path_loss`` (after ``spectral_path`` or ``full_spectrum``): the path's own logits (the
+  head applied to the path alone) are an auxiliary output with their own cross-entropy,
+  weighted 1.0 (``model_args.spectral_path_loss: true``, the task's
+  ``aux_loss: {spectral_path: 1.0}``), so that the path learns to classify on its own;
+- ``path_lr`` (after ``spectral_path`` or ``full_spectrum``): the path's parameters learn at
+  1e-2 instead of 1e-3 (the task's ``lr_overrides: {spectral_path: 1.0e-2}``);
 - ``val_best``: 15% of the training side's labelled pixels held out as validation blocks
   (``val_fraction``), validated every ``--steps // 6`` steps; the weights of lowest validation
   loss are tested (validation and early stopping);
@@ -85,11 +91,14 @@ FACTORS = (
     "full_spectrum",
     "inference_24",
 )
+#: Changes that refine the spectral path: joined after ``spectral_path`` or ``full_spectrum``.
+PATH_REFINEMENTS = ("path_loss", "path_lr")
 FLIPS = {"class_path": "terratorch_hsi_peft.transforms.RandomFlipRotate", "init_args": {"p": 0.5}}
 TILE_BATCH = 8
 #: The formulation before the study: the grid's encoders without the spectral path.
-BASELINE = dataclasses.replace(SMALL, spectral_path=None, full_spectrum=None)
-BASELINE_QUICK = dataclasses.replace(QUICK, spectral_path=None, full_spectrum=None)
+PATH_OFF = {"spectral_path": None, "full_spectrum": None, "path_loss": None, "path_lr": None}
+BASELINE = dataclasses.replace(SMALL, **PATH_OFF)
+BASELINE_QUICK = dataclasses.replace(QUICK, **PATH_OFF)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -125,9 +134,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "holding indian_pines/."
         )
     for factor in args.factors:
-        unknown = [part for part in factor.split("+") if part not in FACTORS]
+        unknown = [part for part in factor.split("+") if part not in (*FACTORS, *PATH_REFINEMENTS)]
         if unknown:
-            parser.error(f"--factors {factor}: unknown {unknown}; use {', '.join(FACTORS)}.")
+            choices = ", ".join((*FACTORS, *PATH_REFINEMENTS))
+            parser.error(f"--factors {factor}: unknown {unknown}; use {choices}.")
     if args.quick:
         args.seeds, args.steps = args.seeds[:1], 2
     return args
@@ -170,12 +180,24 @@ def _apply(change: str, config: dict[str, Any]) -> None:
             config["geometry"], spectral_path=32, full_spectrum=True
         )
         data["append_spectra"] = True
+    elif change in ("path_loss", "path_lr"):
+        if not config["geometry"].spectral_path:
+            raise ValueError(
+                f"{change} refines the spectral path: join it after spectral_path or "
+                f"full_spectrum (e.g. full_spectrum+{change})."
+            )
+        if change == "path_loss":
+            config["geometry"] = dataclasses.replace(config["geometry"], path_loss=1.0)
+        else:
+            config["geometry"] = dataclasses.replace(config["geometry"], path_lr=1e-2)
     elif change == "inference_24":
         data["inference_stride"] = 24
     elif change == "val_best":
         config["val_fraction"] = 0.15
     elif change != "baseline":
-        raise ValueError(f"Unknown factor {change!r}; choose among {FACTORS}.")
+        raise ValueError(
+            f"Unknown factor {change!r}; choose among {FACTORS} (and {PATH_REFINEMENTS})."
+        )
 
 
 def deep_run(

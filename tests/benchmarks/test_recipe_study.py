@@ -46,10 +46,16 @@ def test_each_configuration_changes_one_thing(factor):
     }
     path = {"spectral_path": 64, "spectral_path_bands": 200}
     assert {k: task["model_args"][k] for k in path} == path
+    refinements = {"spectral_path_loss": True}
+    assert {k: task["model_args"][k] for k in refinements} == refinements
+    assert task["aux_loss"] == {"spectral_path": 1.0}
+    assert task["lr_overrides"] == {"spectral_path": 1e-2}
     stock = {
-        **task,
+        **{k: v for k, v in task.items() if k not in ("aux_loss", "lr_overrides")},
         "model_factory": "EncoderDecoderFactory",
-        "model_args": {k: v for k, v in task["model_args"].items() if k not in path},
+        "model_args": {
+            k: v for k, v in task["model_args"].items() if k not in {*path, *refinements}
+        },
     }
     assert {k: v for k, v in base_task.items() if k != "scheduler_hparams"} == {
         k: v for k, v in stock.items() if k != "scheduler_hparams"
@@ -75,6 +81,19 @@ def test_each_configuration_changes_one_thing(factor):
             k: v for k, v in new_task["model_args"].items() if k not in base_task["model_args"]
         }
         assert added == {"spectral_path": 64, "spectral_path_bands": 200}
+
+
+def test_path_refinements_add_to_the_spectral_path_and_need_it():
+    recipe = recipe_study.load_recipe()
+    _, path_task = recipe_study.configure(
+        "combined", recipe, STEPS, ["spectral_path", "path_loss", "path_lr"]
+    )
+    _, plain = recipe_study.configure("spectral_path", recipe, STEPS, [])
+    assert path_task["model_args"] == {**plain["model_args"], "spectral_path_loss": True}
+    assert path_task["aux_loss"] == {"spectral_path": 1.0}
+    assert path_task["lr_overrides"] == {"spectral_path": 1e-2}
+    with pytest.raises(ValueError, match="refines the spectral path"):
+        recipe_study.configure("combined", recipe, STEPS, ["path_loss"])
 
 
 def test_label_smoothing_and_warmup_build_with_terratorch_and_schedule_as_intended():

@@ -62,8 +62,34 @@ def test_baseline_is_the_formulation_before_the_study():
 
     base = segmentation_study.configure("baseline", quick=False)["geometry"]
     # The accuracy grid's encoder; only the spectral path (the study's outcome) is off.
-    assert base == dataclasses.replace(hsi_models.SMALL, spectral_path=None, full_spectrum=None)
+    assert base == dataclasses.replace(hsi_models.SMALL, **segmentation_study.PATH_OFF)
     assert hsi_models.SMALL.spectral_path and hsi_models.SMALL.full_spectrum
+    assert hsi_models.SMALL.path_loss and hsi_models.SMALL.path_lr
+
+
+@pytest.mark.parametrize(
+    ("refinement", "expected"),
+    [
+        ("path_loss", {"geometry.path_loss"}),
+        ("path_lr", {"geometry.path_lr"}),
+    ],
+)
+def test_path_refinements_change_one_thing_of_the_path_and_need_it(refinement, expected):
+    assert _changes(f"full_spectrum+{refinement}") - _changes("full_spectrum") == expected
+    with pytest.raises(ValueError, match="join it after spectral_path or full_spectrum"):
+        segmentation_study.configure(refinement, quick=False)
+    # The refinements reach the stock task: its own loss weighted, the path's learning rate.
+    import hsi_models
+
+    config = segmentation_study.configure(f"full_spectrum+{refinement}", quick=True)
+    task = hsi_models.build_task(
+        "segmentation", config["geometry"], 3, 4, "FULL", 1e-3, spectra=5, **config["task"]
+    )
+    if refinement == "path_loss":
+        assert task.hparams["model_args"]["spectral_path_loss"] is True
+        assert task.hparams["aux_loss"] == {"spectral_path": 1.0}
+    else:
+        assert task.hparams["lr_overrides"] == {"spectral_path": 1e-2}
 
 
 def test_joined_factors_make_every_change():
