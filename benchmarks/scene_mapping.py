@@ -11,10 +11,13 @@ model, and the predicted classes pasted into the (H, W) class map.
   the per-pixel spectral path (the accuracy grid's segmentation model).
 
 Both use the same SpectralGPT encoder size (the accuracy benchmark's, random init: speed does
-not depend on the weights). The formulations take turns: ``--warmup`` untimed rounds, then
-``--repeats`` timed ones, each mapping the scene once per formulation. The table gives the
-median (and min-max) pixels per second; the speed-up is the median over rounds of the ratio
-of two maps run back to back, which a change in the machine's load affects alike.
+not depend on the weights). Each formulation is timed at the batch size that maps fastest on
+the machine: a sweep over ``--batch-sizes`` (patches) and ``--tile-batch-sizes`` (tiles) runs
+first, the candidates of a formulation taking turns. Then the formulations take turns:
+``--warmup`` untimed rounds, then ``--repeats`` timed ones, each mapping the scene once per
+formulation. The table gives the median (and min-max) pixels per second; the speed-up is the
+median over rounds of the ratio of two maps run back to back, which a change in the machine's
+load affects alike.
 
     python benchmarks/scene_mapping.py --results-md docs/results.md
     python benchmarks/scene_mapping.py --quick
@@ -71,10 +74,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="encoder size: the accuracy grid's (small) or the released ViT-Base",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=256, help="patches per batch (classification)"
+        "--batch-sizes",
+        type=int,
+        nargs="+",
+        default=[128, 256, 512, 1024],
+        help="patches per batch (classification); with several, the fastest of a side-by-side "
+        "sweep is timed",
     )
     parser.add_argument(
-        "--tile-batch-size", type=int, default=16, help="tiles per batch (segmentation)"
+        "--tile-batch-sizes",
+        type=int,
+        nargs="+",
+        default=[8, 16, 32, 64],
+        help="tiles per batch (segmentation); with several, the fastest of the sweep is timed",
+    )
+    parser.add_argument(
+        "--sweep-repeats", type=int, default=3, help="timed maps per batch size in the sweep"
     )
     parser.add_argument(
         "--extra-inference-strides",
@@ -100,7 +115,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, help="write the timings as JSON")
     args = parser.parse_args(argv)
-    for name in ("batch_size", "tile_batch_size", "repeats"):
+    for name in ("batch_sizes", "tile_batch_sizes"):
+        if min(getattr(args, name)) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1.")
+    for name in ("repeats", "sweep_repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1.")
     if args.threads is not None and args.threads < 1:
@@ -113,7 +131,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "holding indian_pines/Indian_pines_corrected.mat and Indian_pines_gt.mat."
         )
     if args.quick:
-        args.warmup, args.repeats = 0, 1
+        args.warmup, args.repeats, args.sweep_repeats = 0, 1, 1
     return args
 
 
@@ -130,24 +148,25 @@ def prepare(
     formulation: str,
     scene: IndianPines,
     geometry: Geometry,
-    args: argparse.Namespace,
+    batch_size: int,
     inference_stride: int | None = None,
 ) -> tuple[Any, Any]:
     """The (task, datamodule) of one formulation, band route fitted, ready to map.
 
-    ``inference_stride``: distance between predict tiles (segmentation; None: the default).
+    ``batch_size``: patches or tiles per batch. ``inference_stride``: distance between predict
+    tiles (segmentation; None: the default).
     """
     if formulation == "classification":
         datamodule = HyperspectralPatchDataModule(
             scene=scene,
-            batch_size=args.batch_size,
+            batch_size=batch_size,
             patch_size=geometry.window,
             img_size=geometry.img_size,
         )
     else:
         datamodule = HyperspectralSceneDataModule(
             scene=scene,
-            batch_size=args.tile_batch_size,
+            batch_size=batch_size,
             tile_size=geometry.tile_size,
             append_spectra=bool(geometry.full_spectrum),
             inference_stride=inference_stride,
@@ -192,10 +211,60 @@ def routes(geometry: Geometry, args: argparse.Namespace) -> dict[str, tuple[str,
     return rows
 
 
-def time_formulations(
+def sweep_batch_sizes(
     scene: IndianPines, geometry: Geometry, args: argparse.Namespace, device: torch.device
+) -> dict[str, dict[int, float]]:
+    """Median seconds per map of each formulation at each candidate batch size.
+
+    The candidates of a formulation take turns (one untimed round, then ``--sweep-repeats``
+    timed ones), so that each is timed under the same load; a single candidate is not swept.
+    """
+    candidates = {CLASSIFICATION: args.batch_sizes, "segmentation": args.tile_batch_sizes}
+    sweep: dict[str, dict[int, float]] = {}
+    for formulation, sizes in candidates.items():
+        if len(sizes) == 1:
+            continue
+        prepared = {size: prepare(formulation, scene, geometry, size) for size in sizes}
+        seconds: dict[int, list[float]] = {size: [] for size in sizes}
+        for index in range(1 + args.sweep_repeats):
+            for size, (task, datamodule) in prepared.items():
+                elapsed = timed_map(formulation, task, datamodule, device)
+                if index:
+                    seconds[size].append(elapsed)
+        sweep[formulation] = {size: statistics.median(seconds[size]) for size in sizes}
+    return sweep
+
+
+def fastest(sweep: dict[str, dict[int, float]], args: argparse.Namespace) -> dict[str, int]:
+    """The batch size each formulation is timed with: its fastest in the sweep."""
+    picks = {CLASSIFICATION: args.batch_sizes[0], "segmentation": args.tile_batch_sizes[0]}
+    for formulation, medians in sweep.items():
+        picks[formulation] = min(medians, key=medians.__getitem__)
+    return picks
+
+
+def sweep_sentence(sweep: dict[str, dict[int, float]], picks: dict[str, int]) -> str:
+    """Markdown: each formulation's median seconds per map at each swept batch size."""
+    names = {CLASSIFICATION: "patches", "segmentation": "tiles"}
+    parts = [
+        f"{names[formulation]} per batch "
+        + ", ".join(f"{size}: {seconds:.2f} s" for size, seconds in medians.items())
+        + f" (timed at {picks[formulation]})"
+        for formulation, medians in sweep.items()
+    ]
+    return "; ".join(parts)
+
+
+def time_formulations(
+    scene: IndianPines,
+    geometry: Geometry,
+    args: argparse.Namespace,
+    device: torch.device,
+    batch_sizes: dict[str, int],
 ) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
     """Map the scene ``warmup + repeats`` times per row, the rows taking turns.
+
+    ``batch_sizes``: patches and tiles per batch (keys ``classification``, ``segmentation``).
 
     Returns one result per row (pixels per second of its timed maps) and, for each
     segmentation row, how many times faster it mapped than classification in each timed
@@ -203,7 +272,10 @@ def time_formulations(
     affects both.
     """
     prepared = {
-        label: (formulation, *prepare(formulation, scene, geometry, args, stride))
+        label: (
+            formulation,
+            *prepare(formulation, scene, geometry, batch_sizes[formulation], stride),
+        )
         for label, (formulation, stride) in routes(geometry, args).items()
     }
     seconds: dict[str, list[float]] = {label: [] for label in prepared}
@@ -225,6 +297,7 @@ def time_formulations(
                 "pixels": pixels,
                 "forward_samples": len(datamodule.predict_dataset),
                 "model_input": [datamodule.num_bands + datamodule.num_spectra, size, size],
+                "batch_size": datamodule.batch_size,
                 "seconds": seconds[label],
                 "median_pixels_per_second": statistics.median(rates),
                 "min_pixels_per_second": min(rates),
@@ -283,6 +356,8 @@ def results_section(
     table: str,
     ratios: dict[str, list[float]],
     command: str,
+    sweep: dict[str, dict[int, float]],
+    picks: dict[str, int],
 ) -> str:
     """The Markdown of the Scene mapping section."""
     return "\n".join(
@@ -294,11 +369,18 @@ def results_section(
             f"- Machine: {machine_description()}",
             f"- Encoder: {geometry.describe()} (same encoder in both formulations; random "
             "weights, which do not change the speed).",
-            f"- Batches: {args.batch_size} patches (classification), {args.tile_batch_size} "
-            f"tiles (segmentation: predict tiles every {geometry.tile_size // 2} pixels, the "
-            f"default, unless the row says otherwise); {args.warmup} untimed warm-up round(s), "
-            f"then {args.repeats} timed rounds, each mapping the scene once per row, back to "
-            "back.",
+            f"- Batches: {picks[CLASSIFICATION]} patches (classification), "
+            f"{picks['segmentation']} tiles (segmentation: predict tiles every "
+            f"{geometry.tile_size // 2} pixels, the default, unless the row says otherwise)"
+            + (
+                ", each formulation's fastest in a sweep run first, its candidates taking "
+                f"turns ({args.sweep_repeats} timed maps each; median seconds per map: "
+                f"{sweep_sentence(sweep, picks)})"
+                if sweep
+                else ""
+            )
+            + f"; {args.warmup} untimed warm-up round(s), then {args.repeats} timed rounds, "
+            "each mapping the scene once per row, back to back.",
             "",
             table,
             "",
@@ -318,7 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     geometry = QUICK if args.quick else {"small": SMALL, "vit_base": VIT_BASE}[args.geometry]
     scene = IndianPines(args.data_root / "indian_pines")
-    results, ratios = time_formulations(scene, geometry, args, device)
+    sweep = sweep_batch_sizes(scene, geometry, args, device)
+    picks = fastest(sweep, args)
+    if sweep:
+        print(f"Batch-size sweep, median seconds per map: {sweep_sentence(sweep, picks)}")
+    results, ratios = time_formulations(scene, geometry, args, device, picks)
     table = markdown_table(results)
     print(table, flush=True)
     print(speedup_sentences(ratios), flush=True)
@@ -332,11 +418,12 @@ def main(argv: list[str] | None = None) -> int:
             "geometry": asdict(geometry),
             "results": results,
             "speedup_per_round": ratios,
+            "batch_size_sweep_median_seconds": sweep,
         }
         with atomic_write(args.json, "w") as f:
             json.dump(payload, f, indent=1)
     if args.results_md is not None:
-        body = results_section(args, geometry, table, ratios, command)
+        body = results_section(args, geometry, table, ratios, command, sweep, picks)
         update_markdown_section(args.results_md, "scene-mapping", "## Scene mapping", body)
     return 0
 

@@ -43,6 +43,12 @@ def test_quick_run_times_both_formulations_over_the_whole_scene(shared_data, tmp
             str(json_path),
             "--extra-inference-strides",
             "32",
+            "--batch-sizes",
+            "256",
+            "512",
+            "--tile-batch-sizes",
+            "16",
+            "32",
         ],
         cwd=REPO_ROOT,
         capture_output=True,
@@ -91,3 +97,14 @@ def test_quick_run_times_both_formulations_over_the_whole_scene(shared_data, tmp
     assert f"maps the scene {ratio:.1f}x (median of 1 round" in text
     assert "other section" in text and text.count("## Scene mapping") == 1
     assert "| classification | 21,025 |" in text
+    # Each formulation is timed at the fastest of its swept batch sizes, as the docs say.
+    sweep = json.loads(json_path.read_text())["batch_size_sweep_median_seconds"]
+    assert {k: sorted(v) for k, v in sweep.items()} == {
+        "classification": ["256", "512"],
+        "segmentation": ["16", "32"],
+    }
+    for formulation, medians in sweep.items():
+        pick = int(min(medians, key=medians.__getitem__))
+        assert payload[formulation]["batch_size"] == pick
+        assert f"(timed at {pick})" in results_md.read_text()
+    assert payload["segmentation, stride 32"]["batch_size"] == payload["segmentation"]["batch_size"]
