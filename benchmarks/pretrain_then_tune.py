@@ -461,6 +461,7 @@ def finetune(
         test_pixels=len(targets),
         fit_seconds=fit_seconds,
         checkpoint_tensors=0 if report is None else len(report.loaded),
+        torch_threads=torch.get_num_threads(),
     )
 
 
@@ -749,7 +750,7 @@ def results_section(
         "",
         f"- Command: `{command}`; resume or complete the grid with the same command, "
         "rebuild this section from the runs file with `--report-only`.",
-        f"- Machine: {machine_description()}",
+        f"- Machine: {machine_description(run_threads=[r.get('torch_threads') for r in records])}",
         f"- Encoder: {geometry.describe()}; the MAE decoder is {MAE_ARGS['decoder_depth']} "
         f"blocks of width {MAE_ARGS['decoder_embed_dim']}, "
         f"{MAE_ARGS['mask_ratio']:.0%} of the tokens masked.",

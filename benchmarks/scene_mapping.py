@@ -339,21 +339,21 @@ def speedup_line(ratios: list[float]) -> str:
     )
 
 
-def speedup_sentences(ratios: dict[str, list[float]]) -> str:
+def speedup_sentences(ratios: dict[str, list[float]], results: list[dict[str, Any]]) -> str:
     """One sentence per segmentation row: its speed over classification's."""
+    strides = {r["formulation"]: r["inference_stride"] for r in results}
     default = ratios["segmentation"]
     sentences = [f"The segmentation formulation maps the scene {speedup_line(default)} faster"]
     for label, values in ratios.items():
         if label != "segmentation":
-            stride = label.rsplit(" ", 1)[-1]
-            sentences.append(f"with tiles every {stride} pixels, {speedup_line(values)}")
+            sentences.append(f"with tiles every {strides[label]} pixels, {speedup_line(values)}")
     return "; ".join(sentences) + "."
 
 
 def results_section(
     args: argparse.Namespace,
     geometry: Geometry,
-    table: str,
+    results: list[dict[str, Any]],
     ratios: dict[str, list[float]],
     command: str,
     sweep: dict[str, dict[int, float]],
@@ -382,11 +382,11 @@ def results_section(
             + f"; {args.warmup} untimed warm-up round(s), then {args.repeats} timed rounds, "
             "each mapping the scene once per row, back to back.",
             "",
-            table,
+            markdown_table(results),
             "",
-            f"{speedup_sentences(ratios)} Tiles run one forward per tile instead of one per "
-            "pixel. Shared CPU: absolute numbers vary with the load of the machine; the ratios "
-            "compare maps run back to back.",
+            f"{speedup_sentences(ratios, results)} Tiles run one forward per tile instead of "
+            "one per pixel. Shared CPU: absolute numbers vary with the load of the machine; "
+            "the ratios compare maps run back to back.",
         ]
     )
 
@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     results, ratios = time_formulations(scene, geometry, args, device, picks)
     table = markdown_table(results)
     print(table, flush=True)
-    print(speedup_sentences(ratios), flush=True)
+    print(speedup_sentences(ratios, results), flush=True)
     command = "python benchmarks/scene_mapping.py " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_write(args.json, "w") as f:
             json.dump(payload, f, indent=1)
     if args.results_md is not None:
-        body = results_section(args, geometry, table, ratios, command, sweep, picks)
+        body = results_section(args, geometry, results, ratios, command, sweep, picks)
         update_markdown_section(args.results_md, "scene-mapping", "## Scene mapping", body)
     return 0
 
