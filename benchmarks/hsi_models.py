@@ -164,6 +164,10 @@ class Geometry:
         )
 
 
+#: The shipped segmentation configs' refinements of the spectral path: its own loss's weight
+#: (``aux_loss``) and its learning rate (``lr_overrides``).
+PATH_LOSS_WEIGHT = 1.0
+PATH_LR = 1e-2
 #: Encoder of the CPU grid (random init) and of the official weights.
 SMALL = Geometry(
     embed_dim=32,
@@ -173,8 +177,8 @@ SMALL = Geometry(
     head_dim=32,
     spectral_path=32,
     full_spectrum=True,
-    path_loss=1.0,
-    path_lr=1e-2,
+    path_loss=PATH_LOSS_WEIGHT,
+    path_lr=PATH_LR,
 )
 VIT_BASE = Geometry(
     embed_dim=768,
@@ -184,8 +188,8 @@ VIT_BASE = Geometry(
     head_dim=256,
     spectral_path=64,
     full_spectrum=True,
-    path_loss=1.0,
-    path_lr=1e-2,
+    path_loss=PATH_LOSS_WEIGHT,
+    path_lr=PATH_LR,
 )
 #: ``--quick``: a one-block encoder, one seed, two steps, on subsets of the test pixels.
 QUICK = Geometry(
@@ -197,8 +201,8 @@ QUICK = Geometry(
     decoder_channels=(16, 8, 8, 8),
     spectral_path=8,
     full_spectrum=True,
-    path_loss=1.0,
-    path_lr=1e-2,
+    path_loss=PATH_LOSS_WEIGHT,
+    path_lr=PATH_LR,
 )
 
 

@@ -19,9 +19,10 @@ own loss and learning rate; the baseline is the recipe before the study), and ch
   before the head (``PEFTEncoderDecoderFactory`` with ``spectral_path: 64``,
   ``spectral_path_bands: 200``);
 - ``path_loss`` (with ``--combined``, after ``spectral_path``): the path's own logits (the
-  head applied to the path alone) are an auxiliary output, weighted 1.0 by the task's
-  ``aux_loss`` (``spectral_path_loss: true``);
-- ``path_lr`` (likewise): the path learns at 1e-2 (``lr_overrides: {spectral_path: 1.0e-2}``);
+  head applied to the path alone) are an auxiliary output, weighted by the quickstart's
+  ``aux_loss`` (``spectral_path: 1.0``; ``spectral_path_loss: true``);
+- ``path_lr`` (likewise): the path learns at the quickstart's ``lr_overrides`` rate
+  (``spectral_path: 1.0e-2``);
 - ``combined``: the changes named by ``--combined`` together.
 
 Each configuration trains for ``--steps`` optimizer steps (the baseline's cosine is rescaled from
@@ -61,7 +62,6 @@ from terratorch.tasks import ClassificationTask
 
 from terratorch_hsi_peft.datamodules import HyperspectralPatchDataModule
 from terratorch_hsi_peft.datasets import HyperspectralScene, IndianPines, Split, make_split
-from terratorch_hsi_peft.models.spectral_path import PATH_HEAD
 from terratorch_hsi_peft.transforms import BandRoute
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -84,7 +84,7 @@ FACTORS = (
 PATH_REFINEMENTS = ("path_loss", "path_lr")
 #: The quickstart's spectral path (model_args) and its input (data), kept for the factor.
 PATH_MODEL_ARGS = ("spectral_path", "spectral_path_bands")
-#: The task arguments of its refinements (its own loss's weight, its learning rate).
+#: The quickstart's task arguments of its refinements (its loss's weight, its learning rate).
 PATH_TASK_ARGS = ("aux_loss", "lr_overrides")
 #: Largest window of the study: the spatially disjoint splits' leak buffer follows it.
 MAX_WINDOW = 15
@@ -158,10 +158,9 @@ def configure(
     task = copy.deepcopy(recipe["model"]["init_args"])
     # Nor the spectral path the quickstart adopted from the study (the spectral_path factor).
     path = {k: task["model_args"].pop(k) for k in PATH_MODEL_ARGS if k in task["model_args"]}
-    # And its own loss and learning rate (the path_loss and path_lr refinements).
+    # Nor the path's own loss and learning rate (kept for the path_loss and path_lr refinements).
     task["model_args"].pop("spectral_path_loss", None)
-    for key in PATH_TASK_ARGS:
-        task.pop(key, None)
+    path.update({k: task.pop(k) for k in PATH_TASK_ARGS if k in task})
     path["append_spectra"] = data.pop("append_spectra", False)
     path["model_factory"], task["model_factory"] = task["model_factory"], "EncoderDecoderFactory"
     # The recipe's cosine spans its epochs; here it spans the run's steps.
@@ -215,9 +214,9 @@ def _apply(
             )
         if change == "path_loss":
             task["model_args"] = {**task["model_args"], "spectral_path_loss": True}
-            task["aux_loss"] = {PATH_HEAD: 1.0}
+            task["aux_loss"] = path["aux_loss"]
         else:
-            task["lr_overrides"] = {"spectral_path": 1e-2}
+            task["lr_overrides"] = path["lr_overrides"]
     elif change != "baseline":
         raise ValueError(
             f"Unknown factor {change!r}; choose among {FACTORS} (and {PATH_REFINEMENTS})."

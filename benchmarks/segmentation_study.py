@@ -67,7 +67,16 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from accuracy import draw_split, make_trainer, scores
-from hsi_models import QUICK, SMALL, build_task, machine_description, predict_tiles, quiet_libraries
+from hsi_models import (
+    PATH_LOSS_WEIGHT,
+    PATH_LR,
+    QUICK,
+    SMALL,
+    build_task,
+    machine_description,
+    predict_tiles,
+    quiet_libraries,
+)
 from lightning.pytorch.callbacks import ModelCheckpoint
 from recipe_study import baseline_oa, load_runs, markdown_table, split_stats
 from results_md import update_markdown_section
@@ -187,9 +196,9 @@ def _apply(change: str, config: dict[str, Any]) -> None:
                 f"full_spectrum (e.g. full_spectrum+{change})."
             )
         if change == "path_loss":
-            config["geometry"] = dataclasses.replace(config["geometry"], path_loss=1.0)
+            config["geometry"] = dataclasses.replace(config["geometry"], path_loss=PATH_LOSS_WEIGHT)
         else:
-            config["geometry"] = dataclasses.replace(config["geometry"], path_lr=1e-2)
+            config["geometry"] = dataclasses.replace(config["geometry"], path_lr=PATH_LR)
     elif change == "inference_24":
         data["inference_stride"] = 24
     elif change == "val_best":

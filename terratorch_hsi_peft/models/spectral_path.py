@@ -168,13 +168,12 @@ class SpectralPathModel(_SpectralPath, PixelWiseModel):
         if tuple(decoded.shape[-2:]) != input_size:
             decoded = F.interpolate(decoded, size=input_size, mode="bilinear")
         path = self.spectral_path(spectra)
-        mask = self._check_for_single_channel_and_squeeze(self.head(decoded + path))
-        return self._output(
-            center_crop(mask, image_size_out),
-            lambda: center_crop(
-                self._check_for_single_channel_and_squeeze(self.head(path)), image_size_out
-            ),
-        )
+
+        def mask(features: torch.Tensor) -> torch.Tensor:
+            logits = self._check_for_single_channel_and_squeeze(self.head(features))
+            return center_crop(logits, image_size_out)
+
+        return self._output(mask(decoded + path), lambda: mask(path))
 
 
 class SpectralPathClassifier(_SpectralPath, ScalarOutputModel):
