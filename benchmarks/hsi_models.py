@@ -121,6 +121,8 @@ class Geometry:
             task's ``aux_loss: {spectral_path: <weight>}``); None: none.
         path_lr: learning rate of the path's parameters (the task's
             ``lr_overrides: {spectral_path: <lr>}``); None: the task's.
+        path_window: side of the neighbourhood the segmentation path's output is averaged over
+            (``model_args.spectral_path_window``); None: each pixel's own.
     """
 
     embed_dim: int
@@ -136,6 +138,7 @@ class Geometry:
     full_spectrum: bool | None = None
     path_loss: float | None = None
     path_lr: float | None = None
+    path_window: int | None = None
 
     def backbone_args(self, num_bands: int, img_size: int, ckpt_path: str | None) -> dict[str, Any]:
         """``backbone_*`` model_args of this geometry (random init unless ``ckpt_path``)."""
@@ -161,13 +164,20 @@ class Geometry:
             + (" on the whole spectrum" if self.spectral_path and self.full_spectrum else "")
             + (f", its own loss x{self.path_loss}" if self.spectral_path and self.path_loss else "")
             + (f", lr {self.path_lr:g}" if self.spectral_path and self.path_lr else "")
+            + (
+                f", averaged over {self.path_window}x{self.path_window} neighbours (segmentation)"
+                if self.spectral_path and self.path_window
+                else ""
+            )
         )
 
 
 #: The shipped segmentation configs' refinements of the spectral path: its own loss's weight
-#: (``aux_loss``) and its learning rate (``lr_overrides``).
+#: (``aux_loss``), its learning rate (``lr_overrides``) and the neighbourhood its output is
+#: averaged over (``spectral_path_window``).
 PATH_LOSS_WEIGHT = 1.0
 PATH_LR = 1e-2
+PATH_WINDOW = 5
 #: Encoder of the CPU grid (random init) and of the official weights.
 SMALL = Geometry(
     embed_dim=32,
@@ -179,6 +189,7 @@ SMALL = Geometry(
     full_spectrum=True,
     path_loss=PATH_LOSS_WEIGHT,
     path_lr=PATH_LR,
+    path_window=PATH_WINDOW,
 )
 VIT_BASE = Geometry(
     embed_dim=768,
@@ -190,6 +201,7 @@ VIT_BASE = Geometry(
     full_spectrum=True,
     path_loss=PATH_LOSS_WEIGHT,
     path_lr=PATH_LR,
+    path_window=PATH_WINDOW,
 )
 #: ``--quick``: a one-block encoder, one seed, two steps, on subsets of the test pixels.
 QUICK = Geometry(
@@ -203,6 +215,7 @@ QUICK = Geometry(
     full_spectrum=True,
     path_loss=PATH_LOSS_WEIGHT,
     path_lr=PATH_LR,
+    path_window=PATH_WINDOW,
 )
 
 
@@ -241,6 +254,7 @@ def segmentation_model_args(
         **({"spectral_path": geometry.spectral_path} if geometry.spectral_path else {}),
         **({"spectral_path_bands": spectra} if spectra else {}),
         **({"spectral_path_loss": True} if geometry.path_loss else {}),
+        **({"spectral_path_window": geometry.path_window} if geometry.path_window else {}),
     }
 
 

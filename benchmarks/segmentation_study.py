@@ -28,6 +28,8 @@ AdamW lr 1e-3, no augmentation, the model after the last step tested) and change
   ``aux_loss: {spectral_path: 1.0}``), so that the path learns to classify on its own;
 - ``path_lr`` (after ``spectral_path`` or ``full_spectrum``): the path's parameters learn at
   1e-2 instead of 1e-3 (the task's ``lr_overrides: {spectral_path: 1.0e-2}``);
+- ``path_window`` (after ``spectral_path`` or ``full_spectrum``): the path's output is averaged
+  over each pixel's 5x5 neighbours (``model_args.spectral_path_window: 5``);
 - ``val_best``: 15% of the training side's labelled pixels held out as validation blocks
   (``val_fraction``), validated every ``--steps // 6`` steps; the weights of lowest validation
   loss are tested (validation and early stopping);
@@ -70,6 +72,7 @@ from accuracy import draw_split, make_trainer, scores
 from hsi_models import (
     PATH_LOSS_WEIGHT,
     PATH_LR,
+    PATH_WINDOW,
     QUICK,
     SMALL,
     build_task,
@@ -101,11 +104,17 @@ FACTORS = (
     "inference_24",
 )
 #: Changes that refine the spectral path: joined after ``spectral_path`` or ``full_spectrum``.
-PATH_REFINEMENTS = ("path_loss", "path_lr")
+PATH_REFINEMENTS = ("path_loss", "path_lr", "path_window")
 FLIPS = {"class_path": "terratorch_hsi_peft.transforms.RandomFlipRotate", "init_args": {"p": 0.5}}
 TILE_BATCH = 8
 #: The formulation before the study: the grid's encoders without the spectral path.
-PATH_OFF = {"spectral_path": None, "full_spectrum": None, "path_loss": None, "path_lr": None}
+PATH_OFF = {
+    "spectral_path": None,
+    "full_spectrum": None,
+    "path_loss": None,
+    "path_lr": None,
+    "path_window": None,
+}
 BASELINE = dataclasses.replace(SMALL, **PATH_OFF)
 BASELINE_QUICK = dataclasses.replace(QUICK, **PATH_OFF)
 
@@ -189,16 +198,14 @@ def _apply(change: str, config: dict[str, Any]) -> None:
             config["geometry"], spectral_path=32, full_spectrum=True
         )
         data["append_spectra"] = True
-    elif change in ("path_loss", "path_lr"):
+    elif change in PATH_REFINEMENTS:
         if not config["geometry"].spectral_path:
             raise ValueError(
                 f"{change} refines the spectral path: join it after spectral_path or "
                 f"full_spectrum (e.g. full_spectrum+{change})."
             )
-        if change == "path_loss":
-            config["geometry"] = dataclasses.replace(config["geometry"], path_loss=PATH_LOSS_WEIGHT)
-        else:
-            config["geometry"] = dataclasses.replace(config["geometry"], path_lr=PATH_LR)
+        value = {"path_loss": PATH_LOSS_WEIGHT, "path_lr": PATH_LR, "path_window": PATH_WINDOW}
+        config["geometry"] = dataclasses.replace(config["geometry"], **{change: value[change]})
     elif change == "inference_24":
         data["inference_stride"] = 24
     elif change == "val_best":

@@ -94,6 +94,7 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         spectral_path: int | None = None,
         spectral_path_bands: int | None = None,
         spectral_path_loss: bool = False,
+        spectral_path_window: int = 1,
         **kwargs: Any,
     ) -> Model:
         """Build the model of ``EncoderDecoderFactory.build_model`` with adapters.
@@ -123,6 +124,9 @@ class PEFTEncoderDecoderFactory(ModelFactory):
                 to the path alone) as the auxiliary head ``spectral_path``, so that the task's
                 ``aux_loss: {spectral_path: <weight>}`` trains the path to classify on its own
                 (docs/segmentation.md).
+            spectral_path_window: segmentation only: the path's output is averaged over each
+                pixel's ``window x window`` neighbours (odd; 1: each pixel's own), a spatial
+                prior that holds in areas not trained on (docs/segmentation.md).
 
         Raises:
             TypeError: unknown ``peft_config`` or ``peft_config_kwargs`` keys.
@@ -135,6 +139,7 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         spectral_path = cli_scalar(spectral_path)
         spectral_path_bands = cli_scalar(spectral_path_bands)
         spectral_path_loss = cli_scalar(spectral_path_loss)
+        spectral_path_window = cli_scalar(spectral_path_window)
         if not isinstance(spectral_path_loss, bool):
             raise ValueError(
                 f"spectral_path_loss={spectral_path_loss!r} must be true or false (true: the "
@@ -145,6 +150,12 @@ class PEFTEncoderDecoderFactory(ModelFactory):
                 "spectral_path_loss: true trains the spectral path's own logits, but "
                 "spectral_path is unset; set spectral_path (its hidden width, e.g. 64) or remove "
                 "spectral_path_loss."
+            )
+        if spectral_path_window != 1 and spectral_path is None:
+            raise ValueError(
+                f"spectral_path_window={spectral_path_window!r} averages the spectral path's "
+                "output, but spectral_path is unset; set spectral_path (its hidden width, e.g. "
+                "64) or remove spectral_path_window."
             )
         if spectral_path_bands is not None and spectral_path is None:
             raise ValueError(
@@ -159,6 +170,7 @@ class PEFTEncoderDecoderFactory(ModelFactory):
                 spectral_path,
                 spectral_path_bands,
                 spectral_path_loss,
+                spectral_path_window,
                 kwargs,
             )
         spec = PeftSpec.parse(peft_config)
@@ -169,7 +181,12 @@ class PEFTEncoderDecoderFactory(ModelFactory):
             task, backbone, decoder, peft_config=spec.hf_peft_config, **kwargs
         )
         model = _with_spectral_path(
-            model, spectral_path, spectral_path_bands, spectral_path_loss, kwargs
+            model,
+            spectral_path,
+            spectral_path_bands,
+            spectral_path_loss,
+            spectral_path_window,
+            kwargs,
         )
         attach_adapters(model, spec)
         _record_origin(model, backbone, kwargs)
@@ -185,6 +202,7 @@ def _with_spectral_path(
     channels: int | None,
     spectra: int | None,
     path_loss: bool,
+    window: int,
     kwargs: dict[str, Any],
 ) -> Model:
     """``model`` with a spectral path of width ``channels`` (None: as is)."""
@@ -198,7 +216,7 @@ def _with_spectral_path(
             "spectral_path needs the number of input bands; set model_args.backbone_num_bands "
             "(or backbone_in_channels) to the bands the datamodule gives."
         )
-    return with_spectral_path(model, bands, channels, spectra, path_loss)
+    return with_spectral_path(model, bands, channels, spectra, path_loss, window)
 
 
 def _record_origin(model: nn.Module, backbone: str | nn.Module, kwargs: dict[str, Any]) -> None:

@@ -7,7 +7,8 @@ it has not seen (docs/segmentation.md). A spectral path adds an embedding of the
 spectrum to the decoder's output before the head:
 
 - :class:`SpectralPathModel` (segmentation): at the input's resolution, for every pixel
-  (1x1 conv, BatchNorm, GELU, 1x1 conv);
+  (1x1 conv, LayerNorm over each pixel's channels, GELU, 1x1 conv), optionally averaged over
+  each pixel's ``window x window`` neighbours (``model_args.spectral_path_window``);
 - :class:`SpectralPathClassifier` (classification of the pixel at a patch's centre): for the
   centre pixel (linear, BatchNorm, GELU, linear).
 
@@ -29,6 +30,7 @@ from terratorch.models.model import Model, ModelOutput
 from terratorch.models.pixel_wise_model import PixelWiseModel
 from terratorch.models.scalar_output_model import ScalarOutputModel
 from terratorch.models.utils import center_crop, pad_images
+from timm.layers import LayerNorm2d
 from torch import nn
 
 __all__ = ["PATH_HEAD", "SpectralPathClassifier", "SpectralPathModel", "with_spectral_path"]
@@ -124,12 +126,15 @@ class SpectralPathModel(_SpectralPath, PixelWiseModel):
     """TerraTorch's ``PixelWiseModel`` plus a per-pixel spectral path added before the head.
 
     ``head(upsample(decoder(neck(encoder(x)))) + path(x))`` where ``path`` is
-    ``Conv1x1(bands, channels) -> BatchNorm -> GELU -> Conv1x1(channels, C)`` and ``C`` is
+    ``Conv1x1(bands, channels) -> LayerNorm -> GELU -> Conv1x1(channels, C)`` and ``C`` is
     the decoder's output channels; the decoder's output is resized (bilinear) to the input's
-    size first when they differ. With ``spectra`` the input holds ``in_channels`` routed bands
-    and then ``spectra`` appended ones: the encoder reads the former, the path the latter.
-    Encoder, neck, decoder and head are the stock model's, so adapters, freezing and checkpoints
-    behave as for ``PixelWiseModel``.
+    size first when they differ. With ``window`` > 1 the path's output is averaged over each
+    pixel's ``window x window`` neighbours (those inside the tile): a field's pixels share its
+    class, a prior that holds in areas the model has not seen, unlike the layout of the
+    training fields that the decoder can learn (docs/segmentation.md). With ``spectra`` the
+    input holds ``in_channels`` routed bands and then ``spectra`` appended ones: the encoder
+    reads the former, the path the latter. Encoder, neck, decoder and head are the stock
+    model's, so adapters, freezing and checkpoints behave as for ``PixelWiseModel``.
 
     Args:
         model: the ``PixelWiseModel`` built by ``EncoderDecoderFactory`` (segmentation or
@@ -138,6 +143,10 @@ class SpectralPathModel(_SpectralPath, PixelWiseModel):
         channels: hidden width of the path (>= 1).
         spectra: bands appended after the encoder's for the path alone (the datamodule's
             ``append_spectra``); None: the path reads the encoder's input.
+        path_logits: also output the path's own logits in training (auxiliary head
+            :data:`PATH_HEAD`).
+        window: side of the neighbourhood the path's output is averaged over (odd, >= 1; 1:
+            each pixel's own).
     """
 
     def __init__(
@@ -147,11 +156,21 @@ class SpectralPathModel(_SpectralPath, PixelWiseModel):
         channels: int,
         spectra: int | None = None,
         path_logits: bool = False,
+        window: int = 1,
     ) -> None:
         width = self._adopt(model, PixelWiseModel, in_channels, channels, spectra, path_logits)
+        if not isinstance(window, int) or isinstance(window, bool) or window < 1 or window % 2 == 0:
+            raise ValueError(
+                f"spectral_path_window={window!r} must be a positive odd integer (the side of "
+                "the neighbourhood the path's output is averaged over, e.g. 5; 1: none)."
+            )
+        self.window = window
+        # Each pixel normalised on its own: a batch of a few tiles holds a few fields, so
+        # BatchNorm's batch statistics in training are not its running ones at test, and the
+        # path then misclassifies areas it has not seen (docs/segmentation.md).
         self.spectral_path = nn.Sequential(
             nn.Conv2d(spectra or in_channels, channels, kernel_size=1),
-            nn.BatchNorm2d(channels),
+            LayerNorm2d(channels),
             nn.GELU(),
             nn.Conv2d(channels, width, kernel_size=1),
         )
@@ -168,6 +187,10 @@ class SpectralPathModel(_SpectralPath, PixelWiseModel):
         if tuple(decoded.shape[-2:]) != input_size:
             decoded = F.interpolate(decoded, size=input_size, mode="bilinear")
         path = self.spectral_path(spectra)
+        if self.window > 1:
+            path = F.avg_pool2d(
+                path, self.window, stride=1, padding=self.window // 2, count_include_pad=False
+            )
 
         def mask(features: torch.Tensor) -> torch.Tensor:
             logits = self._check_for_single_channel_and_squeeze(self.head(features))
@@ -234,8 +257,20 @@ def with_spectral_path(
     channels: int,
     spectra: int | None = None,
     path_logits: bool = False,
+    window: int = 1,
 ) -> SpectralPathModel | SpectralPathClassifier:
-    """The spectral-path wrapper of ``model``'s kind (pixel-wise or scalar output)."""
+    """The spectral-path wrapper of ``model``'s kind (pixel-wise or scalar output).
+
+    Raises:
+        ValueError: ``window`` other than 1 for a classification model (its path reads the
+            patch's centre pixel; the patch is the neighbourhood).
+    """
     if isinstance(model, ScalarOutputModel):
+        if window != 1:
+            raise ValueError(
+                f"spectral_path_window={window!r} averages a segmentation model's path over "
+                "neighbouring pixels; a classification model's path reads the patch's centre "
+                "pixel only. Remove spectral_path_window."
+            )
         return SpectralPathClassifier(model, in_channels, channels, spectra, path_logits)
-    return SpectralPathModel(model, in_channels, channels, spectra, path_logits)
+    return SpectralPathModel(model, in_channels, channels, spectra, path_logits, window)

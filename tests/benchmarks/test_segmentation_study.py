@@ -65,6 +65,7 @@ def test_baseline_is_the_formulation_before_the_study():
     assert base == dataclasses.replace(hsi_models.SMALL, **segmentation_study.PATH_OFF)
     assert hsi_models.SMALL.spectral_path and hsi_models.SMALL.full_spectrum
     assert hsi_models.SMALL.path_loss and hsi_models.SMALL.path_lr
+    assert hsi_models.SMALL.path_window
 
 
 @pytest.mark.parametrize(
@@ -72,6 +73,7 @@ def test_baseline_is_the_formulation_before_the_study():
     [
         ("path_loss", {"geometry.path_loss"}),
         ("path_lr", {"geometry.path_lr"}),
+        ("path_window", {"geometry.path_window"}),
     ],
 )
 def test_path_refinements_change_one_thing_of_the_path_and_need_it(refinement, expected):
@@ -88,8 +90,11 @@ def test_path_refinements_change_one_thing_of_the_path_and_need_it(refinement, e
     if refinement == "path_loss":
         assert task.hparams["model_args"]["spectral_path_loss"] is True
         assert task.hparams["aux_loss"] == {"spectral_path": 1.0}
-    else:
+    elif refinement == "path_lr":
         assert task.hparams["lr_overrides"] == {"spectral_path": 1e-2}
+    else:
+        assert task.hparams["model_args"]["spectral_path_window"] == 5
+        assert task.model.window == 5
 
 
 def test_joined_factors_make_every_change():

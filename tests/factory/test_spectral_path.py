@@ -79,6 +79,39 @@ def test_path_trains_and_the_stock_parts_are_kept(peft_config):
         torch.testing.assert_close(model.eval()(x).output, stock.eval()(x).output)
 
 
+def test_a_pixels_path_does_not_depend_on_the_rest_of_the_batch():
+    # A training batch holds a few tiles of a few fields: a pixel's path must read that pixel
+    # alone, in training as at test (BatchNorm's batch statistics would mix the batch in).
+    path = build(spectral_path=8).spectral_path.train()
+    x = torch.randn(2, 6, 16, 16)
+    other = x.clone()
+    other[1] = 10 * torch.randn(6, 16, 16)
+    other[0, :, 8:] += 5.0
+    with torch.no_grad():
+        train_a, train_b = path(x), path(other)
+        test = path.eval()(x)
+    torch.testing.assert_close(train_a[0, :, :8], train_b[0, :, :8])
+    torch.testing.assert_close(train_a, test)
+
+
+def test_path_is_a_per_pixel_mlp_with_layernorm():
+    # Independent float64 reference: linear, LayerNorm over the pixel's channels, GELU, linear.
+    path = build(spectral_path=8).spectral_path.double()
+    with torch.no_grad():
+        for p in path.parameters():
+            p.copy_(torch.randn_like(p))
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    pixels = x.permute(0, 2, 3, 1)
+    first, norm, last = path[0], path[1], path[3]
+    h = pixels @ first.weight[:, :, 0, 0].T + first.bias
+    variance = h.var(-1, unbiased=False, keepdim=True)
+    h = (h - h.mean(-1, keepdim=True)) / torch.sqrt(variance + norm.eps)
+    h = torch.nn.functional.gelu(h * norm.weight + norm.bias)
+    expected = (h @ last.weight[:, :, 0, 0].T + last.bias).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(path(x), expected)
+
+
 def test_output_at_input_size_when_the_decoder_gives_another():
     # 8x8 tokens on 16x16 input: the UNet's output is 8x8; the path needs the input's size.
     model = build(spectral_path=4, backbone_patch_size=8).eval()
@@ -258,3 +291,51 @@ def test_the_stock_task_adds_the_weighted_path_loss():
 def test_bad_spectral_path_loss_is_a_clear_error(changes, message):
     with pytest.raises(ValueError, match=message):
         build(**changes)
+
+
+def test_window_averages_the_path_over_each_pixels_neighbours():
+    model = build(spectral_path=8, spectral_path_window=5).eval()
+    alone = build(spectral_path=8).eval()
+    alone.load_state_dict(model.state_dict())
+    for m in (model, alone):
+        m.decoder.register_forward_hook(lambda module, args, out: torch.zeros_like(out))
+    x = torch.randn(2, 6, 16, 16)
+    with torch.no_grad():
+        path = alone.spectral_path(x).double()
+        out = model(x).output.double()
+    # Reference: the mean of the path over the neighbours inside the tile, one pixel at a time.
+    expected = torch.empty_like(path)
+    for row in range(16):
+        for col in range(16):
+            window = path[:, :, max(row - 2, 0) : row + 3, max(col - 2, 0) : col + 3]
+            expected[:, :, row, col] = window.mean(dim=(-2, -1))
+    head = model.head.head[-1]
+    logits = torch.nn.functional.conv2d(expected, head.weight.double(), head.bias.double())
+    torch.testing.assert_close(out, logits, rtol=1e-5, atol=1e-5)
+    # One pixel's spectrum reaches the pixels of its window only.
+    changed = x.clone()
+    changed[:, :, 5, 7] += 3.0
+    with torch.no_grad():
+        moved = (model(changed).output - model(x).output).abs().amax(dim=(0, 1))
+    assert (moved[3:8, 5:10] > 0).all()
+    moved[3:8, 5:10] = 0
+    assert moved.max() == 0
+
+
+@pytest.mark.parametrize(
+    ("builder", "changes", "message"),
+    [
+        ("seg", {"spectral_path": 8, "spectral_path_window": 4}, "positive odd integer"),
+        ("seg", {"spectral_path": 8, "spectral_path_window": 0}, "positive odd integer"),
+        ("seg", {"spectral_path": 8, "spectral_path_window": True}, "positive odd integer"),
+        ("seg", {"spectral_path_window": 5}, "spectral_path is unset"),
+        ("cls", {"spectral_path": 8, "spectral_path_window": 5}, "centre pixel only"),
+    ],
+)
+def test_bad_spectral_path_window_is_a_clear_error(builder, changes, message):
+    with pytest.raises(ValueError, match=message):
+        (build if builder == "seg" else build_classifier)(**changes)
+
+
+def test_window_from_the_command_line_is_read_as_a_number():
+    assert build(spectral_path=8, spectral_path_window="5").window == 5
