@@ -19,6 +19,9 @@ def machine_description(
 ) -> str:
     """CPU model, cores visible to this process, bf16 support, torch, Python, GPU and load.
 
+    It also names torch's float32 matmul precision: importing TerraTorch sets it to "medium",
+    which runs float32 matmuls in bfloat16 on CPUs with AMX (and in TF32 on recent GPUs).
+
     Args:
         device: the device the benchmark ran on (a CUDA device is named); None: the first CUDA
             device when there is one, else the CPU.
@@ -42,12 +45,21 @@ def machine_description(
         f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16 "
         f"instructions: {', '.join(native_bf16) or 'none (no avx512_bf16 / amx_bf16)'}",
         f"torch {torch.__version__}, {_threads(run_threads)}, Python {platform.python_version()}",
+        _matmul_precision(device, flags),
         f"GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "no GPU used",
     ]
     if hasattr(os, "getloadavg"):
         when = "at start" if run_threads is None else "when this report was written"
         parts.append(f"load average {when} {os.getloadavg()[0]:.1f}")
     return "; ".join(parts)
+
+
+def _matmul_precision(device: torch.device, flags: set[str]) -> str:
+    precision = torch.get_float32_matmul_precision()
+    reduced = precision != "highest" and device.type == "cpu" and "amx_bf16" in flags
+    return f"float32 matmul precision {precision}" + (
+        " (bfloat16 matmuls on this CPU's AMX)" if reduced else ""
+    )
 
 
 def _threads(run_threads: Sequence[int | None] | None) -> str:

@@ -4,6 +4,7 @@ skip."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,25 @@ def shared_data() -> Path:
             pytest.fail(f"{message}; {REQUIRE_DATA}=1 makes this a failure")
         pytest.skip(message)
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def full_float32_matmuls():
+    """Float32 matmuls at full precision in every test, whatever an import set.
+
+    Importing TerraTorch sets ``torch.set_float32_matmul_precision("medium")`` (its Clay v1.5
+    backbone module does, at import). On CPUs with AMX (Intel Sapphire Rapids and later) float32
+    matmuls then run in bfloat16, and on recent NVIDIA GPUs in TF32: about three significant
+    digits, which breaks the tests' 1e-5 comparisons against float64 and dense references.
+    """
+    torch = sys.modules.get("torch")  # a child pytest of tests/test_shared_data.py has none
+    if torch is None:
+        yield
+        return
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    yield
+    torch.set_float32_matmul_precision(before)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -17,6 +17,7 @@ def test_a_fresh_run_gives_this_process_threads_and_the_load_at_start():
     assert f"{torch.get_num_threads()} torch thread(s)" in line
     assert "load average at start" in line
     assert "no GPU used" in line
+    assert f"float32 matmul precision {torch.get_float32_matmul_precision()}" in line
 
 
 def test_a_report_from_recorded_runs_gives_their_threads():
