@@ -23,6 +23,9 @@ def pytest_configure(config):
     value = os.environ.get(REQUIRE_DATA, "")
     if value not in ("", "0", "1"):
         raise pytest.UsageError(f"{REQUIRE_DATA}={value!r}: use 1 (or 0, unset).")
+    # The terratorch commands the tests start read it, after their import set "medium" (see
+    # full_float32_matmuls below).
+    os.environ.setdefault("terratorch_FLOAT_32_PRECISION", "highest")
 
 
 @pytest.fixture(scope="session")
