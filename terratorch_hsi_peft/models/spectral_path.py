@@ -30,10 +30,15 @@ from terratorch.models.model import Model, ModelOutput
 from terratorch.models.pixel_wise_model import PixelWiseModel
 from terratorch.models.scalar_output_model import ScalarOutputModel
 from terratorch.models.utils import center_crop, pad_images
-from timm.layers import LayerNorm2d
 from torch import nn
 
-__all__ = ["PATH_HEAD", "SpectralPathClassifier", "SpectralPathModel", "with_spectral_path"]
+__all__ = [
+    "PATH_HEAD",
+    "PixelMLP",
+    "SpectralPathClassifier",
+    "SpectralPathModel",
+    "with_spectral_path",
+]
 
 #: Name of the auxiliary output holding the path's own logits (the task's ``aux_loss`` key).
 PATH_HEAD = "spectral_path"
@@ -122,6 +127,29 @@ class _SpectralPath:
         return x[:, : self.encoder_bands], x[:, self.encoder_bands :]
 
 
+class PixelMLP(nn.Sequential):
+    """``Linear -> LayerNorm -> GELU -> Linear`` over each pixel's channels of an image batch.
+
+    (B, C, H, W) -> (B, C_out, H, W): 1x1 convolutions with a LayerNorm over each pixel's
+    channels, computed on the channels-last view of the input. A channel slice of a
+    channels-last batch (the appended spectra after the routed bands) is then read in place; a
+    convolution would copy it first. Each pixel is normalised on its own: a batch of a few tiles
+    holds a few fields, so a BatchNorm's batch statistics in training would not be its running
+    ones at test, and the path would misclassify areas it has not seen (docs/segmentation.md).
+    """
+
+    def __init__(self, in_channels: int, hidden: int, out_channels: int) -> None:
+        super().__init__(
+            nn.Linear(in_channels, hidden),
+            nn.LayerNorm(hidden),
+            nn.GELU(),
+            nn.Linear(hidden, out_channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
+
+
 class SpectralPathModel(_SpectralPath, PixelWiseModel):
     """TerraTorch's ``PixelWiseModel`` plus a per-pixel spectral path added before the head.
 
@@ -165,15 +193,7 @@ class SpectralPathModel(_SpectralPath, PixelWiseModel):
                 "the neighbourhood the path's output is averaged over, e.g. 5; 1: none)."
             )
         self.window = window
-        # Each pixel normalised on its own: a batch of a few tiles holds a few fields, so
-        # BatchNorm's batch statistics in training are not its running ones at test, and the
-        # path then misclassifies areas it has not seen (docs/segmentation.md).
-        self.spectral_path = nn.Sequential(
-            nn.Conv2d(spectra or in_channels, channels, kernel_size=1),
-            LayerNorm2d(channels),
-            nn.GELU(),
-            nn.Conv2d(channels, width, kernel_size=1),
-        )
+        self.spectral_path = PixelMLP(spectra or in_channels, channels, width)
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> ModelOutput:
         """``PixelWiseModel.forward`` with the spectral path added to the decoder's output."""

@@ -94,20 +94,25 @@ def test_a_pixels_path_does_not_depend_on_the_rest_of_the_batch():
     torch.testing.assert_close(train_a, test)
 
 
-def test_path_is_a_per_pixel_mlp_with_layernorm():
-    # Independent float64 reference: linear, LayerNorm over the pixel's channels, GELU, linear.
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_path_is_a_per_pixel_mlp_with_layernorm(channels_last):
+    # Independent float64 reference: linear, LayerNorm over the pixel's channels, GELU, linear;
+    # on a channel slice of a batch, as the appended spectra are, in either memory layout.
     path = build(spectral_path=8).spectral_path.double()
     with torch.no_grad():
         for p in path.parameters():
             p.copy_(torch.randn_like(p))
-    x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
+    batch = torch.randn(2, 9, 5, 7, dtype=torch.float64)
+    if channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    x = batch[:, 3:]
     pixels = x.permute(0, 2, 3, 1)
     first, norm, last = path[0], path[1], path[3]
-    h = pixels @ first.weight[:, :, 0, 0].T + first.bias
+    h = pixels @ first.weight.T + first.bias
     variance = h.var(-1, unbiased=False, keepdim=True)
     h = (h - h.mean(-1, keepdim=True)) / torch.sqrt(variance + norm.eps)
     h = torch.nn.functional.gelu(h * norm.weight + norm.bias)
-    expected = (h @ last.weight[:, :, 0, 0].T + last.bias).permute(0, 3, 1, 2)
+    expected = (h @ last.weight.T + last.bias).permute(0, 3, 1, 2)
     with torch.no_grad():
         torch.testing.assert_close(path(x), expected)
 
@@ -199,7 +204,7 @@ def test_cli_string_value_is_read_as_a_number():
 def test_appended_spectra_feed_the_path_and_routed_bands_the_encoder(peft_config):
     # 6 routed bands for the encoder, then 10 appended bands (append_spectra) for the path.
     model = build(peft_config, spectral_path=8, spectral_path_bands=10).eval()
-    assert model.spectral_path[0].in_channels == 10
+    assert model.spectral_path[0].in_features == 10
     seen = []
     model.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
     x = torch.randn(2, 16, 16, 16)
