@@ -47,6 +47,7 @@ from hsi_models import (
     VIT_BASE,
     Geometry,
     build_task,
+    check_data_root,
     machine_description,
     method_choices,
     predict_patches,
@@ -169,11 +170,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("steps", "seg_steps", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1.")
-    if not (args.data_root / "indian_pines").is_dir():
-        parser.error(
-            f"{args.data_root / 'indian_pines'} does not exist; point --data-root at the folder "
-            "holding indian_pines/Indian_pines_corrected.mat and Indian_pines_gt.mat."
-        )
+    check_data_root(parser, args.data_root)
     if args.ckpt_path is not None and not Path(args.ckpt_path).is_file():
         parser.error(f"--ckpt-path {args.ckpt_path} is not a file; give the official .pth file.")
     if args.report_only and args.runs is None:

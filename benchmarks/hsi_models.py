@@ -16,9 +16,11 @@ source paper); full fine-tuning is the same factory without ``peft_config``.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +44,7 @@ __all__ = [
     "VIT_BASE",
     "Geometry",
     "build_task",
+    "check_data_root",
     "machine_description",
     "method_choices",
     "peft_config_for",
@@ -217,6 +220,15 @@ QUICK = Geometry(
     path_lr=PATH_LR,
     path_window=PATH_WINDOW,
 )
+
+
+def check_data_root(parser: argparse.ArgumentParser, data_root: Path) -> None:
+    """Stop the script with a clear message when ``data_root`` holds no ``indian_pines/``."""
+    if not (data_root / "indian_pines").is_dir():
+        parser.error(
+            f"{data_root / 'indian_pines'} does not exist; point --data-root at the folder "
+            "holding indian_pines/Indian_pines_corrected.mat and Indian_pines_gt.mat."
+        )
 
 
 def classification_model_args(

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accuracy import draw_split
-from hsi_models import machine_description
+from hsi_models import check_data_root, machine_description
 from results_md import update_markdown_section
 from scipy.ndimage import uniform_filter
 from torch import nn
@@ -60,11 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be >= 1.")
-    if not (args.data_root / "indian_pines").is_dir():
-        parser.error(
-            f"{args.data_root / 'indian_pines'} does not exist; point --data-root at the folder "
-            "holding indian_pines/."
-        )
+    check_data_root(parser, args.data_root)
     if args.quick:
         args.seeds, args.steps = args.seeds[:1], 2
     return args

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 import yaml
 from accuracy import classic_model, make_trainer, scores
-from hsi_models import machine_description, predict_patches, quiet_libraries
+from hsi_models import check_data_root, machine_description, predict_patches, quiet_libraries
 from results_md import update_markdown_section
 from terratorch.tasks import ClassificationTask
 
@@ -119,11 +119,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be >= 1.")
-    if not (args.data_root / "indian_pines").is_dir():
-        parser.error(
-            f"{args.data_root / 'indian_pines'} does not exist; point --data-root at the folder "
-            "holding indian_pines/."
-        )
+    check_data_root(parser, args.data_root)
     if args.report_only and args.runs is None:
         parser.error("--report-only needs --runs (the file of finished runs).")
     if args.quick:

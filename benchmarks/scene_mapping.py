@@ -42,6 +42,7 @@ from hsi_models import (
     VIT_BASE,
     Geometry,
     build_task,
+    check_data_root,
     machine_description,
     predict_patches,
     predict_tiles,
@@ -125,11 +126,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--threads must be >= 1.")
     if args.warmup < 0:
         parser.error("--warmup must be >= 0.")
-    if not (args.data_root / "indian_pines").is_dir():
-        parser.error(
-            f"{args.data_root / 'indian_pines'} does not exist; point --data-root at the folder "
-            "holding indian_pines/Indian_pines_corrected.mat and Indian_pines_gt.mat."
-        )
+    check_data_root(parser, args.data_root)
     if args.quick:
         args.warmup, args.repeats, args.sweep_repeats = 0, 1, 1
     return args

@@ -13,7 +13,7 @@ AdamW lr 1e-3, no augmentation, the model after the last step tested) and change
 - ``label_smoothing``: cross-entropy with label smoothing 0.1;
 - ``weight_decay``: AdamW weight decay 0.05 (the shipped configs' value) instead of 0.01;
 - ``class_weights``: the datamodule's inverse-frequency class weights (class imbalance);
-- ``spectral_path``: a per-pixel path (1x1 convs, 32 channels) from the input spectra added to
+- ``spectral_path``: a per-pixel path (a per-pixel MLP, 32 channels) from the input spectra added to
   the decoder's output (``model_args.spectral_path: 32``; a decoder with a full-resolution
   spectral skip);
 - ``full_spectrum``: the spectral path (as ``spectral_path``) reads each pixel's whole z-scored
@@ -76,6 +76,7 @@ from hsi_models import (
     QUICK,
     SMALL,
     build_task,
+    check_data_root,
     machine_description,
     predict_tiles,
     quiet_libraries,
@@ -146,11 +147,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--steps must be >= 1.")
     if args.report_only and args.runs is None:
         parser.error("--report-only needs --runs (the file of finished runs).")
-    if not args.report_only and not (args.data_root / "indian_pines").is_dir():
-        parser.error(
-            f"{args.data_root / 'indian_pines'} does not exist; point --data-root at the folder "
-            "holding indian_pines/."
-        )
+    if not args.report_only:
+        check_data_root(parser, args.data_root)
     for factor in args.factors:
         unknown = [part for part in factor.split("+") if part not in (*FACTORS, *PATH_REFINEMENTS)]
         if unknown:

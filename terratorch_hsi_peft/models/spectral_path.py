@@ -7,8 +7,9 @@ it has not seen (docs/segmentation.md). A spectral path adds an embedding of the
 spectrum to the decoder's output before the head:
 
 - :class:`SpectralPathModel` (segmentation): at the input's resolution, for every pixel
-  (1x1 conv, LayerNorm over each pixel's channels, GELU, 1x1 conv), optionally averaged over
-  each pixel's ``window x window`` neighbours (``model_args.spectral_path_window``);
+  (:class:`PixelMLP`: linear, LayerNorm, GELU, linear over each pixel's channels, i.e. 1x1
+  convolutions), optionally averaged over each pixel's ``window x window`` neighbours
+  (``model_args.spectral_path_window``);
 - :class:`SpectralPathClassifier` (classification of the pixel at a patch's centre): for the
   centre pixel (linear, BatchNorm, GELU, linear).
 
@@ -154,8 +155,9 @@ class SpectralPathModel(_SpectralPath, PixelWiseModel):
     """TerraTorch's ``PixelWiseModel`` plus a per-pixel spectral path added before the head.
 
     ``head(upsample(decoder(neck(encoder(x)))) + path(x))`` where ``path`` is
-    ``Conv1x1(bands, channels) -> LayerNorm -> GELU -> Conv1x1(channels, C)`` and ``C`` is
-    the decoder's output channels; the decoder's output is resized (bilinear) to the input's
+    :class:`PixelMLP` ``(bands, channels, C)`` (per pixel: ``Linear -> LayerNorm -> GELU ->
+    Linear``, as 1x1 convolutions would compute it) and ``C`` is the decoder's output
+    channels; the decoder's output is resized (bilinear) to the input's
     size first when they differ. With ``window`` > 1 the path's output is averaged over each
     pixel's ``window x window`` neighbours (those inside the tile): a field's pixels share its
     class, a prior that holds in areas the model has not seen, unlike the layout of the
