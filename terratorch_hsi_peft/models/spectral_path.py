@@ -150,6 +150,17 @@ class PixelMLP(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.movedim(1, -1)).movedim(-1, 1)
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        if f"{prefix}1.running_mean" in state_dict:
+            raise ValueError(
+                f"The checkpoint's spectral path ({prefix.rstrip('.')}) has a BatchNorm: it was "
+                "trained by an earlier terratorch-hsi-peft, whose segmentation path used 1x1 "
+                "convolutions with a BatchNorm. The path now normalises each pixel with a "
+                "LayerNorm (docs/segmentation.md), so these weights do not fit it; train the "
+                "model again with this version."
+            )
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
 
 class SpectralPathModel(_SpectralPath, PixelWiseModel):
     """TerraTorch's ``PixelWiseModel`` plus a per-pixel spectral path added before the head.

@@ -344,3 +344,11 @@ def test_bad_spectral_path_window_is_a_clear_error(builder, changes, message):
 
 def test_window_from_the_command_line_is_read_as_a_number():
     assert build(spectral_path=8, spectral_path_window="5").window == 5
+
+
+def test_a_checkpoint_with_the_former_batchnorm_path_is_refused_clearly():
+    model = build(spectral_path=8)
+    state = model.state_dict()
+    state["spectral_path.1.running_mean"] = torch.zeros(8)
+    with pytest.raises(ValueError, match="trained by an earlier terratorch-hsi-peft"):
+        model.load_state_dict(state)
