@@ -21,6 +21,7 @@ Peak memory is what a training step adds on top of the built model and batch:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import multiprocessing
 import statistics
@@ -145,11 +146,22 @@ def _child_main(build: Callable[[], T], step: Callable[[T], object], queue) -> N
         # OpenMP thread pools do not survive fork (a parallel region would hang): one thread.
         torch.set_num_threads(1)
         built = build()
+        _release_free_heap()
         before = _reset_peak_rss()
         step(built)
         queue.put((True, _peak_rss() - before))
     except BaseException:
         queue.put((False, traceback.format_exc()))
+
+
+def _release_free_heap() -> None:
+    """Hand the C allocator's free memory back to the OS (glibc's ``malloc_trim``).
+
+    A forked child inherits the parent's free heap, still resident after a long run; a step
+    whose allocations landed there would add nothing to the peak resident set size.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim that way
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _reset_peak_rss() -> int:

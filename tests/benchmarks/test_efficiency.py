@@ -160,6 +160,11 @@ def test_peak_memory_increases_see_what_each_step_allocates():
     def allocate(size: int):
         return lambda built: torch.ones(size // 4).add_(built.sum())  # `size` bytes alive at once
 
+    # What a long test run leaves behind: freed, still resident heap (and glibc's mmap threshold
+    # raised), where a child's 32 MiB would land without adding to its peak unless trimmed.
+    for size, count in ((30, 6), (30, 6), (30, 6), (20, 8)):
+        churn = [torch.ones(size * mib // 4) for _ in range(count)]
+        del churn
     increases = peak_memory_increases(
         lambda: torch.zeros(16),
         {"tiny": allocate(4096), "small": allocate(32 * mib), "large": allocate(96 * mib)},
