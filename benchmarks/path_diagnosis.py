@@ -38,6 +38,7 @@ from results_md import update_markdown_section
 from scipy.ndimage import uniform_filter
 from torch import nn
 
+from terratorch_hsi_peft.datamodules import tile_grid
 from terratorch_hsi_peft.datasets import IndianPines
 
 NORMS = ("batch", "layer", "none")
@@ -46,7 +47,6 @@ WINDOWS = (1, 3, 5, 7, 9)
 HIDDEN = 32
 TILE, TILE_STRIDE, TILES_PER_BATCH = 32, 16, 8
 IID_BATCH = 1640
-CPU = torch.device("cpu")
 WINDOW = 9  # the grid's classification window: the disjoint split's leak buffer
 
 
@@ -73,12 +73,11 @@ def training_tiles(train: np.ndarray, shape: tuple[int, int]) -> list[np.ndarray
     inside[train] = True
     inside = inside.reshape(shape)
 
-    def starts(side: int) -> list[int]:
-        return sorted({*range(0, side - TILE + 1, TILE_STRIDE), side - TILE})
-
+    tops, _, _ = tile_grid(height, TILE, TILE_STRIDE)
+    lefts, _, _ = tile_grid(width, TILE, TILE_STRIDE)
     tiles = []
-    for top in starts(height):
-        for left in starts(width):
+    for top in tops:
+        for left in lefts:
             rows, cols = np.nonzero(inside[top : top + TILE, left : left + TILE])
             if len(rows):
                 tiles.append((rows + top) * width + cols + left)
