@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import subprocess
@@ -98,6 +99,8 @@ def test_quick_grid_prints_every_method_and_writes_plots_json_and_docs(shared_da
     report = run_script("--data-root", str(shared_data), "--runs", str(runs_path), "--report-only")
     assert table_rows(report.stdout) == (header, rows)
     by_key = {(r["formulation"], r["method"], r["split"]): r for r in runs}
+    trained = [r for r in runs if r["formulation"] != "spectral"]
+    assert {r["schedule"] for r in trained} == {"cosine"}  # the default, recorded per run
     seg_full = by_key["segmentation", "FULL", "per_class"]
     assert (
         seg_full["trainable_total"]
@@ -191,13 +194,64 @@ def test_ckpt_path_loads_official_layout_weights_into_every_model(shared_data, t
 
 
 def test_missing_data_root_names_the_fix(tmp_path, capsys):
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import accuracy
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    accuracy = import_accuracy()
     with pytest.raises(SystemExit) as exit_info:
         accuracy.parse_args(["--data-root", str(tmp_path)])
     assert exit_info.value.code == 2
     message = capsys.readouterr().err
     assert "indian_pines" in message and "--data-root" in message
+
+
+def import_accuracy():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import accuracy
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    return accuracy
+
+
+def test_cosine_schedule_reaches_zero_at_the_last_step_through_terratorch():
+    from terratorch.tasks.optimizer_factory import optimizer_factory
+
+    accuracy = import_accuracy()
+    assert accuracy.schedule_args("constant", 100) == {}
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    config = optimizer_factory("AdamW", 1e-3, [parameter], **accuracy.schedule_args("cosine", 100))
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]
+    assert scheduler["interval"] == "step"  # stepped per optimizer step, not per epoch
+    rates = []
+    for _ in range(100):
+        optimizer.step()
+        scheduler["scheduler"].step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[49] == pytest.approx(0.5e-3, rel=0.02)
+    assert rates[-1] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in itertools.pairwise(rates))
+
+
+def test_a_runs_file_of_another_schedule_is_refused_before_training(shared_data, tmp_path, capsys):
+    accuracy = import_accuracy()
+    record = {
+        "formulation": "segmentation",
+        "method": "FULL",
+        "split": "per_class",
+        "seed": 0,
+        "oa": 90.0,
+        "aa": 80.0,
+        "kappa": 88.0,
+        "trainable_encoder": 1,
+        "trainable_total": 2,
+        "train_pixels": 3,
+        "test_pixels": 4,
+        "fit_seconds": 5.0,
+    }  # recorded before --schedule existed: a constant rate
+    runs = tmp_path / "runs.jsonl"
+    runs.write_text(json.dumps(record) + "\n")
+    common = ["--data-root", str(shared_data), "--runs", str(runs)]
+    with pytest.raises(SystemExit) as exit_info:
+        accuracy.parse_args(common)
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "constant learning-rate schedule" in message and "--schedule constant" in message
+    assert accuracy.parse_args([*common, "--schedule", "constant"]).schedule == "constant"
