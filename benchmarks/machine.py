@@ -20,7 +20,9 @@ def machine_description(
     """CPU model, cores visible to this process, bf16 support, torch, Python, GPU and load.
 
     It also names torch's float32 matmul precision: importing TerraTorch sets it to "medium",
-    which runs float32 matmuls in bfloat16 on CPUs with AMX (and in TF32 on recent GPUs).
+    which runs float32 matmuls in bfloat16 on CPUs with AMX (and in TF32 on recent GPUs), and
+    the memory-allocator settings of the environment when any is set (they change CPU timings
+    of large batches: docs/troubleshooting.md).
 
     Args:
         device: the device the benchmark ran on (a CUDA device is named); None: the first CUDA
@@ -46,6 +48,7 @@ def machine_description(
         f"instructions: {', '.join(native_bf16) or 'none (no avx512_bf16 / amx_bf16)'}",
         f"torch {torch.__version__}, {_threads(run_threads)}, Python {platform.python_version()}",
         _matmul_precision(device, flags),
+        *_allocator_settings(),
         f"GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "no GPU used",
     ]
     if hasattr(os, "getloadavg"):
@@ -60,6 +63,24 @@ def _matmul_precision(device: torch.device, flags: set[str]) -> str:
     return f"float32 matmul precision {precision}" + (
         " (bfloat16 matmuls on this CPU's AMX)" if reduced else ""
     )
+
+
+#: Environment variables that change how large CPU tensors are allocated (glibc's malloc
+#: tunables, a preloaded allocator such as jemalloc or tcmalloc, PyTorch's huge pages).
+ALLOCATOR_VARIABLES = (
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "GLIBC_TUNABLES",
+    "LD_PRELOAD",
+    "THP_MEM_ALLOC_ENABLE",
+)
+
+
+def _allocator_settings() -> list[str]:
+    settings = [
+        f"{name}={os.environ[name]}" for name in ALLOCATOR_VARIABLES if os.environ.get(name)
+    ]
+    return [f"allocator settings {' '.join(settings)}"] if settings else []
 
 
 def _threads(run_threads: Sequence[int | None] | None) -> str:

@@ -9,7 +9,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from machine import machine_description
+from machine import ALLOCATOR_VARIABLES, machine_description
 
 
 def test_a_fresh_run_gives_this_process_threads_and_the_load_at_start():
@@ -31,3 +31,15 @@ def test_runs_without_records_say_so():
     line = machine_description(torch.device("cpu"), run_threads=[None, None])
     assert "torch threads per run: not recorded (2 runs)" in line
     assert "torch threads per run: no runs" in machine_description(run_threads=[])
+
+
+def test_allocator_settings_are_named_only_when_set(monkeypatch):
+    for name in ALLOCATOR_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert "allocator settings" not in machine_description(torch.device("cpu"))
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1073741824")
+    monkeypatch.setenv("LD_PRELOAD", "libjemalloc.so.2")
+    line = machine_description(torch.device("cpu"))
+    assert (
+        "allocator settings MALLOC_MMAP_THRESHOLD_=1073741824 LD_PRELOAD=libjemalloc.so.2" in line
+    )
