@@ -12,6 +12,11 @@ touches a test pixel) and each seed, it trains and tests:
   with the same methods (or those of ``--seg-methods``);
 - an RBF SVM and a random forest on the standardised spectra of the same training pixels.
 
+Every model of a formulation trains for the same number of AdamW steps (``--steps``,
+``--seg-steps``); classification models at a constant learning rate, segmentation models with a
+cosine decay to zero at their last step, as the shipped configs (``--schedule``,
+``--seg-schedule``).
+
 It prints a Markdown table of OA / AA / kappa (mean +- std over seeds, in %) and can write it into
 ``docs/results.md`` (``--results-md``) with two plots (``--img-dir``): accuracy against trainable
 parameters, and class maps of seed 0 next to the ground truth.
@@ -140,9 +145,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--schedule",
         choices=SCHEDULES,
+        default="constant",
+        help="learning rate of the classification models over their steps: constant (default: "
+        "at the grid's few hundred steps a decay costs them 3-10 points) or cosine to zero "
+        "at the last step",
+    )
+    parser.add_argument(
+        "--seg-schedule",
+        choices=SCHEDULES,
         default="cosine",
-        help="learning rate over a run's steps: cosine to zero at the last step (the shipped "
-        "configs' schedule; default) or constant",
+        help="the same for the segmentation models: cosine (default, as the shipped configs; "
+        "with a constant rate the last step's model is one point of a noisy trajectory) or "
+        "constant",
     )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument(
@@ -185,7 +199,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.report_only and args.runs is None:
         parser.error("--report-only needs --runs (the file of finished runs).")
     try:  # before any training: a runs file of another schedule would be mixed in
-        load_runs(args.runs, args.schedule)
+        load_runs(args.runs, schedules_of(args))
     except ValueError as error:
         parser.error(str(error))
     if args.quick:
@@ -256,6 +270,11 @@ def make_trainer(steps: int, device: torch.device) -> pl.Trainer:
     )
 
 
+def schedules_of(args: argparse.Namespace) -> dict[str, str]:
+    """The learning-rate schedule of each formulation's models (``--schedule``, ...)."""
+    return {"classification": args.schedule, "segmentation": args.seg_schedule}
+
+
 def schedule_args(schedule: str, steps: int) -> dict[str, Any]:
     """The task arguments of a learning-rate schedule over ``steps`` optimizer steps.
 
@@ -271,6 +290,15 @@ def schedule_args(schedule: str, steps: int) -> dict[str, Any]:
         "scheduler": "CosineAnnealingLR",
         "scheduler_hparams": {"T_max": steps, "interval": "step"},
     }
+
+
+def schedule_words(args: argparse.Namespace) -> str:
+    """The schedules of the report's training line, e.g. ``constant for classification, ...``."""
+    words = {"constant": "constant", "cosine": "cosine to zero at the last step"}
+    return ", ".join(
+        f"{words[schedule]} for {formulation}"
+        for formulation, schedule in schedules_of(args).items()
+    )
 
 
 def scores(targets: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict[str, float]:
@@ -307,7 +335,7 @@ def deep_run(
         args.lr,
         args.ckpt_path,
         spectra=getattr(datamodule, "num_spectra", 0),
-        **schedule_args(args.schedule, steps),
+        **schedule_args(schedules_of(args)[formulation], steps),
     )
     encoder_params, total_params = trainable_parameters(task)
     start = time.perf_counter()
@@ -328,7 +356,7 @@ def deep_run(
         test_pixels=len(targets),
         fit_seconds=fit_seconds,
         torch_threads=torch.get_num_threads(),
-        schedule=args.schedule,
+        schedule=schedules_of(args)[formulation],
     )
     report = getattr(task.model.encoder, "load_report", None)
     if report is not None:  # encoder tensors filled from --ckpt-path
@@ -563,9 +591,8 @@ def results_section(
         f"held out, a {geometry.window // 2}-pixel buffer so no training patch window touches a "
         "test block; training tiles hide validation and test blocks (`hide_held_out`).",
         f"- Encoder: {geometry.describe()}; {weights}.",
-        f"- Training (CPU budget): AdamW, lr {args.lr:g}"
-        + (", cosine schedule to zero at the last step" if args.schedule == "cosine" else "")
-        + ", the same number of optimizer steps "
+        f"- Training (CPU budget): AdamW, lr {args.lr:g} ({schedule_words(args)}), the same "
+        "number of optimizer steps "
         f"for every model of a formulation: {args.steps} steps of {args.batch_size} patches "
         f"(classification), {args.seg_steps} steps of 8 tiles (segmentation: UNet plus a "
         f"{geometry.spectral_path}-channel per-pixel spectral path"
@@ -621,7 +648,7 @@ def run_grid(
     want_maps = args.img_dir is not None
     map_key = (args.splits[0], args.seeds[0])
     map_method = args.seg_methods[0]
-    runs = load_runs(args.runs, args.schedule)
+    runs = load_runs(args.runs, schedules_of(args))
     done = {(r.formulation, r.method, r.split, r.seed) for r in runs}
     maps: dict[str, np.ndarray] = {"ground truth": scene.labels - 1}
     spectra = scene.image.reshape(-1, scene.num_bands)
@@ -677,16 +704,16 @@ def run_grid(
     return runs, maps
 
 
-def load_runs(path: Path | None, schedule: str | None = None) -> list[Run]:
+def load_runs(path: Path | None, schedules: dict[str, str] | None = None) -> list[Run]:
     """The runs of a ``--runs`` JSON-lines file (none when it does not exist yet).
 
     Processes running parts of the grid (``--splits``, ``--seeds``) may append to the same file;
     a run recorded twice counts once (the first).
 
     Raises:
-        ValueError: with ``schedule``, a trained model of the file that ran another schedule
-            (runs recorded before the option ran a constant rate), which a resumed grid would
-            otherwise mix into its table.
+        ValueError: with ``schedules`` (formulation -> schedule), a trained model of the file
+            that ran another schedule than its formulation's (runs recorded before the options
+            ran a constant rate), which a resumed grid would otherwise mix into its table.
     """
     if path is None or not path.is_file():
         return []
@@ -695,15 +722,16 @@ def load_runs(path: Path | None, schedule: str | None = None) -> list[Run]:
         if line.strip():
             run = Run(**json.loads(line))
             runs.setdefault((run.formulation, run.method, run.split, run.seed), run)
-    if schedule is not None:
-        for run in runs.values():
-            ran = run.schedule or "constant"
-            if run.formulation != "spectral" and ran != schedule:
-                raise ValueError(
-                    f"{path} holds runs trained with the {ran} learning-rate schedule (e.g. "
-                    f"{run.formulation} {run.method} {run.split} seed {run.seed}), but this grid "
-                    f"uses --schedule {schedule}; pass --schedule {ran} or another --runs file."
-                )
+    for run in runs.values():
+        wanted = (schedules or {}).get(run.formulation)  # None: spectral, or not checked
+        ran = run.schedule or "constant"
+        if wanted is not None and ran != wanted:
+            flag = "--schedule" if run.formulation == "classification" else "--seg-schedule"
+            raise ValueError(
+                f"{path} holds {run.formulation} runs trained with the {ran} learning-rate "
+                f"schedule (e.g. {run.method} {run.split} seed {run.seed}), but this grid uses "
+                f"{flag} {wanted}; pass {flag} {ran} or another --runs file."
+            )
     return list(runs.values())
 
 
@@ -716,7 +744,7 @@ def main(argv: list[str] | None = None) -> int:
     scene = IndianPines(args.data_root / "indian_pines")
     started = time.perf_counter()
     if args.report_only:
-        runs, maps = load_runs(args.runs, args.schedule), {}
+        runs, maps = load_runs(args.runs, schedules_of(args)), {}
     else:
         with tempfile.TemporaryDirectory(prefix="accuracy_splits_") as split_dir:
             runs, maps = run_grid(args, scene, geometry, device, Path(split_dir))

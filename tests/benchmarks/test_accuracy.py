@@ -99,8 +99,9 @@ def test_quick_grid_prints_every_method_and_writes_plots_json_and_docs(shared_da
     report = run_script("--data-root", str(shared_data), "--runs", str(runs_path), "--report-only")
     assert table_rows(report.stdout) == (header, rows)
     by_key = {(r["formulation"], r["method"], r["split"]): r for r in runs}
-    trained = [r for r in runs if r["formulation"] != "spectral"]
-    assert {r["schedule"] for r in trained} == {"cosine"}  # the default, recorded per run
+    # Each formulation's default schedule, recorded per run.
+    assert {r["schedule"] for r in runs if r["formulation"] == "classification"} == {"constant"}
+    assert {r["schedule"] for r in runs if r["formulation"] == "segmentation"} == {"cosine"}
     seg_full = by_key["segmentation", "FULL", "per_class"]
     assert (
         seg_full["trainable_total"]
@@ -245,13 +246,24 @@ def test_a_runs_file_of_another_schedule_is_refused_before_training(shared_data,
         "train_pixels": 3,
         "test_pixels": 4,
         "fit_seconds": 5.0,
-    }  # recorded before --schedule existed: a constant rate
+    }  # recorded before the schedule options existed: a constant rate
     runs = tmp_path / "runs.jsonl"
     runs.write_text(json.dumps(record) + "\n")
     common = ["--data-root", str(shared_data), "--runs", str(runs)]
     with pytest.raises(SystemExit) as exit_info:
-        accuracy.parse_args(common)
+        accuracy.parse_args(common)  # segmentation defaults to cosine
     assert exit_info.value.code == 2
     message = capsys.readouterr().err
-    assert "constant learning-rate schedule" in message and "--schedule constant" in message
-    assert accuracy.parse_args([*common, "--schedule", "constant"]).schedule == "constant"
+    assert "segmentation runs trained with the constant learning-rate schedule" in message
+    assert "pass --seg-schedule constant" in message
+    args = accuracy.parse_args([*common, "--seg-schedule", "constant"])
+    assert accuracy.schedules_of(args) == {"classification": "constant", "segmentation": "constant"}
+    # The classification flag does not touch segmentation runs, and the other way round.
+    with pytest.raises(SystemExit):
+        accuracy.parse_args([*common, "--schedule", "constant"])
+    capsys.readouterr()
+    runs.write_text(json.dumps({**record, "formulation": "classification", "schedule": "cosine"}))
+    with pytest.raises(SystemExit):
+        accuracy.parse_args(common)
+    assert "pass --schedule cosine" in capsys.readouterr().err
+    assert accuracy.parse_args([*common, "--schedule", "cosine"]).schedule == "cosine"
