@@ -326,6 +326,7 @@ def deep_run(
     datamodule = make_datamodule(formulation, scene, split_file, geometry, args.batch_size)
     pl.seed_everything(seed, verbose=False)
     steps = args.steps if formulation == "classification" else args.seg_steps
+    schedule = schedules_of(args)[formulation]
     task = build_task(
         formulation,
         geometry,
@@ -335,7 +336,7 @@ def deep_run(
         args.lr,
         args.ckpt_path,
         spectra=getattr(datamodule, "num_spectra", 0),
-        **schedule_args(schedules_of(args)[formulation], steps),
+        **schedule_args(schedule, steps),
     )
     encoder_params, total_params = trainable_parameters(task)
     start = time.perf_counter()
@@ -356,7 +357,7 @@ def deep_run(
         test_pixels=len(targets),
         fit_seconds=fit_seconds,
         torch_threads=torch.get_num_threads(),
-        schedule=schedules_of(args)[formulation],
+        schedule=schedule,
     )
     report = getattr(task.model.encoder, "load_report", None)
     if report is not None:  # encoder tensors filled from --ckpt-path

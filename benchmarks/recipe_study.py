@@ -55,7 +55,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import yaml
-from accuracy import classic_model, make_trainer, scores
+from accuracy import classic_model, make_trainer, schedule_args, scores
 from hsi_models import check_data_root, machine_description, predict_patches, quiet_libraries
 from results_md import update_markdown_section
 from terratorch.tasks import ClassificationTask
@@ -160,8 +160,7 @@ def configure(
     path["append_spectra"] = data.pop("append_spectra", False)
     path["model_factory"], task["model_factory"] = task["model_factory"], "EncoderDecoderFactory"
     # The recipe's cosine spans its epochs; here it spans the run's steps.
-    task["scheduler"] = "CosineAnnealingLR"
-    task["scheduler_hparams"] = {"T_max": steps, "interval": "step"}
+    task.update(schedule_args("cosine", steps))
     for change in combined if factor == "combined" else [factor]:
         _apply(change, data, task, steps, path)
     return data, task
