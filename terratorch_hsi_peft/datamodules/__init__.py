@@ -12,9 +12,11 @@ from terratorch_hsi_peft.datamodules.scene import (
     SceneTileDataset,
     tile_grid,
 )
+from terratorch_hsi_peft.datamodules.windows import BatchBuffers
 
 __all__ = [
     "IGNORE_INDEX",
+    "BatchBuffers",
     "HyperspectralDataModule",
     "HyperspectralPatchDataModule",
     "HyperspectralPretrainDataModule",

@@ -104,6 +104,35 @@ def test_predict_tiles_stitch_back_into_the_whole_scene():
         dataset.paste(class_map, [0], tiles[:, 0])
 
 
+def _expected_tiles(dataset: SceneTileDataset, indices: list[int]) -> torch.Tensor:
+    return torch.stack(
+        [
+            dataset.cube[:, t : t + 16, s : s + 16]
+            for t, s in zip(dataset.tops[indices], dataset.lefts[indices], strict=True)
+        ]
+    )
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_batches_held_together_keep_their_tiles_and_maps_reuse_their_memory(num_workers):
+    """Batches are cut into memory the datamodule reuses (BatchBuffers), never into a batch a
+    consumer still holds; worker processes cut theirs into new memory."""
+    dm = _module(_scene(), batch_size=3, num_workers=num_workers)
+    first = list(dm.predict_dataloader())  # every batch held at once
+    dataset = dm.predict_dataset
+    assert len(first) >= 4
+    for index, batch in enumerate(first):
+        indices = list(range(3 * index, min(3 * index + 3, len(dataset))))
+        assert torch.equal(batch["image"], _expected_tiles(dataset, indices))
+    pointers = {batch["image"].data_ptr() for batch in first}
+    assert len(pointers) == len(first)
+    del first, batch
+    if num_workers == 0:
+        # A second map (a new predict dataloader) reuses the memory the first one let go.
+        second = [batch["image"].data_ptr() for batch in dm.predict_dataloader()]
+        assert pointers & set(second)
+
+
 def test_scene_smaller_than_a_tile_is_reflect_padded_and_cropped_back():
     scene = _scene(height=12, width=10)
     dm = _module(scene)
