@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -82,10 +83,16 @@ class BatchBuffers:
             raise ValueError(f"size={size} must be >= 0 (0: every batch in new memory).")
         self.size = size
         self._kept: list[torch.UntypedStorage] = []
+        # Checking that a storage is free and handing it out is one step: two threads cutting
+        # batches never get the same storage.
+        self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
         # A copy (a worker process, a pickled datamodule) starts empty: memory is per process.
-        return {"size": self.size, "_kept": []}
+        return {"size": self.size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["size"])
 
     def take(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """A contiguous CPU tensor of ``shape`` and ``dtype``, its values to be overwritten."""
@@ -95,14 +102,15 @@ class BatchBuffers:
         if not self.size or use_count is None or in_worker:
             return torch.empty(shape, dtype=dtype)
         nbytes = math.prod(shape) * dtype.itemsize
-        free = [i for i, storage in enumerate(self._kept) if use_count(storage._cdata) == 1]
-        same = [i for i in free if self._kept[i].nbytes() == nbytes]
-        if same:
-            storage = self._kept[same[0]]
-        else:
-            storage = torch.empty(nbytes, dtype=torch.uint8).untyped_storage()
-            if len(self._kept) < self.size:
-                self._kept.append(storage)
-            elif free:  # make room: drop a free storage of another size (e.g. a short last batch)
-                self._kept[free[0]] = storage
-        return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
+        with self._lock:
+            free = [i for i, kept in enumerate(self._kept) if use_count(kept._cdata) == 1]
+            same = [i for i in free if self._kept[i].nbytes() == nbytes]
+            if same:
+                storage = self._kept[same[0]]
+            else:
+                storage = torch.empty(nbytes, dtype=torch.uint8).untyped_storage()
+                if len(self._kept) < self.size:
+                    self._kept.append(storage)
+                elif free:  # make room: drop a free one of another size (a short last batch)
+                    self._kept[free[0]] = storage
+            return torch.empty(0, dtype=dtype).set_(storage, 0, shape)

@@ -4,6 +4,8 @@ reused only once nothing holds it."""
 from __future__ import annotations
 
 import pickle
+import threading
+import time
 
 import pytest
 import torch
@@ -147,6 +149,26 @@ def test_buffers_copied_to_another_process_start_empty() -> None:
     _filled(buffers, 1.0)
     copy = pickle.loads(pickle.dumps(buffers))
     assert copy.size == 3 and not copy._kept and buffers._kept
+    assert _filled(copy, 2.0).shape == (6, 4) and len(copy._kept) == 1
+
+
+def test_buffers_never_give_threads_cutting_batches_at_once_the_same_memory() -> None:
+    buffers = BatchBuffers(size=2)
+    clobbered = []
+
+    def cut(value: float) -> None:
+        for _ in range(300):
+            batch = _filled(buffers, value)
+            time.sleep(0)  # let the other threads cut theirs while this one is held
+            if not bool((batch == value).all()):
+                clobbered.append(value)
+
+    threads = [threading.Thread(target=cut, args=(float(v),)) for v in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not clobbered
 
 
 def test_buffers_filled_in_and_out_of_inference_mode() -> None:
