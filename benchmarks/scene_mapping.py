@@ -289,7 +289,8 @@ def time_formulations(
         for label, (formulation, stride) in routes(geometry, args).items()
     }
     if NEW_MEMORY in prepared:
-        prepared[NEW_MEMORY][2].batch_buffers = BatchBuffers(size=0)
+        _, _, datamodule = prepared[NEW_MEMORY]
+        datamodule.batch_buffers = BatchBuffers(size=0)
     seconds: dict[str, list[float]] = {label: [] for label in prepared}
     for index in range(args.warmup + args.repeats):
         for label, (formulation, task, datamodule) in prepared.items():

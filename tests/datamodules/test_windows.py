@@ -64,8 +64,8 @@ def test_gather_into_out_writes_the_same_windows_into_its_memory() -> None:
 # -- BatchBuffers -------------------------------------------------------------------------------
 
 
-def _filled(buffers: BatchBuffers, value: float, shape=(6, 4)) -> torch.Tensor:
-    batch = buffers.take(shape, torch.float32)
+def _filled(buffers: BatchBuffers, value: float) -> torch.Tensor:
+    batch = buffers.take((6, 4), torch.float32)
     batch.fill_(value)
     return batch
 
