@@ -12,7 +12,8 @@
 - ``checkpoint_filter_fn`` (timm style): strips a ``module.`` prefix (DDP), drops the MAE decoder
   by name, resizes the position tables to the model, and refuses anything else that does not fit.
 - ``read_checkpoint`` / ``record_load``: the fetch-and-read and the report-and-origin halves of
-  ``load_checkpoint``, shared with the masked autoencoder's loader.
+  ``load_checkpoint``, shared with the masked autoencoder's loader. Weights holding NaN or Inf
+  (a diverged run) are refused, by name.
 - ``load_checkpoint``: all of it, returning a :class:`LoadReport` stored as ``model.load_report``;
   the report is logged at WARNING (shown by the ``terratorch`` CLI) when a tensor was resized or
   left missing, at INFO otherwise. A cached download that no longer reads is removed.
@@ -39,6 +40,7 @@ from terratorch_hsi_peft.backbones.pos_embed import (
 )
 from terratorch_hsi_peft.backbones.spectralgpt import SpectralGPTEncoder
 from terratorch_hsi_peft.utils.download import download_url, sha256sum
+from terratorch_hsi_peft.utils.finite import check_finite
 
 __all__ = [
     "CACHE_ENV",
@@ -301,8 +303,9 @@ def read_checkpoint(
         sha256: the file's expected hex sha256, checked when given.
 
     Raises:
-        CheckpointError: the file cannot be read. A cached download that cannot be read any more
-            is removed first (the message says so), so the next run downloads it again.
+        CheckpointError: the file cannot be read, or a weight holds NaN or Inf (named). A cached
+            download that cannot be read any more is removed first (the message says so), so the
+            next run downloads it again.
     """
     text = os.fspath(path_or_url)
     url = text if text.startswith(("http://", "https://")) else None
@@ -315,6 +318,15 @@ def read_checkpoint(
             path.unlink(missing_ok=True)
             fix = f"It is the cached download of {url} and was removed; run again to fetch it."
         raise CheckpointError(f"Cannot read checkpoint {path}: {err.reason}. {fix}") from None
+    check_finite(
+        state_dict,
+        f"Checkpoint {path}",
+        "the training that wrote it diverged, and a model built from it would output only NaN. "
+        "Nothing was loaded; point ckpt_path (backbone_ckpt_path in YAML) at the checkpoint of "
+        "an earlier epoch (export_encoder_from_checkpoint for a pre-training run), or train "
+        "again with a lower learning rate.",
+        CheckpointError,
+    )
     digest = sha256.lower() if sha256 is not None else sha256sum(path)  # checked when given
     return state_dict, LoadReport(source=str(path), url=url, sha256=digest)
 
@@ -347,8 +359,9 @@ def load_checkpoint(
         sha256: the file's expected hex sha256, checked when given.
 
     Raises:
-        CheckpointError: the file cannot be read or does not fit ``model``. A cached download
-            that cannot be read any more is removed first, so the next run downloads it again.
+        CheckpointError: the file cannot be read, holds NaN or Inf, or does not fit ``model``.
+            A cached download that cannot be read any more is removed first, so the next run
+            downloads it again.
     """
     state_dict, report = read_checkpoint(path_or_url, sha256=sha256)
     weights = checkpoint_filter_fn(state_dict, model, report)

@@ -30,7 +30,9 @@ class AdapterCheckpoint(Callback):
       (first) ``ModelCheckpoint`` (``epoch=3.ckpt`` -> ``epoch=3.adapters.safetensors``): the
       weights of that checkpoint. It is removed once ``ModelCheckpoint`` deletes its checkpoint
       (``save_top_k``), also when the file was written before a resume; so are the temporary
-      files of a write that was killed.
+      files of a write that was killed. This holds in the subfolders a ``filename`` with a
+      ``/`` makes (a metric name such as ``{train/loss:.3f}``: ``epoch=3-train/loss=0.123.ckpt``);
+      a subfolder left empty is removed.
 
     ``<dir>`` is ``dirpath`` if given, else the folder of the trainer's checkpoints (its
     ``ModelCheckpoint.dirpath``), else ``trainer.default_root_dir``. Files are written atomically
@@ -73,7 +75,12 @@ class AdapterCheckpoint(Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_) -> None:
         # Checkpoints are saved after a batch or validation; no optimizer step has happened since.
         self._export_new_best(trainer, pl_module)
-        kept = frozenset(getattr(trainer.checkpoint_callback, "best_k_models", {}))
+        callback = trainer.checkpoint_callback
+        # Without a monitor, save_top_k=1 replaces the one checkpoint and best_k_models stays
+        # empty: the best path tells that one was saved (and its predecessor deleted).
+        kept = frozenset(
+            [*getattr(callback, "best_k_models", {}), getattr(callback, "best_model_path", "")]
+        )
         if kept != self._kept_checkpoints:  # ModelCheckpoint saved, and may have deleted one
             self._kept_checkpoints = kept
             self._remove_orphans(trainer)
@@ -102,18 +109,29 @@ class AdapterCheckpoint(Callback):
         rank_zero_info(f"AdapterCheckpoint: wrote {path} (the adapters of {checkpoint.name})")
 
     def _remove_orphans(self, trainer: pl.Trainer) -> None:
-        """Remove adapter files beside checkpoints that are gone, and killed writes' leftovers."""
+        """Remove adapter files beside checkpoints that are gone, and killed writes' leftovers,
+        in the checkpoint folder and the subfolders its ``filename`` can make."""
         callback = trainer.checkpoint_callback
         dirpath = getattr(callback, "dirpath", None)
         if not trainer.is_global_zero or not dirpath or not os.path.isdir(dirpath):
             return
+        root = Path(dirpath)
         extension = getattr(callback, "FILE_EXTENSION", ".ckpt")
-        for adapters in Path(dirpath).glob("*" + self.SUFFIX):
-            checkpoint = adapters.with_name(adapters.name.removesuffix(self.SUFFIX) + extension)
-            if not checkpoint.exists():
-                adapters.unlink(missing_ok=True)
-                logger.info("Removed %s: its checkpoint %s is gone.", adapters, checkpoint.name)
-        remove_stale_parts(dirpath, ".+" + re.escape(self.SUFFIX))
+        emptied: set[Path] = set()  # folders something was removed from
+        for folder in _checkpoint_folders(root, getattr(callback, "filename", None)):
+            for adapters in folder.glob("*" + self.SUFFIX):
+                name = adapters.name.removesuffix(self.SUFFIX) + extension
+                checkpoint = adapters.with_name(name)
+                if not checkpoint.exists():
+                    adapters.unlink(missing_ok=True)
+                    emptied.add(folder)
+                    logger.info("Removed %s: its checkpoint %s is gone.", adapters, name)
+            if remove_stale_parts(folder, ".+" + re.escape(self.SUFFIX)):
+                emptied.add(folder)
+            # A subfolder of a checkpoint's name, now empty: it goes with the checkpoint. Only
+            # those this call removed something from, so a user's own empty folder stays.
+            if folder in emptied and folder != root and _remove_if_empty(folder):
+                emptied.add(folder.parent)
 
     @staticmethod
     def _best_checkpoint(trainer: pl.Trainer) -> tuple[str, int] | None:
@@ -122,3 +140,27 @@ class AdapterCheckpoint(Callback):
         if not path or not os.path.isfile(path):
             return None
         return path, os.stat(path).st_mtime_ns  # same name saved again counts as new
+
+
+def _checkpoint_folders(root: Path, filename: str | None) -> list[Path]:
+    """``root`` and its subfolders down to the depth ``ModelCheckpoint``'s ``filename`` makes.
+
+    Each ``/`` of the template (a metric name such as ``train/loss``, or one typed) is a folder
+    level of the checkpoint's path, so ``{epoch}-{train/loss:.3f}`` puts checkpoints one level
+    down (``epoch=3-train/loss=0.123.ckpt``). Deeper folders are never the checkpoints', and are
+    left alone. Deepest first, so that a folder emptied below is seen empty above.
+    """
+    depth = (filename or "").replace(os.sep, "/").count("/")
+    folders = [root]
+    for level in range(1, depth + 1):
+        folders += [p for p in root.glob("/".join(["*"] * level)) if p.is_dir()]
+    return folders[::-1]
+
+
+def _remove_if_empty(folder: Path) -> bool:
+    """Remove ``folder`` if nothing is left in it; whether it was removed."""
+    try:
+        folder.rmdir()  # fails unless empty: a folder holding anything stays
+    except OSError:
+        return False
+    return True

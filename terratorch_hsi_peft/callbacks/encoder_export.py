@@ -27,7 +27,9 @@ class EncoderExport(Callback):
 
     ``<dir>`` is ``dirpath`` if given, else the folder of the trainer's checkpoints (its
     ``ModelCheckpoint.dirpath``), else ``trainer.default_root_dir``. Written atomically, by global
-    rank zero only. Naming this callback by ``class_path`` also imports the plugin::
+    rank zero only. An encoder whose weights hold NaN or Inf (the pre-training diverged) is not
+    written: ``fit`` ends with an error naming them, and a file already there is left as it was.
+    Naming this callback by ``class_path`` also imports the plugin::
 
         trainer:
           callbacks:

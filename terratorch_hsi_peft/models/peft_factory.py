@@ -126,7 +126,9 @@ class PEFTEncoderDecoderFactory(ModelFactory):
                 (docs/segmentation.md).
             spectral_path_window: segmentation only: the path's output is averaged over each
                 pixel's ``window x window`` neighbours (odd; 1: each pixel's own), a spatial
-                prior that holds in areas not trained on (docs/segmentation.md).
+                prior that holds in areas not trained on (docs/segmentation.md). At least
+                twice a tile's side makes the path constant along it and is refused at the
+                first batch; wider than a side is warned about (``check_window``).
 
         Raises:
             TypeError: unknown ``peft_config`` or ``peft_config_kwargs`` keys.

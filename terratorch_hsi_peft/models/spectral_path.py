@@ -23,6 +23,7 @@ the classes (docs/segmentation.md).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -38,6 +39,8 @@ __all__ = [
     "PixelMLP",
     "SpectralPathClassifier",
     "SpectralPathModel",
+    "check_window",
+    "window_average",
     "with_spectral_path",
 ]
 
@@ -187,7 +190,9 @@ class SpectralPathModel(_SpectralPath, PixelWiseModel):
         path_logits: also output the path's own logits in training (auxiliary head
             :data:`PATH_HEAD`).
         window: side of the neighbourhood the path's output is averaged over (odd, >= 1; 1:
-            each pixel's own).
+            each pixel's own). Checked against each tile size met (:func:`check_window`): a
+            window of ``2t - 1`` or more for a side of ``t`` pixels makes the path constant
+            along it and is refused; one wider than ``t`` is warned about.
     """
 
     def __init__(
@@ -207,6 +212,7 @@ class SpectralPathModel(_SpectralPath, PixelWiseModel):
             )
         self.window = window
         self.spectral_path = PixelMLP(spectra or in_channels, channels, width)
+        self._checked_sizes: set[tuple[int, int]] = set()  # tile sizes check_window passed
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> ModelOutput:
         """``PixelWiseModel.forward`` with the spectral path added to the decoder's output."""
@@ -221,9 +227,11 @@ class SpectralPathModel(_SpectralPath, PixelWiseModel):
             decoded = F.interpolate(decoded, size=input_size, mode="bilinear")
         path = self.spectral_path(spectra)
         if self.window > 1:
-            path = F.avg_pool2d(
-                path, self.window, stride=1, padding=self.window // 2, count_include_pad=False
-            )
+            size = (path.shape[-2], path.shape[-1])
+            if size not in self._checked_sizes:  # once per tile size: Python ints, no sync
+                check_window(self.window, size)
+                self._checked_sizes.add(size)
+            path = window_average(path, self.window)
 
         def mask(features: torch.Tensor) -> torch.Tensor:
             logits = self._check_for_single_channel_and_squeeze(self.head(features))
@@ -274,6 +282,58 @@ class SpectralPathClassifier(_SpectralPath, ScalarOutputModel):
         features = self.neck(self.encoder(x, **kwargs), image_size=tuple(x.shape[-2:]))
         decoded = self.decoder([f.clone() for f in features])
         return self._output(self.head(decoded + path), lambda: self.head(path))
+
+
+def window_average(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean of (B, C, H, W) ``x`` over each pixel's ``window x window`` neighbours inside the
+    tile (odd ``window``; pixels near an edge average the neighbours they have)."""
+    if window == 1:
+        return x
+    return F.avg_pool2d(x, window, stride=1, padding=window // 2, count_include_pad=False)
+
+
+def check_window(window: int, size: tuple[int, int]) -> None:
+    """Refuse a ``window`` under which :func:`window_average` is constant along a side of tiles
+    of ``size`` (H, W); warn when it is wider than a side.
+
+    Along a side of ``t`` pixels, pixel ``i`` averages pixels ``max(0, i - r)`` to
+    ``min(t - 1, i + r)``, ``r = window // 2``. That span is the same for every ``i`` exactly
+    when ``r >= t - 1``, i.e. ``window >= 2t - 1``: the output is then the tile's mean along that
+    side whatever the input (one value per tile when both sides are that short). Below it, while
+    ``window > t``, no pixel's window fits in the tile: each pixel averages more than half of the
+    side, and the two edge pixels' spans share ``2 (window + 1 - t) / (window + 1)`` of their
+    pixels, so the path varies little across the tile.
+
+    Raises:
+        ValueError: ``window >= 2t - 1`` for a side ``t``.
+
+    Warns:
+        UserWarning: ``t < window < 2t - 1`` for a side ``t``.
+    """
+    height, width = size
+    short = min(height, width)
+    side = "side" if height == width else ("height" if height < width else "width")
+    if window >= 2 * short - 1:
+        constant = (
+            "one value per tile"
+            if window >= 2 * max(height, width) - 1
+            else f"the same all along the tile's {side}"
+        )
+        raise ValueError(
+            f"spectral_path_window={window} on {height}x{width} tiles makes the spectral path "
+            f"constant across them ({constant}): from every pixel, a window of {window} reaches "
+            f"the whole {side} of {short} pixels ({2 * short - 1} or more does). Use a window "
+            f"of at most {short} (e.g. 5), or tiles of at least {window} pixels a side "
+            "(the datamodule's tile_size and backbone_img_size)."
+        )
+    if window > short:
+        warnings.warn(
+            f"spectral_path_window={window} is wider than the {height}x{width} tiles: every "
+            f"pixel averages the path over more than half of the tile's {side}, so it varies "
+            f"little across the tile. A window of at most {short} (e.g. 5) keeps it local.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def centre(x: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from terratorch_hsi_peft.peft.config import AdapterConfig
+from terratorch_hsi_peft.utils.finite import non_finite
 
 __all__ = ["AdapterLinear", "linear_digest"]
 
@@ -131,9 +132,7 @@ class AdapterLinear(nn.Module, ABC):
 
     def non_finite_tensors(self) -> list[str]:
         """Names of the adapter tensors (as stored) holding NaN or Inf."""
-        return [
-            name for name, p in self.adapter_parameters().items() if not torch.isfinite(p).all()
-        ]
+        return non_finite(self.adapter_parameters())
 
     @torch.no_grad()
     def merge(self) -> None:

@@ -31,6 +31,7 @@ from torch import nn
 
 from terratorch_hsi_peft.peft.inject import adapter_layers
 from terratorch_hsi_peft.utils.download import atomic_write
+from terratorch_hsi_peft.utils.finite import check_finite, listed
 
 __all__ = [
     "FORMAT_VERSION",
@@ -185,13 +186,12 @@ def load_adapters(
             f"it ({metadata.get('library_version')})."
         )
     parsed = _parse_metadata(path, metadata, tensors)
-    bad = [key for key, t in tensors.items() if t.is_floating_point() and not t.isfinite().all()]
-    if bad:
-        raise ValueError(
-            f"{path} holds NaN or Inf in {_listed(bad)}: the run that wrote it diverged. It was "
-            "not loaded; use the adapter file of an earlier checkpoint, or retrain with a lower "
-            "learning rate."
-        )
+    check_finite(
+        tensors,
+        str(path),
+        "the run that wrote it diverged. It was not loaded; use the adapter file of an earlier "
+        "checkpoint, or retrain with a lower learning rate.",
+    )
     problems = _mismatches(model, parsed, tensors, base_model_name)
     if problems:
         raise ValueError(
@@ -298,7 +298,7 @@ def _parse_metadata(
     if differing:
         raise ValueError(
             f"{path}: adapter metadata 'shapes' does not describe the tensors the file holds "
-            f"(differing: {_listed(differing)}). {fix}"
+            f"(differing: {listed(differing)}). {fix}"
         )
     return parsed
 
@@ -325,10 +325,6 @@ def _check_base(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
             "(backbone_ckpt_path / backbone_pretrained), or for a random init the same seed "
             "(seed_everything). The model was left unchanged."
         )
-
-
-def _listed(names: list[str]) -> str:
-    return ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
 
 
 def _mismatches(

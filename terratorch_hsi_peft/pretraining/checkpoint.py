@@ -7,6 +7,9 @@
 - :func:`export_encoder`: the encoder alone, in the official layout (``{"model": weights}``),
   which ``spectralgpt_vit_*`` loads through ``backbone_ckpt_path`` with nothing missing;
   :func:`export_encoder_from_checkpoint` does the same from a Lightning checkpoint of a run.
+
+Both ways refuse weights that hold NaN or Inf (a diverged run), naming them: nothing is loaded,
+nothing is written.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from terratorch_hsi_peft.backbones.spectralgpt import SpectralGPTEncoder
 from terratorch_hsi_peft.pretraining.mae import DECODER_PREFIXES, SpectralGPTMAE
 from terratorch_hsi_peft.utils.cli_values import cli_scalar
 from terratorch_hsi_peft.utils.download import atomic_write
+from terratorch_hsi_peft.utils.finite import check_finite
 
 __all__ = [
     "encoder_state_dict",
@@ -83,8 +87,9 @@ def load_mae_checkpoint(
         sha256: the file's expected hex sha256, checked when given.
 
     Raises:
-        CheckpointError: an unreadable file, a key the model does not have, or a shape that
-            cannot be adapted (the message names the setting to change).
+        CheckpointError: an unreadable file, a weight holding NaN or Inf, a key the model does
+            not have, or a shape that cannot be adapted (the message names the setting to
+            change); the model is left unchanged.
     """
     state_dict, report = read_checkpoint(path_or_url, sha256=sha256)
     path = report.source
@@ -150,10 +155,14 @@ def export_encoder(
 
     Returns:
         The path written.
+
+    Raises:
+        ValueError: a weight holds NaN or Inf (named; the pre-training diverged); nothing is
+            written and a file already at ``path`` is left as it was.
     """
     encoder = model.encoder if isinstance(model, SpectralGPTMAE) else model
     args = {name: getattr(encoder, name) for name in _ENCODER_ARGS}
-    return _write(path, encoder_state_dict(encoder), args, extra)
+    return _write(path, encoder_state_dict(encoder), args, extra, "The encoder to export")
 
 
 def export_encoder_from_checkpoint(
@@ -168,6 +177,7 @@ def export_encoder_from_checkpoint(
 
     Raises:
         CheckpointError: the file cannot be read safely or holds no SpectralGPT MAE encoder.
+        ValueError: an encoder weight holds NaN or Inf (named); nothing is written.
     """
     checkpoint = Path(checkpoint)
     try:
@@ -207,7 +217,7 @@ def export_encoder_from_checkpoint(
     routes = next((v for v in content.values() if isinstance(v, dict) and "band_routes" in v), {})
     extra = {key: routes[key] for key in ("scenes", "band_routes") if key in routes}
     target = Path(path) if path is not None else checkpoint.with_suffix(".encoder.pth")
-    return _write(target, weights, args, extra)
+    return _write(target, weights, args, extra, f"The encoder in {checkpoint}")
 
 
 def _write(
@@ -215,8 +225,17 @@ def _write(
     weights: dict[str, torch.Tensor],
     args: dict[str, Any],
     extra: dict[str, Any] | None,
+    source: str,
 ) -> Path:
     path = Path(path)
+    # Checked before anything is written: a file already at ``path`` stays as it was.
+    check_finite(
+        weights,
+        source,
+        "the pre-training diverged (its loss went NaN), and a backbone loaded from it would "
+        f"output only NaN. {path} was not written; export the checkpoint of an earlier epoch "
+        "(export_encoder_from_checkpoint), or pre-train again with a lower learning rate.",
+    )
     with atomic_write(path) as f:
         torch.save({"model": weights, "args": args, **(extra or {})}, f)
     return path

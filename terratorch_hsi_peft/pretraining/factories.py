@@ -90,7 +90,7 @@ def spectralgpt_mae_vit_base(
         decoder_embed_dim: decoder token width (the official decoder's).
         decoder_depth: decoder blocks.
         decoder_num_heads: decoder attention heads.
-        mask_ratio: share of tokens masked (the official pre-training commands).
+        mask_ratio: share of tokens masked, in (0, 1) (the official pre-training commands).
         norm_pix_loss: per-patch normalised targets (official option).
 
     Returns:

@@ -70,7 +70,9 @@ class SpectralGPTMAE(Model):
         decoder_embed_dim: decoder width (official: 512).
         decoder_depth: decoder blocks (official: 4).
         decoder_num_heads: decoder attention heads (official: 16).
-        mask_ratio: share of tokens masked, in [0, 1) (official recipe: 0.9).
+        mask_ratio: share of tokens masked, in (0, 1) (official recipe: 0.9). The objective is
+            the error on the masked tokens, so at least one token per sample must be masked
+            and one kept.
         norm_pix_loss: normalise each target patch by its own mean and standard deviation.
         drop_path_rate: stochastic depth of the encoder.
 
@@ -210,6 +212,11 @@ class SpectralGPTMAE(Model):
                 f"mask_ratio={ratio} keeps no token of the {length} per sample; lower mask_ratio "
                 "or use larger inputs."
             )
+        if keep == length:  # a ratio so small that 1 - ratio rounds to 1
+            raise ValueError(
+                f"mask_ratio={ratio} masks no token of the {length} per sample, so the masked "
+                f"loss would be 0/0 (NaN); raise mask_ratio to at least {1 / length:.3g}."
+            )
         if noise is None:
             noise = torch.rand(batch, length, device=tokens.device)
         elif tuple(noise.shape) != (batch, length):
@@ -319,7 +326,16 @@ class SpectralGPTMAE(Model):
 
 
 def _check_mask_ratio(ratio: Any) -> None:
-    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio < 1:
-        raise ValueError(f"mask_ratio must be a number in [0, 1), got {ratio!r}; set mask_ratio.")
-    if math.isnan(ratio):
-        raise ValueError("mask_ratio is NaN; set a number in [0, 1).")
+    # 0 is refused, not given a loss of its own: the objective is the mean error over the masked
+    # tokens (0/0 = NaN with none), and training on the spectral-sum term alone, or on
+    # reconstructing visible tokens, would be another objective than SpectralGPT's, silently.
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or math.isnan(ratio):
+        raise ValueError(f"mask_ratio must be a number in (0, 1), got {ratio!r}; set mask_ratio.")
+    if ratio == 0:
+        raise ValueError(
+            "mask_ratio=0 masks no token, so the masked-autoencoder loss (the error on the "
+            "masked tokens) is 0/0 = NaN from the first step. Set mask_ratio in (0, 1): the "
+            f"official recipe's is {OFFICIAL_MASK_RATIO}."
+        )
+    if not 0 < ratio < 1:
+        raise ValueError(f"mask_ratio must be a number in (0, 1), got {ratio!r}; set mask_ratio.")

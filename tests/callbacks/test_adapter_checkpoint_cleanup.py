@@ -2,13 +2,15 @@
 
 Runs go through the real CLI (``build_lightning_cli`` in this process) with a tiny SpectralGPT,
 KronA adapters and ``save_top_k: 2``: the files of checkpoints that fell out of the top two go,
-also those written before a resume, and so do the temporary files of a killed write.
+also those written before a resume, and so do the temporary files of a killed write. The same
+holds in the subfolders a metric name in the checkpoint's file name makes (``train/loss``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from terratorch.cli_tools import build_lightning_cli
 
@@ -112,3 +114,37 @@ def test_adapter_files_follow_the_checkpoints_that_save_top_k_keeps_also_after_r
     assert sorted(p.name for p in checkpoints.iterdir()) == sorted(
         [*(f"{k}.ckpt" for k in kept), *(f"{k}{SUFFIX}" for k in kept), "adapters.safetensors"]
     )
+
+
+@pytest.mark.parametrize("monitor", ["step", None])
+def test_adapter_files_follow_checkpoints_into_metric_name_subfolders(tmp_path, monitor):
+    # A TerraTorch metric in the file name: the "/" of train/loss makes one folder per epoch,
+    # epoch=N-train/loss=X.ckpt. save_top_k=1 keeps the latest checkpoint (each epoch is a new
+    # best under monitor "step"; without a monitor the previous one is replaced).
+    checkpoints = tmp_path / "ckpt"
+    config = yaml.safe_load(_config(tmp_path, -1).read_text())
+    config["trainer"].update(max_epochs=4)
+    config["data"]["init_args"]["train_samples"] = 2
+    config["trainer"]["callbacks"][0]["init_args"] = {
+        "dirpath": str(checkpoints),
+        "monitor": monitor,
+        "mode": "max",
+        "save_top_k": 1,
+        "filename": "{epoch}-{train/loss:.3f}",
+    }
+    path = tmp_path / "fit_epochs.yaml"
+    path.write_text(yaml.safe_dump(config))
+    # a killed write of an earlier run, in a folder of a checkpoint that is gone
+    stale = checkpoints / "epoch=0-train" / f".loss=9.999{SUFFIX}.k1ll3d00.part"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half")
+    build_lightning_cli(["fit", "-c", str(path)])
+    [kept] = list(checkpoints.rglob("*.ckpt"))
+    assert kept.parent.name == "epoch=3-train"  # one checkpoint, the last epoch's
+    left = {p.relative_to(checkpoints).as_posix() for p in checkpoints.rglob("*")}
+    assert left == {
+        "adapters.safetensors",
+        "epoch=3-train",
+        f"epoch=3-train/{kept.name}",
+        f"epoch=3-train/{kept.stem}{SUFFIX}",  # written beside it; those of epochs 0-2 went
+    }

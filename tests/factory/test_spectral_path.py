@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from terratorch.tasks import SemanticSegmentationTask
@@ -11,7 +13,7 @@ from terratorch_hsi_peft.models import (
     SpectralPathClassifier,
     SpectralPathModel,
 )
-from terratorch_hsi_peft.models.spectral_path import PATH_HEAD
+from terratorch_hsi_peft.models.spectral_path import PATH_HEAD, window_average
 
 KRONA = {"method": "KRONA", "peft_config_kwargs": {"target_modules": ["attn.q", "attn.v"]}}
 
@@ -340,6 +342,55 @@ def test_window_averages_the_path_over_each_pixels_neighbours():
 def test_bad_spectral_path_window_is_a_clear_error(builder, changes, message):
     with pytest.raises(ValueError, match=message):
         (build if builder == "seg" else build_classifier)(**changes)
+
+
+@pytest.mark.parametrize("side", [8, 16])
+def test_window_average_is_constant_over_a_side_exactly_from_twice_its_length(side):
+    # The bound check_window enforces, on values: pixel i averages max(0, i - r)..min(t - 1,
+    # i + r), the same span for every i exactly when r >= t - 1, i.e. window >= 2t - 1.
+    x = torch.randn(2, 3, side, side).double()
+    mean = x.mean(dim=(-2, -1), keepdim=True).expand_as(x)
+    for window in (2 * side - 1, 2 * side + 1):
+        torch.testing.assert_close(window_average(x, window), mean)
+    below = window_average(x, 2 * side - 3)
+    spread = (below - below.mean(dim=(-2, -1), keepdim=True)).abs().amax(dim=(-2, -1))
+    assert (spread > 1e-3).all()  # one step below the bound, pixels still differ
+    # A tile twice as wide: the same window is constant along the height only.
+    wide = window_average(torch.randn(2, 3, side, 2 * side).double(), 2 * side - 1)
+    torch.testing.assert_close(wide, wide[:, :, :1].expand_as(wide))
+    assert (wide[..., 0] - wide[..., -1]).abs().amax() > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("window", "size", "message"),
+    [
+        (31, (16, 16), r"spectral_path_window=31 on 16x16 tiles makes the spectral path constant "
+         r"across them \(one value per tile\).*whole side of 16 pixels \(31 or more does\).*at "
+         r"most 16.*at least 31 pixels a side"),
+        (33, (16, 32), r"on 16x32 tiles .* \(the same all along the tile's height\)"),
+    ],
+)  # fmt: skip
+def test_a_window_that_makes_the_path_constant_is_refused(window, size, message):
+    model = build(spectral_path=8, spectral_path_window=window).eval()
+    with pytest.raises(ValueError, match=message), torch.no_grad():
+        model(torch.randn(1, 6, *size))
+
+
+def test_a_window_wider_than_the_tile_is_warned_about_once_and_still_local():
+    model = build(spectral_path=8, spectral_path_window=29).eval()
+    model.decoder.register_forward_hook(lambda module, args, out: torch.zeros_like(out))
+    x = torch.randn(1, 6, 16, 16)
+    warned = pytest.warns(UserWarning, match=r"=29 is wider than the 16x16 tiles.*at most 16")
+    with warned, torch.no_grad():
+        out = model(x).output  # only the averaged path reaches the head
+    assert (out[..., 0, 0] - out[..., -1, -1]).abs().amax() > 1e-4  # not constant
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.no_grad():
+            model(x)  # the same tile size again: checked once
+        model = build(spectral_path=8, spectral_path_window=15).eval()
+        with torch.no_grad():
+            model(x)  # a window no wider than the tile: no warning
 
 
 def test_window_from_the_command_line_is_read_as_a_number():

@@ -124,7 +124,8 @@ def test_registered_and_built_by_full_model_factory():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"mask_ratio": 1.0}, "mask_ratio must be a number in \\[0, 1\\)"),
+        ({"mask_ratio": 1.0}, "mask_ratio must be a number in \\(0, 1\\)"),
+        ({"mask_ratio": 0}, "mask_ratio=0 masks no token"),
         ({"mask_ratio": "0.999"}, "keeps no token"),
         ({"decoder_embed_dim": 20, "decoder_num_heads": 3}, "decoder_num_heads to a divisor"),
         ({"decoder_mlp": 2}, "unknown argument"),
