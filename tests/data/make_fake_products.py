@@ -16,6 +16,7 @@ Usage: ``python tests/data/make_fake_products.py OUT_DIR`` writes one product of
 
 from __future__ import annotations
 
+import json
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -469,6 +470,61 @@ def make_prisma(folder: Path, *, shape: tuple[int, int] = SHAPE, seed: int = 0) 
         nodata=None,
         nodata_mask=mask,
     )
+
+
+def fake_labels(shape: tuple[int, int] = SHAPE, classes: int = 3) -> np.ndarray:
+    """(rows, cols) int labels: vertical stripes of classes 1..K, column 0 unlabelled."""
+    cols = np.arange(shape[1])
+    stripes = np.where(cols == 0, 0, 1 + (cols - 1) * classes // max(shape[1] - 1, 1))
+    return np.broadcast_to(stripes, shape).astype(np.uint8).copy()
+
+
+def write_label_raster(
+    path: Path,
+    labels: np.ndarray,
+    *,
+    transform: Affine | None = TRANSFORM,
+    crs: CRS | None = CRS_UTM,
+    nodata: int | None = 255,
+) -> Path:
+    """A one-band uint8 GeoTIFF of ``labels`` on the given grid."""
+    profile = {
+        "driver": "GTiff",
+        "height": labels.shape[0],
+        "width": labels.shape[1],
+        "count": 1,
+        "dtype": "uint8",
+        "nodata": nodata,
+    }
+    if transform is not None:
+        profile.update(transform=transform, crs=crs)
+    with rasterio.open(path, "w", **profile) as ds:
+        ds.write(labels.astype(np.uint8), 1)
+    return path
+
+
+def write_label_polygons(
+    path: Path, boxes: list[tuple[tuple[int, int, int, int], Any]], *, wgs84: bool = False
+) -> Path:
+    """A GeoJSON FeatureCollection of rectangles ``((row0, col0, row1, col1), class)``, pixel
+    bounds on TRANSFORM's grid (rows/cols ``[row0, row1)``), in UTM with a ``crs`` member or
+    in WGS 84 longitude/latitude (no ``crs`` member, as RFC 7946 writes it)."""
+    from rasterio.warp import transform_geom
+
+    features = []
+    for (row0, col0, row1, col1), value in boxes:
+        x0, x1 = (TRANSFORM.c + c * TRANSFORM.a for c in (col0, col1))
+        y0, y1 = (TRANSFORM.f + r * TRANSFORM.e for r in (row0, row1))
+        ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+        geometry = {"type": "Polygon", "coordinates": [ring]}
+        if wgs84:
+            geometry = transform_geom(CRS_UTM, "EPSG:4326", geometry, precision=-1)
+        features.append({"type": "Feature", "geometry": geometry, "properties": {"class": value}})
+    collection: dict[str, Any] = {"type": "FeatureCollection", "features": features}
+    if not wgs84:
+        collection["crs"] = {"type": "name", "properties": {"name": "EPSG:32633"}}
+    path.write_text(json.dumps(collection))
+    return path
 
 
 def main(out_dir: str) -> None:
