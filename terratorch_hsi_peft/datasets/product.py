@@ -43,7 +43,8 @@ class ProductScene(HyperspectralScene):
         class_names: names of classes 1..K.
         drop_bad_bands: drop the bands the product marks bad (water vapour...); ``False`` keeps
             every band as stored.
-        name: scene identifier; by default the product's file name.
+        name: scene identifier; by default the product's file name without its extension
+            (the folder name for EnMAP).
 
     Attributes:
         product_metadata: the product's :class:`~terratorch_hsi_peft.products.ProductMetadata`.
@@ -105,7 +106,8 @@ class ProductScene(HyperspectralScene):
             class_names=class_names,
             wavelengths=wavelengths,
             gsd=_gsd(meta),
-            name=name or self.path.name,
+            # The file's stem: map writers append suffixes, and "scene.hdr" would lose them.
+            name=name or (self.path.name if self.path.is_dir() else self.path.stem),
             image_source=str(self.path),
             label_source=None if self.label_path is None else str(self.label_path),
         )

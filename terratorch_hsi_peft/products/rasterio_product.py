@@ -131,7 +131,10 @@ class RasterioProduct(SensorProduct):
 
     def __init__(self, path: str | os.PathLike, dataset_path: Path | None = None) -> None:
         super().__init__(path)
-        with warnings.catch_warnings():
+        # `terratorch` sets GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR for cloud reads; GDAL then
+        # cannot see the files beside the one opened (an ENVI header, a .aux.xml), so listing
+        # the folder is switched back on for this open.
+        with warnings.catch_warnings(), rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="NO"):
             # A product without map info (a swath, a lab cube) is normal: crs/transform are None.
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
             self._dataset = rasterio.open(dataset_path or self.path)

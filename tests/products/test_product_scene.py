@@ -36,6 +36,7 @@ def test_envi_scene_keeps_good_bands_wavelengths_and_masks_nodata(tmp_path, fake
     )
     assert scene.gsd == 30.0 and scene.crs.to_epsg() == 32633
     assert not scene.has_labels
+    assert scene.name == "scene"  # not "scene.hdr": map writers append suffixes to it
     every = ProductScene(fake.path, drop_bad_bands=False)
     assert every.num_bands == 24 and every.wavelengths.size == 24
 

@@ -92,6 +92,16 @@ def test_envi_opened_by_binary_or_header_without_extension(tmp_path, fake_produc
             _assert_same(product.read(), fake.expected)
 
 
+def test_envi_opens_under_terratorchs_gdal_settings(tmp_path, fake_products, monkeypatch):
+    # `terratorch` sets this for every run; GDAL then does not list the folder and missed the
+    # header beside the binary ("not recognized as being in a supported file format").
+    monkeypatch.setenv("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
+    fake = fake_products.make_envi(tmp_path, "bil")
+    with open_product(fake.path) as product:
+        _assert_same(product.read(), fake.expected)
+        np.testing.assert_array_equal(product.metadata.bad_bands, fake.bad_bands)
+
+
 def test_envi_without_wavelengths_or_map(tmp_path, fake_products):
     fake = fake_products.make_envi(tmp_path, with_wavelengths=False, map_info=False)
     with open_product(fake.path) as product:
