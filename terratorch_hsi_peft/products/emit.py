@@ -37,6 +37,7 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
+from terratorch_hsi_peft.products._h5 import band_selection
 from terratorch_hsi_peft.products.base import ProductMetadata, SensorProduct, Window
 
 __all__ = ["EmitProduct", "emit_orthorectify"]
@@ -44,9 +45,8 @@ __all__ = ["EmitProduct", "emit_orthorectify"]
 
 def _sorted_read(dataset: h5py.Dataset, rows: slice, cols: slice, bands: np.ndarray) -> np.ndarray:
     """``dataset[rows, cols, bands]`` for any band order (h5py wants increasing indices)."""
-    unique, inverse = np.unique(bands, return_inverse=True)
-    block = dataset[rows, cols, unique.tolist()]
-    return block[:, :, inverse]
+    selection, reorder = band_selection(bands)
+    return dataset[rows, cols, selection][:, :, reorder]
 
 
 class EmitProduct(SensorProduct):

@@ -38,6 +38,7 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
+from terratorch_hsi_peft.products._h5 import band_selection
 from terratorch_hsi_peft.products.base import ProductMetadata, SensorProduct, Window
 
 __all__ = ["PRISMA_CUBES", "PrismaProduct"]
@@ -147,11 +148,11 @@ class PrismaProduct(SensorProduct):
             if positions.size == 0:
                 continue
             slots = self._slot[bands[positions]]
-            unique, inverse = np.unique(slots, return_inverse=True)
-            block = self._file[cube_path][rows, unique.tolist(), cols]  # (h, k, w)
+            selection, reorder = band_selection(slots)
+            block = self._file[cube_path][rows, selection, cols]  # (h, k, w)
             if out is None:
                 out = np.empty((bands.size, *block[:, 0, :].shape), dtype=block.dtype)
-            out[positions] = block[:, inverse, :].transpose(1, 0, 2)
+            out[positions] = block[:, reorder, :].transpose(1, 0, 2)
         return out
 
     def read(self, window: Window | None = None, bands: np.ndarray | None = None) -> np.ndarray:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from terratorch_hsi_peft.products import Window, open_product
+from terratorch_hsi_peft.products._h5 import band_selection
 from terratorch_hsi_peft.products.emit import EmitProduct, emit_orthorectify
 from terratorch_hsi_peft.products.enmap import EnmapProduct
 from terratorch_hsi_peft.products.prisma import PrismaProduct
@@ -35,6 +36,18 @@ def test_emit_swath_values_bands_and_windows(tmp_path, fake_products):
         assert np.isnan(product.read()[:, fake.nodata_mask]).all()
         bands = np.array([7, 3, 3, 20])  # any order, repeats allowed
         _assert_same(product.read(Window(4, 2, 5, 3), bands), fake.expected[bands, 4:9, 2:5])
+
+
+def test_band_selection_uses_a_slice_for_consecutive_bands():
+    selection, reorder = band_selection(np.array([3, 4, 5, 6]))
+    assert selection == slice(3, 7)
+    np.testing.assert_array_equal(reorder, [0, 1, 2, 3])
+    selection, reorder = band_selection(np.array([6, 2, 2, 9]))
+    assert selection == [2, 6, 9]
+    np.testing.assert_array_equal(np.array([2, 6, 9])[reorder], [6, 2, 2, 9])
+    selection, reorder = band_selection(np.array([5, 4, 3]))
+    assert selection == slice(3, 6)
+    np.testing.assert_array_equal(np.arange(3, 6)[reorder], [5, 4, 3])
 
 
 def test_emit_glt_kept_and_orthorectify(tmp_path, fake_products):

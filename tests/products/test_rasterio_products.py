@@ -43,6 +43,25 @@ def test_envi_other_data_types(tmp_path, fake_products, dtype):
         _assert_same(product.read(), fake.expected)
 
 
+def test_nodata_outside_the_data_type_marks_no_pixel(tmp_path, fake_products):
+    # -9999 cast to uint8 wraps to 241: that real value must not become NaN.
+    stored = np.full((3, 4, 5), 241, dtype=np.uint8)
+    stored[1, 2, 3] = 7
+    hdr = fake_products.write_envi(tmp_path / "u8.img", stored, "bsq", {"data ignore value": -9999})
+    with open_product(hdr) as product:
+        assert product.metadata.nodata == -9999
+        _assert_same(product.read(), stored.astype(np.float32))
+
+
+def test_envi_reflectance_scale_factor(tmp_path, fake_products):
+    stored = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4) * 100
+    hdr = fake_products.write_envi(
+        tmp_path / "r.img", stored, "bil", {"reflectance scale factor": 10000}
+    )
+    with open_product(hdr) as product:
+        _assert_same(product.read(), stored.astype(np.float32) / np.float32(10000))
+
+
 def test_envi_windows_and_band_subsets(tmp_path, fake_products):
     fake = fake_products.make_envi(tmp_path, "bil", "int16")
     bands = np.array([20, 2, 7])
