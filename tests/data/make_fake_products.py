@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 import rasterio
+import rasterio.errors
 from affine import Affine
 from rasterio.crs import CRS
 
@@ -498,8 +500,11 @@ def write_label_raster(
     }
     if transform is not None:
         profile.update(transform=transform, crs=crs)
-    with rasterio.open(path, "w", **profile) as ds:
-        ds.write(labels.astype(np.uint8), 1)
+    with warnings.catch_warnings():
+        # A swath's label raster (EMIT) has no grid on purpose.
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **profile) as ds:
+            ds.write(labels.astype(np.uint8), 1)
     return path
 
 
