@@ -88,7 +88,7 @@ class ProductScene(HyperspectralScene):
             )
         # Nodata pixels take the band means of the valid ones: neutral after z-scoring or PCA.
         means = np.nanmean(cube[:, self.valid_mask], axis=1).astype(np.float32)
-        cube = np.where(self.valid_mask, cube, means[:, None, None])
+        cube[:, ~self.valid_mask] = means[:, None]  # in place: the cube is the big array
         label_raster = None
         if self.label_path is not None:
             if self.label_path.suffix.lower() in VECTOR_SUFFIXES:

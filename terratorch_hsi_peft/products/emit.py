@@ -84,8 +84,8 @@ class EmitProduct(SensorProduct):
         fill = cube.attrs.get("_FillValue")
         extra: dict[str, Any] = {"dtype": str(cube.dtype)}
         if "location/glt_x" in f and "location/glt_y" in f:
-            extra["glt_x"] = np.asarray(f["location/glt_x"][()], dtype=np.int64)
-            extra["glt_y"] = np.asarray(f["location/glt_y"][()], dtype=np.int64)
+            extra["glt_x"] = np.asarray(f["location/glt_x"][()], dtype=np.int32)
+            extra["glt_y"] = np.asarray(f["location/glt_y"][()], dtype=np.int32)
         if "geotransform" in f.attrs:
             extra["geotransform"] = tuple(float(v) for v in np.ravel(f.attrs["geotransform"]))
             extra["ortho_transform"] = Affine.from_gdal(*extra["geotransform"])
