@@ -141,7 +141,7 @@ def make_envi(
     suffix: str = ".img",
     bands: int = BANDS,
     shape: tuple[int, int] = SHAPE,
-    units: str = "Nanometers",
+    units: str | None = "Nanometers",
     gain: float | None = 1e-4,
     offset: float = 0.0,
     nodata: float | None = -9999,
@@ -159,10 +159,11 @@ def make_envi(
         stored[:, mask] = nodata
     wavelengths = spectral_axis(bands)
     fwhm = np.full(bands, 10.0)
-    factor = 1e-3 if units.lower().startswith("micro") else 1.0
+    factor = 1e-3 if (units or "").lower().startswith("micro") else 1.0
     header: dict[str, Any] = {}
-    if with_wavelengths:
+    if with_wavelengths and units is not None:
         header["wavelength units"] = units
+    if with_wavelengths:
         header["wavelength"] = [f"{w * factor:.6f}" for w in wavelengths]
         header["fwhm"] = [f"{w * factor:.6f}" for w in fwhm]
     bbl = np.ones(bands, dtype=int)

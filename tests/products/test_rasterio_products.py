@@ -103,6 +103,18 @@ def test_envi_micrometres_become_nanometres(tmp_path, fake_products):
         np.testing.assert_allclose(product.metadata.fwhm, fake.fwhm, atol=1e-3)
 
 
+@pytest.mark.parametrize("units", [None, "Micrometers"])
+def test_envi_without_units_fwhm_takes_the_centres_factor(tmp_path, fake_products, units):
+    # Without units, nm centres stay nm and so does a 10 nm FWHM (below 100, yet not in µm).
+    fake = fake_products.make_envi(tmp_path, units=units)
+    if units:
+        text = fake.path.read_text().replace("wavelength units = Micrometers\n", "")
+        fake.path.write_text(text)
+    with open_product(fake.path) as product:
+        np.testing.assert_allclose(product.metadata.wavelengths, fake.wavelengths, atol=1e-3)
+        np.testing.assert_allclose(product.metadata.fwhm, fake.fwhm, atol=1e-3)
+
+
 def test_envi_opened_by_binary_or_header_without_extension(tmp_path, fake_products):
     # AVIRIS-NG names the binary without an extension (ang..._corr_v2r2_img + .hdr).
     fake = fake_products.make_envi(tmp_path, "bil", name="ang_corr_img", suffix="")
@@ -163,6 +175,12 @@ def test_geotiff_int16_with_scale_and_offset(tmp_path, fake_products):
     fake = fake_products.make_geotiff(tmp_path, "int16", scale=1e-4, offset=-0.1, nodata=-32768)
     with open_product(fake.path) as product:
         _assert_same(product.read(), fake.expected)
+
+
+def test_wavelength_units_that_are_not_lengths(tmp_path, fake_products):
+    fake = fake_products.make_envi(tmp_path, units="Wavenumber")
+    with pytest.raises(ValueError, match="wavelength units 'Wavenumber' are not nanometres"):
+        open_product(fake.path)
 
 
 def test_geotiff_without_wavelengths(tmp_path, fake_products):
