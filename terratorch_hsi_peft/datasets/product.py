@@ -87,8 +87,11 @@ class ProductScene(HyperspectralScene):
                 "or its `data ignore value` / nodata setting."
             )
         # Nodata pixels take the band means of the valid ones: neutral after z-scoring or PCA.
-        means = np.nanmean(cube[:, self.valid_mask], axis=1).astype(np.float32)
-        cube[:, ~self.valid_mask] = means[:, None]  # in place: the cube is the big array
+        # Band by band and in place: the cube is the big array, never copied whole.
+        nodata = ~self.valid_mask
+        if nodata.any():
+            for band in cube:
+                band[nodata] = band[self.valid_mask].mean(dtype=np.float64)
         label_raster = None
         if self.label_path is not None:
             if self.label_path.suffix.lower() in VECTOR_SUFFIXES:
