@@ -35,7 +35,9 @@ def test_envi_int16_with_gain_and_offset(tmp_path, fake_products):
         _assert_same(product.read(), fake.expected)
 
 
-@pytest.mark.parametrize("dtype", sorted(["uint8", "int32", "float64", "uint16", "uint32"]))
+@pytest.mark.parametrize(
+    "dtype", ["uint8", "uint16", "int32", "uint32", "int64", "uint64", "float64"]
+)
 def test_envi_other_data_types(tmp_path, fake_products, dtype):
     fake = fake_products.make_envi(tmp_path, "bip", dtype, gain=None, nodata=None)
     with open_product(fake.path) as product:
