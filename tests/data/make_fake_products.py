@@ -42,6 +42,7 @@ ENVI_DTYPES = {
     "int32": 3,
     "float32": 4,
     "float64": 5,
+    "complex64": 6,
     "uint16": 12,
     "uint32": 13,
     "int64": 14,

@@ -55,6 +55,13 @@ def test_nodata_outside_the_data_type_marks_no_pixel(tmp_path, fake_products):
         _assert_same(product.read(), stored.astype(np.float32))
 
 
+def test_envi_complex_data_refused(tmp_path, fake_products):
+    stored = np.ones((2, 3, 4), dtype=np.complex64)
+    hdr = fake_products.write_envi(tmp_path / "c.img", stored, "bsq", {})
+    with pytest.raises(ValueError, match=r"complex-valued bands \(complex64\) are not reflectance"):
+        open_product(hdr)
+
+
 def test_envi_reflectance_scale_factor(tmp_path, fake_products):
     stored = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4) * 100
     hdr = fake_products.write_envi(
