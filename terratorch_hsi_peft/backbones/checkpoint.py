@@ -143,7 +143,13 @@ def fetch_checkpoint(path_or_url: str | os.PathLike, sha256: str | None = None) 
     """
     text = os.fspath(path_or_url)
     if text.startswith(("http://", "https://")):
-        return download_url(text, cached_path(text), sha256=sha256, validate=_check_download)
+        return download_url(
+            text,
+            cached_path(text),
+            sha256=sha256,
+            validate=_check_download,
+            sha256_option="backbone_ckpt_sha256 / ckpt_sha256",
+        )
     path = Path(text).expanduser()
     if not path.is_file():
         raise FileNotFoundError(

@@ -28,7 +28,7 @@ from torch import nn
 
 from terratorch_hsi_peft.backbones.layers import Block, PatchEmbed3D, layer_norm
 from terratorch_hsi_peft.backbones.pos_embed import resize_spatial_pos_embed
-from terratorch_hsi_peft.peft.io import random_init_origin
+from terratorch_hsi_peft.peft.io import carry_origin, random_init_origin
 
 __all__ = ["GROUP_FUSIONS", "SpectralGPTEncoder", "TokenFeatures"]
 
@@ -92,7 +92,8 @@ class SpectralGPTEncoder(nn.Module):
             checkpoint loaded into the encoder, or None.
         weights_origin: where the weights came from, recorded in adapter files trained on the
             encoder: "random init, seed N" (Lightning's global seed) until a checkpoint is
-            loaded, then the checkpoint and its sha256.
+            loaded, then the checkpoint and its sha256. It travels in state dicts, so loading
+            a training run's checkpoint restores the origin of its weights.
     """
 
     def __init__(
@@ -154,7 +155,7 @@ class SpectralGPTEncoder(nn.Module):
         width = embed_dim * self.num_groups if group_fusion == "concat" else embed_dim
         self.out_channels = [width] * len(self.out_indices)
         self.load_report = None
-        self.weights_origin = random_init_origin()
+        carry_origin(self, random_init_origin())  # a resumed run takes the checkpoint's
         self._init_weights()
         logger.info(
             "SpectralGPT encoder: %d bands -> %d spectral groups of %d bands%s; features of "

@@ -322,16 +322,20 @@ class HyperspectralPretrainDataModule(LightningDataModule):
             return self.num_components
         if self.band_route == "sentinel2":
             return 12
-        counts = {source.scene.num_bands for source in self.sources}
+        counts = [source.scene.num_bands for source in self.sources]
         self._check_band_counts(counts)
-        return counts.pop()
+        return counts[0]
 
-    def _check_band_counts(self, counts: set[int]) -> None:
-        if len(counts) > 1:
-            names = [source.name for source in self.sources]
+    def _check_band_counts(self, counts: list[int]) -> None:
+        """Refuse scenes of different band counts; ``counts`` has one entry per scene, in order."""
+        if len(set(counts)) > 1:
+            each = ", ".join(
+                f"{source.name!r}: {count}"
+                for source, count in zip(self.sources, counts, strict=True)
+            )
             raise ValueError(
-                f"The scenes {names} give {sorted(counts)} bands on the {self.band_route!r} "
-                "route, but one model needs one band count. Use band_route: sentinel2 (12 "
+                f"The scenes give different band counts on the {self.band_route!r} route "
+                f"({each}), but one model needs one band count. Use band_route: sentinel2 (12 "
                 "simulated Sentinel-2 bands for every sensor) or pca (num_components each)."
             )
 
@@ -374,7 +378,7 @@ class HyperspectralPretrainDataModule(LightningDataModule):
             ]
             for source, route in zip(self.sources, self._routes, strict=True):
                 logger.info("Pre-training scene %r: %r", source.name, route)
-        self._check_band_counts({route.num_bands_out for route in self._routes})
+        self._check_band_counts([route.num_bands_out for route in self._routes])
         return self._routes
 
     def _splits_and_excluded(self) -> tuple[list[Split | None], list[np.ndarray]]:

@@ -91,8 +91,16 @@ def save_adapter_file(model: nn.Module, path: str | os.PathLike) -> Path:
     return save_adapters(model, path, include=trained_tensor_names(model))
 
 
-def load_adapter_file(model: nn.Module, path: str | os.PathLike) -> list[str]:
+def load_adapter_file(
+    model: nn.Module, path: str | os.PathLike, check_base: bool = True
+) -> list[str]:
     """Load a file of :func:`save_adapter_file` into a model built with the same settings.
+
+    Args:
+        model: the model, built with the settings the file was written with.
+        path: the adapter file.
+        check_base: check that the encoder's base weights are those the adapters were trained on
+            (``peft_config: {check_base: false}`` turns it off from YAML).
 
     Returns:
         The names of the tensors loaded.
@@ -100,9 +108,10 @@ def load_adapter_file(model: nn.Module, path: str | os.PathLike) -> list[str]:
     Raises:
         ValueError: the file does not fit the model (another method, hyperparameter, target,
             model class or tensor shape, e.g. another ``num_classes``); every mismatch is listed.
+            Or the base weights differ (``check_base``).
     """
     _require_plugin_adapters(model)
-    return load_adapters(model, Path(path))
+    return load_adapters(model, Path(path), check_base=check_base)
 
 
 def _require_plugin_adapters(model: nn.Module) -> None:

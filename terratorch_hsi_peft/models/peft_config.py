@@ -1,7 +1,7 @@
 """The factory's ``peft_config``: TerraTorch's schema plus the plugin's keys, parsed once.
 
 TerraTorch's ``model_args.peft_config`` is ``{method, replace_qkv, peft_config_kwargs}``. The
-plugin adds two keys:
+plugin adds three keys:
 
 - ``backend``: ``"plugin"`` (the plugin's registered methods, see
   :mod:`terratorch_hsi_peft.peft.registry`; case-insensitive, ``+`` for ``_PLUS``) or ``"hf"``
@@ -13,6 +13,9 @@ plugin adds two keys:
   for Hugging Face's method does not switch silently.
 - ``adapter_path``: a ``.safetensors`` adapter file (as written by
   :class:`~terratorch_hsi_peft.callbacks.AdapterCheckpoint`) loaded into the built model.
+- ``check_base``: ``true`` (default) checks that the model's base weights are the ones the
+  ``adapter_path`` file was trained on (in any precision); ``false`` loads the adapters onto
+  other base weights on purpose.
 
 :meth:`PeftSpec.parse` checks all of it once, at the factory; for the plugin backend the result
 holds the :class:`~terratorch_hsi_peft.peft.config.AdapterConfig` that injection uses as it is.
@@ -32,12 +35,20 @@ from terratorch_hsi_peft.peft.registry import (
     hf_peft_methods,
     method_names,
 )
+from terratorch_hsi_peft.utils.cli_values import cli_scalar
 
 __all__ = ["BACKENDS", "PEFT_CONFIG_KEYS", "PeftSpec"]
 
 BACKENDS = ("plugin", "hf")
 #: Every key the factory's ``peft_config`` accepts.
-PEFT_CONFIG_KEYS = ("method", "backend", "replace_qkv", "peft_config_kwargs", "adapter_path")
+PEFT_CONFIG_KEYS = (
+    "method",
+    "backend",
+    "replace_qkv",
+    "peft_config_kwargs",
+    "adapter_path",
+    "check_base",
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,7 @@ class PeftSpec:
         hf_peft_config: the ``hf`` backend's ``{method, replace_qkv, peft_config_kwargs}`` for
             TerraTorch's own peft code (None for ``plugin``).
         adapter_path: adapter file to load after building, or None.
+        check_base: whether loading ``adapter_path`` checks the base weights.
         backend_note: for a name both backends know, which one was used and how to pick the
             other (the factory logs it); None otherwise.
     """
@@ -61,6 +73,7 @@ class PeftSpec:
     hf_peft_config: dict[str, Any] | None
     adapter_path: Path | None
     backend_note: str | None = None
+    check_base: bool = True
 
     @classmethod
     def parse(cls, peft_config: Mapping[str, Any]) -> PeftSpec:
@@ -107,16 +120,28 @@ class PeftSpec:
                     f"peft_config adapter_path {str(adapter_path)!r} is not a file; give the "
                     "adapters.safetensors a training run wrote, or drop adapter_path."
                 )
+        # cli_scalar: a value given on the command line can arrive as the string "false".
+        check_base = cli_scalar(peft_config.get("check_base", True))
+        if not isinstance(check_base, bool):
+            raise TypeError(
+                f"peft_config check_base must be true or false, got {check_base!r}; false loads "
+                "adapter_path onto other base weights on purpose."
+            )
+        if not check_base and adapter_path is None:
+            raise ValueError(
+                "peft_config check_base: false only applies to an adapter_path; set adapter_path "
+                "or drop check_base."
+            )
         replace_qkv = peft_config.get("replace_qkv")
         if plugin_method is not None:
             adapter = AdapterConfig.from_kwargs(plugin_method, kwargs, replace_qkv)
-            return cls("plugin", plugin_method.name, adapter, None, adapter_path, note)
+            return cls("plugin", plugin_method.name, adapter, None, adapter_path, note, check_base)
         hf_config = {
             "method": method.upper(),
             "replace_qkv": replace_qkv,
             "peft_config_kwargs": dict(kwargs),
         }
-        return cls("hf", method.upper(), None, hf_config, adapter_path, note)
+        return cls("hf", method.upper(), None, hf_config, adapter_path, note, check_base)
 
     def resolved_peft_config(self) -> dict[str, Any]:
         """``backend`` plus the backend's ``{method, replace_qkv, peft_config_kwargs}`` (the

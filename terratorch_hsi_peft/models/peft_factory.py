@@ -10,6 +10,7 @@ In a TerraTorch YAML, switching an encoder-decoder pipeline to adapters takes tw
         replace_qkv: null                   # e.g. qkv for a fused-qkv ViT such as Prithvi
         peft_config_kwargs: {target_modules: [attn.q, attn.v], lr_ratio: 16}
         adapter_path: null                  # start from an adapters.safetensors
+        check_base: true                    # its base weights must be this model's
 
 See :mod:`terratorch_hsi_peft.models.peft_config` for the keys and the ``hf`` backend.
 """
@@ -31,7 +32,7 @@ from terratorch_hsi_peft.models.peft_config import PeftSpec
 from terratorch_hsi_peft.models.peft_model import attach_adapters
 from terratorch_hsi_peft.models.spectral_path import with_spectral_path
 from terratorch_hsi_peft.models.summary import peft_summary
-from terratorch_hsi_peft.peft.io import ORIGIN_ATTR, random_init_origin
+from terratorch_hsi_peft.peft.io import ORIGIN_ATTR, carry_origin, random_init_origin
 from terratorch_hsi_peft.peft.registry import find_method, hf_peft_methods
 from terratorch_hsi_peft.registry import register_model_factory
 from terratorch_hsi_peft.terratorch_compat import TerraTorchIncompatibleError, guard_stock_peft
@@ -109,7 +110,8 @@ class PEFTEncoderDecoderFactory(ModelFactory):
                 ``num_classes`` is the exception: the stock task reads it before any factory
                 runs, so set it in a copy of the task file (docs/configuration.md).
             peft_config: ``method``, ``backend``, ``replace_qkv``, ``peft_config_kwargs``,
-                ``adapter_path`` (see :class:`~terratorch_hsi_peft.models.peft_config.PeftSpec`).
+                ``adapter_path``, ``check_base`` (see
+                :class:`~terratorch_hsi_peft.models.peft_config.PeftSpec`).
             spectral_path: hidden width of a path from each pixel's spectrum to the head:
                 every pixel for segmentation
                 (:class:`~terratorch_hsi_peft.models.spectral_path.SpectralPathModel`), the
@@ -193,7 +195,7 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         attach_adapters(model, spec)
         _record_origin(model, backbone, kwargs)
         if spec.adapter_path is not None:
-            load_adapter_file(model, spec.adapter_path)
+            load_adapter_file(model, spec.adapter_path, check_base=spec.check_base)
         # Lightning's own logger: shown on the console by default, rank zero only.
         rank_zero_info(peft_summary(model))
         return model
@@ -236,4 +238,4 @@ def _record_origin(model: nn.Module, backbone: str | nn.Module, kwargs: dict[str
         origin = f"{name}, its default weights ({random_init_origin()} if random)"
     else:
         origin = f"{name}, {random_init_origin()}"
-    setattr(model, ORIGIN_ATTR, origin)
+    carry_origin(model, origin)  # a resumed run takes the origin its checkpoint records

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from abc import ABC, abstractmethod
@@ -12,7 +13,10 @@ from torch import nn
 from terratorch_hsi_peft.peft.config import AdapterConfig
 from terratorch_hsi_peft.utils.finite import non_finite
 
-__all__ = ["AdapterLinear", "linear_digest"]
+__all__ = ["SKETCH_SIZE", "AdapterLinear", "linear_digest", "linear_sketch"]
+
+#: The sketch of a Linear's weights holds SKETCH_SIZE**2 projections (plus the norm).
+SKETCH_SIZE = 4
 
 
 def linear_digest(layer: nn.Linear) -> str:
@@ -26,6 +30,43 @@ def linear_digest(layer: nn.Linear) -> str:
         digest.update(repr(tuple(data.shape)).encode())
         digest.update(data.numpy().tobytes())
     return digest.hexdigest()
+
+
+def linear_sketch(layer: nn.Linear) -> list[float]:
+    """``[norm, s_11, ..., s_kk]``: the Frobenius norm of ``[weight | bias]`` and its bilinear
+    projections ``s_ij = u_i^T [weight | bias] v_j`` on fixed +-1 vectors (``k = SKETCH_SIZE``).
+
+    Unlike a digest of the bytes, it compares with a tolerance: ``mean((s - s')**2)`` estimates
+    ``||W - W'||**2`` (``E[(u^T D v)**2] = ||D||**2`` for +-1 vectors), so a float16/bfloat16 copy
+    of the weights (relative distance about 0.002) stays close to the original while other
+    weights (distance about 1) do not. Computed on the CPU: device-independent.
+    """
+    weight = layer.weight.detach().to(device="cpu", dtype=torch.float32)
+    rows, cols = weight.shape[0], weight.shape[1] + (layer.bias is not None)
+    u = torch.stack([_signs(rows, f"u{i}") for i in range(SKETCH_SIZE)])
+    v = torch.stack([_signs(cols, f"v{j}") for j in range(SKETCH_SIZE)], dim=1)
+    projections = u @ weight @ v[: weight.shape[1]]  # float32 sums: rounding far below 1e-4
+    squares = weight.pow(2).sum(dtype=torch.float64)
+    if layer.bias is not None:  # the bias is the last column of [weight | bias]
+        bias = layer.bias.detach().to(device="cpu", dtype=torch.float32)
+        projections += (u @ bias)[:, None] * v[-1]
+        squares += bias.pow(2).sum(dtype=torch.float64)
+    values = [float(squares.sqrt()), *projections.flatten().tolist()]
+    # 8 significant digits: far below any tolerance, and a short JSON record per layer.
+    return [float(f"{x:.8g}") for x in values]
+
+
+@functools.lru_cache(maxsize=64)
+def _signs(n: int, label: str) -> torch.Tensor:
+    """``n`` fixed +-1 values, from sha256 in counter mode: the same in every version of every
+    library (torch's random generators do not promise that)."""
+    stream = b"".join(
+        hashlib.sha256(f"terratorch_hsi_peft sketch {label} {n} {block}".encode()).digest()
+        for block in range((n + 255) // 256)
+    )
+    bits = torch.tensor(list(stream), dtype=torch.uint8)
+    bits = ((bits[:, None] >> torch.arange(8, dtype=torch.uint8)) & 1).flatten()[:n]
+    return bits.to(torch.float32) * 2 - 1
 
 
 class AdapterLinear(nn.Module, ABC):
@@ -67,6 +108,7 @@ class AdapterLinear(nn.Module, ABC):
         # Digest of the base weights taken before the first merge: unmerging restores them only
         # up to rounding. Loading other base weights (load_state_dict) forgets it.
         self._base_digest: str | None = None
+        self._base_sketch: list[float] | None = None
         self.register_load_state_dict_pre_hook(_forget_base_digest)
 
     def check_rank(self, name: str, label: str, r: int, fix: str = "") -> None:
@@ -130,6 +172,13 @@ class AdapterLinear(nn.Module, ABC):
             return self._base_digest
         return linear_digest(self.base_layer)
 
+    def base_sketch(self) -> list[float]:
+        """:func:`linear_sketch` of the frozen base weights, compared with a tolerance (so in
+        any precision); like :meth:`base_digest`, taken before the first merge."""
+        if self._base_sketch is not None:
+            return self._base_sketch
+        return linear_sketch(self.base_layer)
+
     def non_finite_tensors(self) -> list[str]:
         """Names of the adapter tensors (as stored) holding NaN or Inf."""
         return non_finite(self.adapter_parameters())
@@ -151,9 +200,9 @@ class AdapterLinear(nn.Module, ABC):
                 "spoil the base weight. Load adapters from a run that did not diverge (lower the "
                 "learning rate, or train in float32)."
             )
-        digest = self.base_digest()
+        digest, sketch = self.base_digest(), self.base_sketch()
         self._add_to_weight(self.scaling)
-        self._base_digest = digest
+        self._base_digest, self._base_sketch = digest, sketch
         self.merged = True
 
     @torch.no_grad()
@@ -181,4 +230,4 @@ class AdapterLinear(nn.Module, ABC):
 
 def _forget_base_digest(layer: AdapterLinear, state_dict: dict, prefix: str, *_) -> None:
     if not layer.merged and f"{prefix}base_layer.weight" in state_dict:
-        layer._base_digest = None
+        layer._base_digest = layer._base_sketch = None

@@ -5,13 +5,17 @@ optionally the tensors of caller-chosen modules (a head, a decoder), and string 
 ``format``, ``format_version``, ``library_version``, ``method``, ``peft_config`` (JSON of the
 TerraTorch ``peft_config`` dict), ``targets`` (JSON list of adapted layers), ``shapes`` (JSON
 ``{tensor: shape}``), ``included`` (JSON list of the extra tensors), ``base_model_class``,
-``base_model_name``, ``base_weights_sha256`` (see :func:`base_fingerprint`) and
+``base_model_name``, ``base_weights_sha256`` (see :func:`base_fingerprint`),
+``base_weights_sketch`` (JSON ``{layer: sketch}``, see :func:`base_sketch`) and
 ``base_weights_origin`` (the checkpoint file and its sha256, or "random init, seed N"). Files are
 written atomically (temporary file, then ``os.replace``).
 
 Loading checks the metadata (every key present and well formed), refuses NaN/Inf tensors, checks
 that the model fits the file and that its adapted layers hold the base weights the adapters were
-trained on (a file without ``base_weights_sha256``, from an older version, loads with a warning).
+trained on, in any precision: each layer's sketch must lie within :data:`BASE_TOLERANCE` of the
+file's (a float32, bfloat16 or float16 copy of the same weights does; other weights do not). A
+file with only ``base_weights_sha256`` (an earlier version) is checked exactly; one without either
+loads with a warning.
 """
 
 from __future__ import annotations
@@ -29,15 +33,19 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from terratorch_hsi_peft.peft.base import SKETCH_SIZE
 from terratorch_hsi_peft.peft.inject import adapter_layers
 from terratorch_hsi_peft.utils.download import atomic_write
 from terratorch_hsi_peft.utils.finite import check_finite, listed
 
 __all__ = [
+    "BASE_TOLERANCE",
     "FORMAT_VERSION",
     "ORIGIN_ATTR",
     "adapter_file_bytes",
     "base_fingerprint",
+    "base_sketch",
+    "carry_origin",
     "load_adapters",
     "random_init_origin",
     "save_adapters",
@@ -59,7 +67,13 @@ _REQUIRED: dict[str, type | None] = {
     "base_model_name": None,
 }
 _FINGERPRINT_KEY = "base_weights_sha256"
+_SKETCH_KEY = "base_weights_sketch"
 _ORIGIN_KEY = "base_weights_origin"
+#: Largest relative distance ``||W - W'|| / ||W||`` (estimated per adapted layer from the sketches)
+#: at which base weights count as the same. A bfloat16 copy of float32 weights lies at about
+#: 0.002 (bfloat16 keeps 8 significant bits), a float16 copy at 0.0002; other weights (another
+#: checkpoint or seed) at about 1.
+BASE_TOLERANCE = 0.01
 
 
 def random_init_origin() -> str:
@@ -69,6 +83,33 @@ def random_init_origin() -> str:
     if seed:
         return f"random init, seed {seed}"
     return f"random init, torch seed {torch.initial_seed()}"
+
+
+def carry_origin(module: nn.Module, origin: str) -> None:
+    """Set ``module.weights_origin`` to ``origin`` and make it travel with the module's weights.
+
+    The origin goes into the state dict's per-module metadata (``state_dict._metadata``, which
+    torch keeps through ``torch.save``/``load`` and Lightning checkpoints), and loading a state
+    dict that records one takes it over: a run resumed from a checkpoint names the origin of the
+    weights it restored, not that of the weights it was built with (e.g. under another seed). A
+    state dict without the record (an older checkpoint, a plain dict) leaves the origin as is.
+    Call it once per module; later changes of the attribute are carried too.
+    """
+    setattr(module, ORIGIN_ATTR, origin)
+    module.register_state_dict_post_hook(_save_origin)
+    module.register_load_state_dict_pre_hook(_load_origin)
+
+
+def _save_origin(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    local_metadata[ORIGIN_ATTR] = getattr(module, ORIGIN_ATTR)
+
+
+def _load_origin(
+    module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict, *_: object
+) -> None:
+    origin = local_metadata.get(ORIGIN_ATTR)
+    if isinstance(origin, str):
+        setattr(module, ORIGIN_ATTR, origin)
 
 
 def weights_origin(model: nn.Module) -> str:
@@ -85,13 +126,21 @@ def base_fingerprint(model: nn.Module) -> str:
     """sha256 identifying the frozen base weights under the adapters of ``model``.
 
     Computed from each adapted layer's name and :meth:`AdapterLinear.base_digest` (weight and
-    bias as float32 CPU bytes, taken before any merge), so it does not depend on the device, on a
-    float16/bfloat16 copy of float32 weights, or on whether the adapters are merged.
+    bias as float32 CPU bytes, taken before any merge), so it does not depend on the device or on
+    whether the adapters are merged. It identifies the exact values: a float16/bfloat16 copy of
+    float32 weights has another fingerprint (:func:`load_adapters` compares :func:`base_sketch`).
     """
     digest = hashlib.sha256()
     for name, layer in sorted(adapter_layers(model).items()):
         digest.update(f"{name}:{layer.base_digest()}\n".encode())
     return digest.hexdigest()
+
+
+def base_sketch(model: nn.Module) -> dict[str, list[float]]:
+    """The :meth:`AdapterLinear.base_sketch` of every adapted layer of ``model``, by name: what
+    :func:`load_adapters` compares, with :data:`BASE_TOLERANCE`, so a copy of the same base
+    weights in another precision (float32, bfloat16, float16) or on another device matches."""
+    return {name: layer.base_sketch() for name, layer in sorted(adapter_layers(model).items())}
 
 
 def save_adapters(
@@ -143,8 +192,9 @@ def load_adapters(
         model: the model, with the same adapters as the one saved.
         path: the adapter file.
         base_model_name: when given, the name the file must record.
-        check_base: compare the base weights with the file's record. Turn it off only to move
-            adapters to other base weights on purpose: they were not trained for them.
+        check_base: compare the base weights with the file's record (in any precision: see
+            :data:`BASE_TOLERANCE`). Turn it off only to move adapters to other base weights on
+            purpose: they were not trained for them.
 
     Returns:
         The names of the tensors loaded (adapter factors and included tensors).
@@ -225,6 +275,7 @@ def _serialise(model: nn.Module, include: Sequence[str], base_model_name: str | 
         "base_model_class": _class_path(model),
         "base_model_name": base_model_name or type(model).__name__,
         _FINGERPRINT_KEY: base_fingerprint(model),
+        _SKETCH_KEY: json.dumps(base_sketch(model)),
         _ORIGIN_KEY: weights_origin(model),
     }
     cpu = {key: t.detach().to("cpu").contiguous() for key, t in tensors.items()}
@@ -305,7 +356,8 @@ def _parse_metadata(
 
 def _check_base(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
     expected = metadata.get(_FINGERPRINT_KEY)
-    if expected is None:
+    recorded_sketch = metadata.get(_SKETCH_KEY)
+    if expected is None and recorded_sketch is None:
         warnings.warn(
             f"{path} does not record the base weights its adapters were trained on (written by "
             f"terratorch-hsi-peft {metadata.get('library_version', '?')}), so they cannot be "
@@ -316,15 +368,71 @@ def _check_base(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
         )
         return
     actual = base_fingerprint(model)
-    if actual != expected:
-        raise ValueError(
-            f"{path} was trained on other base weights: the file expects "
-            f"{metadata.get(_ORIGIN_KEY, 'an unrecorded origin')} (fingerprint {expected[:16]}), "
-            f"this model has {weights_origin(model)} (fingerprint {actual[:16]}). Build the "
-            "backbone from the weights the adapters were trained on: the same checkpoint "
-            "(backbone_ckpt_path / backbone_pretrained), or for a random init the same seed "
-            "(seed_everything). The model was left unchanged."
+    if recorded_sketch is not None:
+        differing = _differing_layers(path, recorded_sketch, base_sketch(model))
+        if not differing:
+            return
+        listed = _listed([f"{name} by {distance:.1%}" for name, distance in differing])
+        detail = (
+            f"{len(differing)} adapted layer(s) differ by more than {BASE_TOLERANCE:.0%} of "
+            f"their norm ({listed}), far more than a float16/bfloat16 copy of the same weights "
+            "would (about 0.2%)"
         )
+    elif actual == expected:
+        return
+    else:  # a file of an earlier version: only the exact float32 bytes were recorded
+        detail = (
+            "the file (from an earlier version) records only the exact weights, so a "
+            "float16/bfloat16 copy of the same base differs too; save the adapters again with "
+            "this version to check in any precision"
+        )
+    origin = metadata.get(_ORIGIN_KEY, "an unrecorded origin")
+    found = weights_origin(model)
+    same = (
+        f" Both name the origin {origin!r}: this model's base weights were changed after they "
+        "were built (trained, merged with other adapters, or loaded from another state dict)."
+        if origin == found
+        else ""
+    )
+    raise ValueError(
+        f"{path} was trained on other base weights: the file expects {origin} (fingerprint "
+        f"{(expected or 'unrecorded')[:16]}), this model has {found} (fingerprint "
+        f"{actual[:16]}); {detail}.{same} Build the backbone from the weights the adapters were "
+        "trained on: the same checkpoint (backbone_ckpt_path / backbone_pretrained), or for a "
+        "random init the same seed (seed_everything). To move the adapters to other base "
+        "weights on purpose, turn the check off: check_base=False in Python, peft_config: "
+        "{check_base: false} in YAML. The model was left unchanged."
+    )
+
+
+def _differing_layers(
+    path: Path, recorded: str, sketches: dict[str, list[float]]
+) -> list[tuple[str, float]]:
+    """``(layer, relative distance)`` of the layers whose base weights differ from the file's
+    record by more than :data:`BASE_TOLERANCE`; a ValueError names a broken record."""
+    size = 1 + SKETCH_SIZE**2
+    try:
+        saved = json.loads(recorded)
+    except json.JSONDecodeError:
+        saved = None
+    well_formed = isinstance(saved, dict) and set(saved) == set(sketches)
+    if not well_formed or not all(
+        isinstance(v, list) and len(v) == size and all(isinstance(x, (int, float)) for x in v)
+        for v in saved.values()
+    ):
+        raise ValueError(
+            f"{path}: adapter metadata {_SKETCH_KEY!r} should map every adapted layer to {size} "
+            "numbers. The file was damaged or edited by hand; write it again with save_adapters "
+            "(a training run's AdapterCheckpoint)."
+        )
+    differing = []
+    for name, (norm, *projections) in sorted(saved.items()):
+        current = sketches[name][1:]
+        squares = sum((a - b) ** 2 for a, b in zip(projections, current, strict=True))
+        distance = (squares / len(current)) ** 0.5 / norm if norm > 0 else float(squares > 0)
+        if distance > BASE_TOLERANCE:
+            differing.append((name, distance))
+    return differing
 
 
 def _mismatches(

@@ -21,7 +21,9 @@ factor (a global step pre-hook, installed with the first lambda factor), so it s
 optimizer actually built: TerraTorch's task-level ``optimizer``, a top-level LightningCLI
 ``optimizer:`` block, or a hand-written loop. Gradients already accumulated at that moment are
 rescaled with it. An optimizer that is not a ``torch.optim.Optimizer`` never reaches the hook:
-call :func:`match_lr_ratio` with it, or its rule stays the scale-invariant one.
+call :func:`match_lr_ratio` with it. If it is not called, the first training forward after such
+an optimizer changed ``P`` warns, naming the optimizer (found through the garbage collector's
+referrers of ``P``) and the ratios that can result.
 
 Weight decay (and ASGD's ``lambd``) acts on ``P`` and is not multiplied by ``lr_ratio``:
 AdamW's decoupled decay and SGD's L2 term both shrink ``F`` by ``lr * wd * F`` per step, as for
@@ -34,6 +36,7 @@ stored (it is set again by the next optimizer).
 
 from __future__ import annotations
 
+import gc
 import warnings
 import weakref
 from typing import Any, Literal
@@ -90,25 +93,69 @@ class LrRatio(nn.Module):
     Attributes:
         ratio: lambda (``lr_ratio``).
         grad_scale: extra factor on ``P``'s gradient, set by :func:`match_lr_ratio` (1 until then).
+        matched: whether an optimizer was matched (:func:`match_lr_ratio`) or the missing match
+            was warned about.
     """
 
     def __init__(self, ratio: float) -> None:
         super().__init__()
         self.ratio = float(ratio)
         self.grad_scale = 1.0
+        self.matched = False
+        # ``P._version`` at the last training forward; forgotten when values are assigned or
+        # loaded (no optimizer step), so only steps between training forwards count.
+        self._version: int | None = None
+        self.register_load_state_dict_pre_hook(_forget_version)
 
     def forward(self, stored: torch.Tensor) -> torch.Tensor:
         if getattr(stored, _OWNER, None) is not self:  # e.g. a deep copy of the model
             setattr(stored, _OWNER, self)
+        if not self.matched and stored.requires_grad and torch.is_grad_enabled():
+            self._check_matched(stored)
         if self.grad_scale != 1.0 and stored.requires_grad:
             stored = _ScaleGrad.apply(stored, self.grad_scale)
         return stored * self.ratio
 
     def right_inverse(self, value: torch.Tensor) -> torch.Tensor:
+        self._version = None
         return value / self.ratio
 
-    def extra_repr(self) -> str:
-        return f"ratio={self.ratio:g}, grad_scale={self.grad_scale:g}"
+    def _check_matched(self, stored: torch.Tensor) -> None:
+        """Warn if ``stored`` changed since the last training forward while an optimizer that is
+        not a ``torch.optim.Optimizer`` (unseen by the step pre-hook) holds it unmatched."""
+        version = stored._version
+        changed = self._version is not None and version != self._version
+        self._version = version
+        if not changed:
+            return
+        # Only an optimizer the pre-hook cannot see is reported: a torch optimizer is matched on
+        # its first step, and a change with no optimizer at all (load_state_dict) is no step.
+        optimizer = _optimizer_holding(stored)
+        if optimizer is None or isinstance(optimizer, torch.optim.Optimizer):
+            return
+        factors = _factors(optimizer)
+        for _, lr_ratio in factors:
+            lr_ratio.matched = True  # one warning per optimizer
+        name = type(optimizer).__name__
+        rule = update_rule(optimizer)
+        known = f" (its registered rule: {rule})" if rule else ""
+        r = self.ratio
+        warnings.warn(
+            f"terratorch_hsi_peft: {name}{known} is not a torch.optim.Optimizer and "
+            f"match_lr_ratio was not called with it, so its {len(factors)} lambda factor(s) "
+            f"(lr_ratio={r:g}) are not matched to it: their learning rate is {r:g} times the "
+            f"others' if {name} behaves like Adam (scale-invariant), {r * r:g} times if like SGD "
+            "(linear), and neither if its step depends on the parameter's size (a relative step, "
+            "as Adafactor's). Right after building the optimizer, call "
+            f"terratorch_hsi_peft.peft.lr.register_update_rule({name}, 'scale_invariant' or "
+            "'linear') and then match_lr_ratio(optimizer).",
+            UserWarning,
+            stacklevel=2,
+        )
+
+
+def _forget_version(lr_ratio: LrRatio, *_: Any) -> None:
+    lr_ratio._version = None
 
 
 def apply_lr_ratio(module: nn.Module, name: str, ratio: float) -> None:
@@ -160,14 +207,11 @@ def match_lr_ratio(optimizer: Any) -> int:
     Returns:
         The number of lambda factors found.
     """
-    factors = [
-        (p, getattr(p, _OWNER))
-        for group in optimizer.param_groups
-        for p in group["params"]
-        if isinstance(getattr(p, _OWNER, None), LrRatio)
-    ]
+    factors = _factors(optimizer)
     if not factors:
         return 0
+    for _, lr_ratio in factors:
+        lr_ratio.matched = True
     rule = update_rule(optimizer)
     if rule is None:
         warnings.warn(
@@ -187,6 +231,42 @@ def match_lr_ratio(optimizer: Any) -> int:
                 p.grad.mul_(new / lr_ratio.grad_scale)
             lr_ratio.grad_scale = new
     return len(factors)
+
+
+def _factors(optimizer: Any) -> list[tuple[torch.Tensor, LrRatio]]:
+    """The stored lambda factors ``optimizer`` steps, with their :class:`LrRatio`."""
+    return [
+        (p, getattr(p, _OWNER))
+        for group in optimizer.param_groups
+        for p in group["params"]
+        if isinstance(getattr(p, _OWNER, None), LrRatio)
+    ]
+
+
+def _optimizer_holding(stored: torch.Tensor, depth: int = 5) -> Any | None:
+    """An object with torch-style ``param_groups`` holding ``stored``, found by walking the
+    garbage collector's referrers up through containers (group list, group dict, param_groups
+    list, instance dict); None if there is none. Slow (a heap scan per level): used only to name
+    the optimizer in a warning."""
+    level: list[Any] = [stored]
+    seen = {id(stored)}
+    for _ in range(depth):
+        found = []
+        for obj in level:
+            for ref in gc.get_referrers(obj):
+                if id(ref) in seen or ref is level or ref is found:
+                    continue
+                seen.add(id(ref))
+                groups = getattr(ref, "param_groups", None)
+                if isinstance(groups, list) and any(
+                    isinstance(g, dict) and any(p is stored for p in g.get("params", ()))
+                    for g in groups
+                ):
+                    return ref
+                if isinstance(ref, (list, dict, tuple)):
+                    found.append(ref)
+        level = found
+    return None
 
 
 def _match_on_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:

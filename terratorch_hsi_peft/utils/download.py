@@ -146,6 +146,7 @@ def download_url(
     timeout: float = 60.0,
     overwrite: bool = False,
     validate: Callable[[Path], None] | None = None,
+    sha256_option: str | None = None,
 ) -> Path:
     """Download ``url`` to ``path`` atomically and verify it.
 
@@ -160,6 +161,8 @@ def download_url(
         validate: called with the downloaded file (still under a temporary name) after the size
             and checksum checks; raising rejects it, e.g. an HTML error page served whole. A file
             already at ``path`` is not validated again.
+        sha256_option: the setting the user gave ``sha256`` in (e.g. ``"backbone_ckpt_sha256"``),
+            named when the digest differs: a mistyped digest is as likely as a damaged file.
 
     Returns:
         The destination path.
@@ -172,7 +175,7 @@ def download_url(
     path = Path(path)
     if path.exists() and not overwrite:
         try:
-            _verify(path, sha256, size, source=str(path))
+            _verify(path, sha256, size)
             return path
         except DownloadError:
             pass  # a stale or damaged copy: fetch it again, replacing it atomically
@@ -194,7 +197,14 @@ def download_url(
                     f"Transfer of {url} was cut short: got {written} of {expected} bytes. "
                     "Nothing was written; run the download again."
                 )
-            _check(written, digest.hexdigest(), sha256, size, source=url)
+            # Both causes are named: downloading again cannot fix a mistyped digest.
+            given = f"the digest given ({sha256_option})" if sha256_option else "the digest"
+            digest_fix = (
+                "Either the file is corrupt (a damaged transfer) or changed upstream: nothing was "
+                f"kept at {path}; run again to download it anew. Or {given} is wrong: compare it "
+                "with the sha256 the publisher gives and correct it."
+            )
+            _check(written, digest.hexdigest(), sha256, size, url, digest_fix)
     except DownloadError:
         raise
     except OSError as err:  # URLError, HTTPError, timeouts, connection resets
@@ -215,13 +225,18 @@ def _validated(validate: Callable[[Path], None], url: str, path: Path, tmp: Path
         ) from err
 
 
-def _verify(path: Path, sha256: str | None, size: int | None, source: str) -> None:
+def _verify(path: Path, sha256: str | None, size: int | None) -> None:
     digest = sha256sum(path) if sha256 else None
-    _check(path.stat().st_size, digest, sha256, size, source)
+    _check(path.stat().st_size, digest, sha256, size, str(path), "Delete it and download again.")
 
 
 def _check(
-    actual_size: int, actual_sha: str | None, sha256: str | None, size: int | None, source: str
+    actual_size: int,
+    actual_sha: str | None,
+    sha256: str | None,
+    size: int | None,
+    source: str,
+    digest_fix: str,
 ) -> None:
     if size is not None and actual_size != size:
         raise DownloadError(
@@ -230,6 +245,5 @@ def _check(
         )
     if sha256 is not None and actual_sha != sha256.lower():
         raise DownloadError(
-            f"{source}: sha256 {actual_sha} does not match the expected {sha256}. The file is "
-            "corrupt or has changed upstream; delete it and download again."
+            f"{source}: sha256 {actual_sha} does not match the expected {sha256}. {digest_fix}"
         )

@@ -279,8 +279,15 @@ def test_a_known_sha256_is_checked(server, tmp_path, monkeypatch, official_sd):
     write_official(folder / "model.pth", official_sd)
     digest = sha256sum(folder / "model.pth")
     url = f"{base}/model.pth"
-    with pytest.raises(DownloadError, match=f"does not match the expected {'f' * 64}"):
+    # a mistyped digest: the message shows both digests and names both causes, with their fixes
+    with pytest.raises(DownloadError) as err:
         spectralgpt_vit_base(**TINY, img_size=32, ckpt_path=url, ckpt_sha256="f" * 64)
+    message = str(err.value)
+    assert f"sha256 {digest} does not match the expected {'f' * 64}" in message
+    assert "corrupt (a damaged transfer) or changed upstream" in message
+    assert f"nothing was kept at {cached_path(url)}; run again to download it anew" in message
+    assert "the digest given (backbone_ckpt_sha256 / ckpt_sha256) is wrong" in message
+    assert "compare it with the sha256 the publisher gives and correct it" in message
     assert not cached_path(url).exists()
     model = spectralgpt_vit_base(**TINY, img_size=32, ckpt_path=url, ckpt_sha256=digest)
     assert model.load_report.sha256 == digest

@@ -115,10 +115,15 @@ def test_scenes_of_three_sensors_mix_through_pca_and_sentinel2(shared_data):
 
 
 def test_native_bands_of_different_sensors_are_refused_with_the_fix(shared_data):
-    scenes = [indian_pines(shared_data), {**SAMSON, "root": str(shared_data)}]
+    """Each scene is named with its own band count (not sorted counts beside unsorted names)."""
+    root = str(shared_data)
+    scenes = [indian_pines(shared_data), {**SAMSON, "root": root}, {**JASPER, "root": root}]
     dm = HyperspectralPretrainDataModule(scenes, band_route="standardize")
-    with pytest.raises(ValueError, match=r"\[156, 200\] bands.*sentinel2.*pca"):
+    each = r"\('indian_pines': 200, 'samson': 156, 'jasper': 198\)"
+    with pytest.raises(ValueError, match=rf"band counts on the 'standardize' route {each}"):
         dm.num_bands  # noqa: B018
+    with pytest.raises(ValueError, match=rf"{each}.*sentinel2.*pca"):
+        dm.routes  # noqa: B018 - the fitted routes are checked the same way
 
 
 def test_routes_travel_in_the_checkpoint_state(shared_data):

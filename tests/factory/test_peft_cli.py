@@ -461,6 +461,72 @@ def test_a_fresh_terratorch_process_finds_the_plugin_from_the_yaml(
     assert list(tmp_path.rglob("adapters.safetensors"))
 
 
+def test_bf16_true_adapters_load_into_float32_and_check_base_comes_from_yaml(
+    tmp_path, prithvi_args, prithvi_peft
+):
+    # issue 31 item 1: adapters trained with precision: bf16-true could never be loaded back
+    # (the base fingerprint was taken on rounded weights); check_base was Python-only
+    config = to_peft(stock_config(tmp_path / "fit", prithvi_args), prithvi_peft)
+    config["trainer"].update(limit_val_batches=0, enable_checkpointing=False)
+    config["trainer"]["precision"] = "bf16-true"
+    fit(config, tmp_path / "fit.yaml")
+    adapters = tmp_path / "fit" / "adapters.safetensors"
+    with safe_open(adapters, framework="pt") as f:
+        assert f.get_tensor(f.keys()[0]).dtype == torch.bfloat16  # written from the bf16 model
+    reload = copy.deepcopy(config)
+    reload["model"]["init_args"]["model_args"]["peft_config"]["adapter_path"] = str(adapters)
+    reload["trainer"]["callbacks"] = []
+    for precision in ("32-true", "bf16-true"):  # the same base in float32, and in bfloat16
+        reload["trainer"]["precision"] = precision
+        (tmp_path / "test.yaml").write_text(yaml.safe_dump(reload))
+        cli = build_lightning_cli(["test", "--config", str(tmp_path / "test.yaml")])
+        assert cli.trainer.state.finished
+    reload["seed_everything"] = 1  # another random base: refused, unless check_base: false
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(reload))
+    with pytest.raises(ValueError, match=r"peft_config: \{check_base: false\} in YAML"):
+        build_lightning_cli(["test", "--config", str(tmp_path / "test.yaml")])
+    reload["model"]["init_args"]["model_args"]["peft_config"]["check_base"] = False
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(reload))
+    cli = build_lightning_cli(["test", "--config", str(tmp_path / "test.yaml")])
+    assert cli.trainer.state.finished
+
+
+def test_a_run_resumed_under_another_seed_records_the_origin_of_its_weights(
+    tmp_path, prithvi_args, prithvi_peft
+):
+    # issue 31 item 2: resuming under another seed_everything recorded the new seed as the
+    # base's origin, although the weights are restored from the checkpoint (seed 0)
+    config = to_peft(stock_config(tmp_path, prithvi_args), prithvi_peft)
+    config["data"] = {"class_path": class_path(FixedSegmentationData)}
+    config["trainer"].update(max_steps=-1, max_epochs=1, limit_val_batches=0)
+    checkpoint = {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True},
+    }
+    config["trainer"]["callbacks"].append(checkpoint)
+    fit(config, tmp_path / "first.yaml")
+    adapters = tmp_path / "ckpt" / "adapters.safetensors"
+    origin = "prithvi_eo_tiny, random init, seed 0"
+    with safe_open(adapters, framework="pt") as f:
+        assert f.metadata()["base_weights_origin"] == origin
+    resumed = {**copy.deepcopy(config), "seed_everything": 1}
+    resumed["trainer"]["max_epochs"] = 2
+    last = str(tmp_path / "ckpt" / "last.ckpt")
+    cli = fit(resumed, tmp_path / "resumed.yaml", "--ckpt_path", last)
+    assert cli.trainer.current_epoch == 2  # it did resume and train on
+    assert cli.model.model.weights_origin == origin
+    with safe_open(adapters, framework="pt") as f:
+        assert f.metadata()["base_weights_origin"] == origin
+    # and the file loads onto the base it names (seed 0), not the one the resume was built with
+    reload = copy.deepcopy(config)
+    reload["model"]["init_args"]["model_args"]["peft_config"]["adapter_path"] = str(adapters)
+    reload["trainer"]["callbacks"] = []
+    reload["data"] = stock_config(tmp_path, prithvi_args)["data"]  # one with a test split
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(reload))
+    cli = build_lightning_cli(["test", "--config", str(tmp_path / "test.yaml")])
+    assert cli.trainer.state.finished
+
+
 def test_adapter_path_onto_another_random_base_is_refused_on_the_cli(
     tmp_path, prithvi_args, prithvi_peft
 ):

@@ -153,6 +153,16 @@ def test_learned_group_fusion_of_spectralgpt_stays_trainable(spectralgpt_args):
             ValueError,
             "is not a file",
         ),
+        (
+            {"method": "KRONA", "check_base": "no"},
+            TypeError,
+            "check_base must be true or false, got 'no'",
+        ),
+        (
+            {"method": "KRONA", "check_base": False},
+            ValueError,
+            "check_base: false only applies to an adapter_path",
+        ),
     ],
 )
 def test_bad_peft_config_is_a_clear_error(prithvi_args, peft_config, error, message):
@@ -290,6 +300,39 @@ def test_adapter_file_of_another_random_base_is_refused(
     same = seeded(0, adapter_path=str(path)).eval()
     x = torch.randn(2, 6, 16, 16)
     assert torch.equal(same(x).output, trained.eval()(x).output)
+
+
+def test_the_spectralgpt_origin_travels_with_the_weights(
+    tmp_path, monkeypatch, spectralgpt_args, prithvi_peft
+):
+    # issue 31 item 2: weights restored from a checkpoint (seed 0) into a model built under
+    # another seed kept the new seed as their origin
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)  # restored after the test
+    config = {**prithvi_peft, "method": "KRONA_PLUS", "replace_qkv": None}
+    config["peft_config_kwargs"] = {"target_modules": ["attn.q", "attn.v"]}
+    factory = PEFTEncoderDecoderFactory()
+
+    def seeded(seed: int, **extra):
+        pl.seed_everything(seed)
+        return factory.build_model(
+            "segmentation", peft_config={**config, **extra}, **spectralgpt_args
+        )
+
+    trained = seeded(0)
+    torch.save({"state_dict": trained.state_dict()}, tmp_path / "run.ckpt")
+    resumed = seeded(1)
+    assert resumed.encoder.weights_origin == "random init, seed 1"
+    state = torch.load(tmp_path / "run.ckpt", weights_only=True)["state_dict"]
+    resumed.load_state_dict(state)
+    assert resumed.encoder.weights_origin == "random init, seed 0"
+    path = save_adapter_file(resumed, tmp_path / "adapters.safetensors")
+    with safe_open(path, framework="pt") as f:
+        assert f.metadata()["base_weights_origin"] == "random init, seed 0"
+    seeded(0, adapter_path=str(path))  # the base it names: loads
+    # a plain state dict (no per-module metadata, e.g. an older checkpoint) keeps the origin
+    fresh = seeded(1)
+    fresh.load_state_dict(dict(state))
+    assert fresh.encoder.weights_origin == "random init, seed 1"
 
 
 def test_merged_forward_equals_unmerged(prithvi_args, prithvi_peft):

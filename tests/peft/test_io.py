@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ from terratorch_hsi_peft.peft import (
     save_adapters,
     unmerge_adapters,
 )
-from terratorch_hsi_peft.peft.io import base_fingerprint
+from terratorch_hsi_peft.peft.io import base_fingerprint, base_sketch, carry_origin
 
 
 class ViTWithHead(nn.Module):
@@ -185,11 +186,13 @@ def test_adapters_refuse_other_base_weights_and_load_on_the_same(tmp_path):
 
 def test_the_base_fingerprint_survives_merging_and_is_dtype_independent(tmp_path):
     source = tuned_model("KRONA", seed=1)
-    fingerprint = base_fingerprint(source)
+    fingerprint, sketch = base_fingerprint(source), base_sketch(source)
     merge_adapters(source)
     assert base_fingerprint(source) == fingerprint
+    assert base_sketch(source) == sketch
     unmerge_adapters(source)  # weights back only up to rounding: the record is kept
     assert base_fingerprint(source) == fingerprint
+    assert base_sketch(source) == sketch
     path = save_adapters(source, tmp_path / "a.safetensors")
     with safe_open(path, framework="pt") as f:
         assert f.metadata()["base_weights_sha256"] == fingerprint
@@ -207,6 +210,97 @@ def test_the_base_fingerprint_survives_merging_and_is_dtype_independent(tmp_path
     other = other_base_model("KRONA", base_seed=1)
     source.load_state_dict(other.state_dict())
     assert base_fingerprint(source) == base_fingerprint(other) != fingerprint
+    assert base_sketch(source) == base_sketch(other) != sketch
+
+
+HALF = [torch.bfloat16, torch.float16]
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_the_same_base_in_another_precision_loads_and_another_base_is_refused(dtype, tmp_path):
+    """Issue 31: adapters saved from a bfloat16/float16 model (precision: bf16-true) were refused
+    by the same base in float32, and the other way round; the base check is precision-free."""
+    x = torch.randn(2, 7, 48)
+    source = tuned_model("LORA", seed=1)
+    in_float32 = save_adapters(source, tmp_path / "float32.safetensors", include=["head"])
+    half = save_adapters(
+        tuned_model("LORA", seed=1).to(dtype), tmp_path / "half.safetensors", include=["head"]
+    )
+    # saved in half precision, loaded into the float32 base: the half-precision factors
+    loaded = other_base_model("LORA", base_seed=0)
+    load_adapters(loaded, half)
+    torch.testing.assert_close(loaded(x), source(x), rtol=0.02, atol=0.02)  # rounded factors
+    # saved in float32, loaded into a half-precision copy of the base
+    load_adapters(other_base_model("LORA", base_seed=0).to(dtype), in_float32)
+    # across half precisions: a bfloat16 file into a float16 base and the other way round
+    other_dtype = HALF[1 - HALF.index(dtype)]
+    load_adapters(other_base_model("LORA", base_seed=0).to(other_dtype), half)
+    # another base is refused in every precision, naming the layers and the YAML escape
+    for path, target_dtype in ((in_float32, dtype), (half, torch.float32), (half, dtype)):
+        other = other_base_model("LORA", base_seed=1).to(target_dtype)
+        with pytest.raises(ValueError) as caught:
+            load_adapters(other, path)
+        message = str(caught.value)
+        assert f"{path} was trained on other base weights" in message
+        assert "4 adapted layer(s) differ by more than 1% of their norm" in message
+        assert re.search(r"backbone\.blocks\.0\.attn\.q by \d+\.\d%", message)
+        assert "check_base=False in Python, peft_config: {check_base: false} in YAML" in message
+        load_adapters(other, path, check_base=False)
+
+
+def test_the_refusal_tells_the_expected_from_the_found_base(tmp_path):
+    """Issue 31: the refusal named the same origin twice; when the recorded origins agree, it
+    says the model's weights were changed after they were built."""
+    source = tuned_model("LORA", seed=1)
+    carry_origin(source, "random init, seed 0")
+    path = save_adapters(source, tmp_path / "a.safetensors")
+    changed = other_base_model("LORA", base_seed=1)
+    carry_origin(changed, "random init, seed 0")
+    with pytest.raises(ValueError) as caught:
+        load_adapters(changed, path)
+    message = str(caught.value)
+    assert "the file expects random init, seed 0 (fingerprint " in message
+    assert "this model has random init, seed 0 (fingerprint " in message
+    fingerprints = re.findall(r"fingerprint ([0-9a-f]{16})", message)
+    assert fingerprints == [base_fingerprint(source)[:16], base_fingerprint(changed)[:16]]
+    assert (
+        "Both name the origin 'random init, seed 0': this model's base weights were changed "
+        "after they were built" in message
+    )
+    other = other_base_model("LORA", base_seed=1)
+    carry_origin(other, "random init, seed 1")
+    with pytest.raises(ValueError, match="this model has random init, seed 1") as caught:
+        load_adapters(other, path)
+    assert "Both name" not in str(caught.value)
+
+
+def test_a_file_with_only_the_exact_fingerprint_is_checked_exactly(tmp_path):
+    """Files of the previous version record only base_weights_sha256: still checked, and a
+    refusal in another precision says why and how to record the precision-free form."""
+    source = tuned_model("LORA", seed=1)
+    path = save_adapters(source, tmp_path / "a.safetensors")
+
+    def previous(meta):
+        return {k: v for k, v in meta.items() if k != "base_weights_sketch"}
+
+    older = rewrite(path, tmp_path, "older.safetensors", metadata=previous)
+    load_adapters(other_base_model("LORA", base_seed=0), older)
+    with pytest.raises(ValueError, match=r"records only the exact weights.*save the adapters"):
+        load_adapters(other_base_model("LORA", base_seed=0).bfloat16(), older)
+    with pytest.raises(ValueError, match="other base weights"):
+        load_adapters(other_base_model("LORA", base_seed=1), older)
+
+
+@pytest.mark.parametrize(
+    "sketch", ["[1, 2]", "{not json", json.dumps({"backbone.blocks.0.attn.q": [1.0] * 17})]
+)
+def test_a_broken_base_sketch_is_named(sketch, tmp_path):
+    path = save_adapters(tuned_model("LORA", seed=1), tmp_path / "a.safetensors")
+    broken = rewrite(
+        path, tmp_path, "b.safetensors", metadata=lambda m: {**m, "base_weights_sketch": sketch}
+    )
+    with pytest.raises(ValueError, match=r"'base_weights_sketch' should map every adapted layer"):
+        load_adapters(other_base_model("LORA", base_seed=0), broken)
 
 
 def test_a_file_without_a_base_record_loads_with_a_warning(tmp_path):

@@ -259,3 +259,97 @@ def test_an_unknown_optimizer_warns_until_its_rule_is_registered(toy_vit, monkey
 
 def lr_ratios(model) -> list[LrRatio]:
     return [m for m in model.modules() if isinstance(m, LrRatio)]
+
+
+class DuckSGD:
+    """An optimizer with torch-style ``param_groups`` that is not a ``torch.optim.Optimizer``, so
+    torch's step pre-hooks (which match the lambda factors) never run for it."""
+
+    def __init__(self, params, lr: float) -> None:
+        self.param_groups = [{"params": list(params), "lr": lr}]
+
+    def zero_grad(self) -> None:
+        for p in self.param_groups[0]["params"]:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for p in self.param_groups[0]["params"]:
+            if p.grad is not None:
+                p.add_(p.grad, alpha=-self.param_groups[0]["lr"])
+
+
+def duck_step(toy_vit, method, state, match=False):
+    """(model, optimizer, effective factor moves) after one DuckSGD step from ``state``."""
+    kwargs = {"lr_ratio": LAMBDA} if method == "LORA_PLUS" else {}
+    model = apply_peft(toy_vit(), peft_config(method, **kwargs))
+    with torch.no_grad():
+        for (name, f), value in state.items():
+            layer = adapter_layers(model)[name]
+            if parametrize.is_parametrized(layer, f):
+                setattr(layer, f, value)  # stores value / lambda
+            else:
+                getattr(layer, f).copy_(value)
+    opt = DuckSGD([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    if match:
+        assert match_lr_ratio(opt) == 4
+    with torch.no_grad():  # reading the factors is no training forward
+        before = factors(model)
+    x = torch.randn(4, 7, 48, generator=torch.Generator().manual_seed(5))
+    model(x).pow(2).sum().backward()
+    opt.step()
+    opt.zero_grad()
+    with torch.no_grad():
+        moved = {key: value - before[key] for key, value in factors(model).items()}
+    return model, opt, moved
+
+
+def test_a_duck_typed_optimizer_warns_with_the_ratio_and_the_fix(toy_vit, monkeypatch):
+    """Issue 31: an optimizer outside torch.optim.Optimizer trained lambda at another ratio,
+    silently. Measured: lambda squared (256 for 16) under SGD's rule; the warning says so, names
+    the class and the fix, and the fix gives exactly lambda (16)."""
+    monkeypatch.setattr(lr_module, "_RULES", dict(lr_module._RULES))  # undone after the test
+    state = random_state(toy_vit, "LORA")
+    _, _, plain = duck_step(toy_vit, "LORA", state)
+    model, _, unmatched = duck_step(toy_vit, "LORA_PLUS", state)
+    for key, step in plain.items():
+        boost = LAMBDA**2 if key[1] == "lora_B" else 1.0
+        torch.testing.assert_close(unmatched[key], boost * step, rtol=1e-4, atol=1e-7)
+    with pytest.warns(UserWarning) as caught:
+        model(torch.randn(2, 7, 48))  # the next training forward sees the unmatched step
+    (message,) = [str(w.message) for w in caught]
+    assert "DuckSGD is not a torch.optim.Optimizer" in message
+    assert "4 lambda factor(s) (lr_ratio=16)" in message
+    assert "16 times the others' if DuckSGD behaves like Adam" in message
+    assert "256 times if like SGD" in message
+    assert "register_update_rule(DuckSGD, 'scale_invariant' or 'linear')" in message
+    assert "match_lr_ratio(optimizer)" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(torch.randn(2, 7, 48))  # once per optimizer
+
+    register_update_rule(DuckSGD, "linear")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model, _, matched = duck_step(toy_vit, "LORA_PLUS", state, match=True)
+        model(torch.randn(2, 7, 48))
+    for key, step in plain.items():
+        boost = LAMBDA if key[1] == "lora_B" else 1.0
+        torch.testing.assert_close(matched[key], boost * step, rtol=1e-4, atol=1e-7)
+
+
+def test_no_warning_without_an_optimizer_or_before_a_torch_optimizer_steps(toy_vit):
+    """Loading other values between training forwards is no unmatched step."""
+    model = apply_peft(toy_vit(), peft_config("LORA_PLUS", lr_ratio=LAMBDA))
+    x = torch.randn(2, 7, 48)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(x)
+        randomise_adapters(model)  # changes the stored tensors, no optimizer exists
+        model(x)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        randomise_adapters(model)
+        model(x).sum().backward()  # a torch optimizer holds them, matched on its first step
+        opt.step()
+        model(x)
+    assert {lr.grad_scale for lr in lr_ratios(model)} == {1 / LAMBDA}
