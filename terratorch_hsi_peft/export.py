@@ -177,16 +177,14 @@ def _check_paths(checkpoint: Path, output: Path, overwrite: bool) -> None:
             f"The output {output} is a folder. Give the merged checkpoint's file name, for "
             f"example {output / 'merged.ckpt'}."
         )
-    if output.exists() or output.is_symlink():
-        # samefile sees links and other spellings of the same file; resolve() a dangling link.
-        same = output.exists() and os.path.samefile(checkpoint, output)
-        if same or output.resolve() == checkpoint.resolve():
-            raise ExportError(
-                f"The output {output} is the run's checkpoint {checkpoint}: writing it would "
-                "replace the run (its adapters and optimizer state). Give another output file."
-            )
-        if not overwrite:
-            raise ExportError(_exists_message(output))
+    # samefile: the same file under another spelling, through a symbolic or a hard link.
+    if output.exists() and os.path.samefile(checkpoint, output):
+        raise ExportError(
+            f"The output {output} is the run's checkpoint {checkpoint}: writing it would "
+            "replace the run (its adapters and optimizer state). Give another output file."
+        )
+    if (output.exists() or output.is_symlink()) and not overwrite:
+        raise ExportError(_exists_message(output))
 
 
 def _exists_message(output: Path) -> str:
