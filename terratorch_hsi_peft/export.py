@@ -204,6 +204,11 @@ def _read_checkpoint(checkpoint: Path) -> dict[str, Any]:
         raise ExportError(f"Cannot read checkpoint {checkpoint}: the file is empty. {fix}")
     try:
         source = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except OSError as err:  # the file itself cannot be opened or read (permissions, I/O)
+        raise ExportError(
+            f"Cannot read checkpoint {checkpoint}: {err.strerror or err}. Give a .ckpt you can "
+            "read."
+        ) from None
     except Exception as err:  # torch.load raises many types for damaged or foreign files
         raise ExportError(
             f"Cannot read checkpoint {checkpoint}: {_read_failure(checkpoint, err).reason}. {fix}"

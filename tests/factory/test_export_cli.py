@@ -8,6 +8,7 @@ checks, so files made here stand in for runs; ``test_peft_cli.py`` exports real 
 from __future__ import annotations
 
 import copy
+import errno
 import os
 import subprocess
 import sys
@@ -148,6 +149,20 @@ def test_a_bad_input_is_named_with_the_fix(tmp_path, capsys, make, expected):
     if "Cannot read" in expected:
         assert "Give the .ckpt that `terratorch fit` wrote for the run" in err
         assert "weights_only=False" not in err  # never the advice to unpickle anything
+
+
+def test_an_input_that_cannot_be_opened_is_named(tmp_path, capsys, monkeypatch):
+    """A checkpoint the user may not read. Root (as these tests may run) reads any file, so
+    torch.load fails here as it does for another user: PermissionError."""
+    run = fake_run(tmp_path / "run.ckpt")
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(run))
+
+    monkeypatch.setattr(torch, "load", refused)
+    err = export(capsys, run, tmp_path / "merged.ckpt")
+    assert f"Cannot read checkpoint {run}: Permission denied. Give a .ckpt you can read." in err
+    assert_nothing_written(tmp_path, {"run.ckpt"})
 
 
 def test_a_run_with_a_spectral_path_is_refused_up_front(tmp_path, capsys):
