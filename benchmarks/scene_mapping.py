@@ -8,9 +8,7 @@ model, and the predicted classes pasted into the (H, W) class map.
   ``ClassificationTask`` model, one forward sample per pixel;
 - segmentation: ``tile_size`` tiles every ``tile_size // 2`` pixels (each pixel taken from the
   tile whose centre is nearest), ``SemanticSegmentationTask`` model with a UNet decoder and
-  the per-pixel spectral path (the accuracy grid's segmentation model). Its datamodule cuts
-  the tile batches into memory it reuses once a batch is dropped (``BatchBuffers``);
-  ``--new-memory-row`` adds a row that cuts every batch into new memory, as before.
+  the per-pixel spectral path (the accuracy grid's segmentation model).
 
 Both use the same SpectralGPT encoder size (the accuracy benchmark's, random init: speed does
 not depend on the weights). Each formulation is timed at the batch size that maps fastest on
@@ -53,7 +51,6 @@ from hsi_models import (
 from results_md import update_markdown_section
 
 from terratorch_hsi_peft.datamodules import (
-    BatchBuffers,
     HyperspectralPatchDataModule,
     HyperspectralSceneDataModule,
 )
@@ -61,8 +58,6 @@ from terratorch_hsi_peft.datasets import IndianPines
 from terratorch_hsi_peft.utils import atomic_write
 
 CLASSIFICATION = "classification"
-#: Label of the segmentation row whose tile batches are cut into new memory every time.
-NEW_MEMORY = "segmentation, new memory per batch"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -104,12 +99,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         help="more segmentation rows, with predict tiles every this many pixels (the default "
         "row uses the datamodule's default, tile_size // 2)",
-    )
-    parser.add_argument(
-        "--new-memory-row",
-        action="store_true",
-        help=f"one more segmentation row, {NEW_MEMORY!r}: every tile batch cut into new memory "
-        "(BatchBuffers(size=0)) instead of the datamodule's reused buffers",
     )
     parser.add_argument("--warmup", type=int, default=1, help="untimed maps per formulation")
     parser.add_argument("--repeats", type=int, default=5, help="timed maps per formulation")
@@ -213,8 +202,6 @@ def routes(geometry: Geometry, args: argparse.Namespace) -> dict[str, tuple[str,
         CLASSIFICATION: (CLASSIFICATION, None),
         "segmentation": ("segmentation", None),
     }
-    if args.new_memory_row:
-        rows[NEW_MEMORY] = ("segmentation", None)
     for stride in args.extra_inference_strides:
         if stride != geometry.tile_size // 2:
             rows[f"segmentation, stride {stride}"] = ("segmentation", stride)
@@ -288,9 +275,6 @@ def time_formulations(
         )
         for label, (formulation, stride) in routes(geometry, args).items()
     }
-    if NEW_MEMORY in prepared:
-        _, _, datamodule = prepared[NEW_MEMORY]
-        datamodule.batch_buffers = BatchBuffers(size=0)
     seconds: dict[str, list[float]] = {label: [] for label in prepared}
     for index in range(args.warmup + args.repeats):
         for label, (formulation, task, datamodule) in prepared.items():
@@ -359,12 +343,7 @@ def speedup_sentences(ratios: dict[str, list[float]], results: list[dict[str, An
     sentences = [f"The segmentation formulation maps the scene {speedup_line(default)} faster"]
     for label, values in ratios.items():
         if label != "segmentation":
-            setting = (
-                "with every tile batch in new memory"
-                if label == NEW_MEMORY
-                else f"with tiles every {strides[label]} pixels"
-            )
-            sentences.append(f"{setting}, {speedup_line(values)}")
+            sentences.append(f"with tiles every {strides[label]} pixels, {speedup_line(values)}")
     return "; ".join(sentences) + "."
 
 

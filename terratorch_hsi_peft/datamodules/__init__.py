@@ -12,11 +12,9 @@ from terratorch_hsi_peft.datamodules.scene import (
     SceneTileDataset,
     tile_grid,
 )
-from terratorch_hsi_peft.datamodules.windows import BatchBuffers
 
 __all__ = [
     "IGNORE_INDEX",
-    "BatchBuffers",
     "HyperspectralDataModule",
     "HyperspectralPatchDataModule",
     "HyperspectralPretrainDataModule",

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from terratorch_hsi_peft.datamodules.base import IGNORE_INDEX, HyperspectralDataModule
-from terratorch_hsi_peft.datamodules.windows import BatchBuffers, gather_windows, pixel_major
+from terratorch_hsi_peft.datamodules.windows import gather_windows, pixel_major
 
 __all__ = ["HyperspectralSceneDataModule", "SceneTileDataset", "tile_grid"]
 
@@ -49,8 +49,6 @@ class SceneTileDataset(torch.utils.data.Dataset):
             col_hi. Masks are ``IGNORE_INDEX`` outside it; predictions are pasted from it.
         targets: (H, W) class indices with ``IGNORE_INDEX`` for pixels outside the subset, or
             ``None`` (prediction).
-        buffers: memory to cut the image batches into (the datamodule's, so that it outlives
-            one dataloader); default: the dataset's own.
     """
 
     def __init__(
@@ -61,7 +59,6 @@ class SceneTileDataset(torch.utils.data.Dataset):
         lefts: np.ndarray,
         own: np.ndarray,
         targets: torch.Tensor | None = None,
-        buffers: BatchBuffers | None = None,
     ) -> None:
         self.cube = cube
         self.tile_size = tile_size
@@ -70,7 +67,6 @@ class SceneTileDataset(torch.utils.data.Dataset):
         self.own = torch.as_tensor(own, dtype=torch.int64).reshape(-1, 4)
         self.targets = targets
         self._offsets = torch.arange(tile_size)
-        self._buffers = buffers if buffers is not None else BatchBuffers()
 
     def __len__(self) -> int:
         return len(self.tops)
@@ -80,10 +76,9 @@ class SceneTileDataset(torch.utils.data.Dataset):
         idx = torch.as_tensor(indices, dtype=torch.int64)
         rows = self.tops[idx][:, None] + self._offsets
         cols = self.lefts[idx][:, None] + self._offsets
-        out = self._buffers.take(
-            (rows.numel() * self.tile_size, self.cube.shape[0]), self.cube.dtype
-        )
-        batch = {"image": gather_windows(self.cube, rows, cols, out=out)}
+        # Every batch in new memory: a consumer may keep it, expose its storage or share it
+        # with another process, so no batch's memory is ever handed out again.
+        batch = {"image": gather_windows(self.cube, rows, cols)}
         if self.targets is not None:
             own = self.own[idx]
             in_rows = (self._offsets >= own[:, :1]) & (self._offsets < own[:, 1:2])
@@ -193,11 +188,6 @@ class HyperspectralSceneDataModule(HyperspectralDataModule):
         self.hide_held_out = hide_held_out
         self._tiled: dict[str, torch.Tensor] = {}
         self._tiled_source: torch.Tensor | None = None
-        #: Memory the tile batches are cut into (:class:`~.windows.BatchBuffers`), shared by the
-        #: stages' datasets and kept across dataloaders (each predict call builds one), so that
-        #: repeated maps and epochs reuse memory already paged in; ``BatchBuffers(size=0)`` cuts
-        #: every batch into new memory.
-        self.batch_buffers = BatchBuffers()
 
     def _check_ignore_index(self, ignore_index: Any) -> None:
         if ignore_index != IGNORE_INDEX:
@@ -285,6 +275,4 @@ class HyperspectralSceneDataModule(HyperspectralDataModule):
             wanted[top + r0 : top + r1, left + c0 : left + c1].any()
             for top, left, (r0, r1, c0, c1) in zip(tops, lefts, own, strict=True)
         ]
-        return SceneTileDataset(
-            cube, t, tops[keep], lefts[keep], own[keep], targets, buffers=self.batch_buffers
-        )
+        return SceneTileDataset(cube, t, tops[keep], lefts[keep], own[keep], targets)

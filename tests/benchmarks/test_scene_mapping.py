@@ -13,8 +13,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "benchmarks" / "scene_mapping.py"
 ROW = re.compile(
-    r"^\| (classification|segmentation|segmentation, stride 32|"
-    r"segmentation, new memory per batch) \| ([\d,]+) \| "
+    r"^\| (classification|segmentation|segmentation, stride 32) \| ([\d,]+) \| "
     r"(\d+)x(\d+)x(\d+) \| (\d+\.\d+) \| "
     r"([\d,]+) \(([\d,]+)-([\d,]+)\) \|$"
 )
@@ -44,7 +43,6 @@ def test_quick_run_times_both_formulations_over_the_whole_scene(shared_data, tmp
             str(json_path),
             "--extra-inference-strides",
             "32",
-            "--new-memory-row",
             "--batch-sizes",
             "256",
             "512",
@@ -61,18 +59,10 @@ def test_quick_run_times_both_formulations_over_the_whole_scene(shared_data, tmp
 
     rows = [ROW.match(line) for line in result.stdout.splitlines() if line.startswith("| c")]
     rows += [ROW.match(line) for line in result.stdout.splitlines() if line.startswith("| s")]
-    labels = [
-        "classification",
-        "segmentation",
-        "segmentation, new memory per batch",
-        "segmentation, stride 32",
-    ]
+    labels = ["classification", "segmentation", "segmentation, stride 32"]
     assert [m.group(1) for m in rows if m] == labels, result.stdout
     payload = {r["formulation"]: r for r in json.loads(json_path.read_text())["results"]}
-    classification, segmentation, new_memory, no_overlap = rows
-    # Cutting each batch into new memory changes the time, not the work.
-    assert new_memory.group(2) == segmentation.group(2)
-    assert payload["segmentation, new memory per batch"]["inference_stride"] == 16
+    classification, segmentation, no_overlap = rows
     # One forward sample per pixel; far fewer tiles, each 32x32 with stride 16.
     assert number(classification.group(2)) == 145 * 145
     assert payload["classification"]["forward_samples"] == 145 * 145
@@ -97,11 +87,10 @@ def test_quick_run_times_both_formulations_over_the_whole_scene(shared_data, tmp
     # Each speed-up pairs the maps of one round (--quick: one timed round).
     speedups = json.loads(json_path.read_text())["speedup_per_round"]
     seconds = {name: payload[name]["seconds"][0] for name in payload}
-    for label in labels[1:]:
+    for label in ("segmentation", "segmentation, stride 32"):
         ratio = seconds["classification"] / seconds[label]
         assert speedups[label] == pytest.approx([ratio])
         assert f"{ratio:.1f}x (median of 1 round; {ratio:.1f}-{ratio:.1f}x)" in result.stdout
-    assert "with every tile batch in new memory, " in result.stdout
     ratio = seconds["classification"] / seconds["segmentation"]
 
     text = results_md.read_text()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import warnings
+
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 from terratorch_hsi_peft.datamodules import (
     IGNORE_INDEX,
@@ -114,26 +118,78 @@ def _expected_tiles(dataset: SceneTileDataset, indices: list[int]) -> torch.Tens
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_batches_held_together_keep_their_tiles_and_maps_reuse_their_memory(num_workers):
-    """Batches are cut into memory the datamodule reuses (BatchBuffers), never into a batch a
-    consumer still holds; worker processes cut theirs into new memory."""
+def test_batches_held_together_keep_their_tiles(num_workers):
+    """Every batch a map hands out keeps its tiles while the loader cuts the next ones, also
+    from DataLoader worker processes."""
     dm = _module(_scene(), batch_size=3, num_workers=num_workers)
-    first = list(dm.predict_dataloader())  # every batch held at once
+    held = list(dm.predict_dataloader())  # every batch held at once
     dataset = dm.predict_dataset
-    assert len(first) >= 4
-    for index, batch in enumerate(first):
+    assert len(held) >= 4
+    for index, batch in enumerate(held):
         indices = list(range(3 * index, min(3 * index + 3, len(dataset))))
         assert torch.equal(batch["image"], _expected_tiles(dataset, indices))
-    pointers = {batch["image"].data_ptr() for batch in first}
-    assert len(pointers) == len(first)
-    del first, batch
-    if num_workers == 0:
-        # A second map (a new predict dataloader) reuses the memory the first one let go.
-        second = [batch["image"].data_ptr() for batch in dm.predict_dataloader()]
-        assert pointers & set(second)
-        # Within one map too: a loop that drops its batches cuts them into two blocks (the one
-        # it holds, the next) and one for the short last batch.
-        assert len(set(second)) <= 3 < len(second)
+    # A second map of the same datamodule leaves the first one's batches alone.
+    list(dm.predict_dataloader())
+    for index, batch in enumerate(held):
+        indices = list(range(3 * index, min(3 * index + 3, len(dataset))))
+        assert torch.equal(batch["image"], _expected_tiles(dataset, indices))
+
+
+@pytest.mark.parametrize("take", ["untyped_storage", "storage"])
+def test_a_storage_a_consumer_took_is_never_overwritten(take):
+    """A consumer that keeps only a batch's storage (``untyped_storage()`` / ``storage()``, no
+    tensor) still reads the tiles it was given after later batches are cut (issue 31: a reused
+    buffer read 2.0 where 1.0 was written)."""
+    dm = _module(_scene(), batch_size=3)
+    kept = []
+    with warnings.catch_warnings():  # TypedStorage is deprecated; consumers still call it
+        warnings.simplefilter("ignore", UserWarning)
+        for batch in dm.predict_dataloader():
+            image = batch["image"]
+            kept.append((getattr(image, take)(), image.size(), image.stride(), image.clone()))
+            del batch, image  # only the storage is left
+        list(dm.predict_dataloader())  # and another map
+        assert len(kept) >= 4
+        for storage, size, stride, expected in kept:
+            again = torch.empty(0, dtype=expected.dtype).set_(storage, 0, size, stride)
+            assert torch.equal(again, expected)
+
+
+def _hold_until_done(received: mp.Queue, acks: mp.Queue, digests: mp.Queue) -> None:
+    """A consumer process: hold every batch it is sent, then report each one's bytes."""
+    held = []
+    while (image := received.get()) is not None:
+        held.append(image)
+        acks.put(len(held))
+    digests.put([hashlib.sha256(image.numpy().tobytes()).hexdigest() for image in held])
+
+
+def test_batches_sent_to_another_process_are_never_overwritten():
+    """Batches moved to shared memory and sent through a ``torch.multiprocessing`` queue keep
+    their tiles in the receiving process while the loader cuts the next ones (issue 31: 18 of
+    21 sent batches changed)."""
+    context = mp.get_context("fork")
+    received, acks, digests = context.Queue(), context.Queue(), context.Queue()
+    consumer = context.Process(target=_hold_until_done, args=(received, acks, digests))
+    consumer.start()
+    try:
+        dm = _module(_scene(), batch_size=3)
+        expected = []
+        for _ in range(2):  # two maps
+            for batch in dm.predict_dataloader():
+                image = batch["image"].share_memory_()
+                expected.append(hashlib.sha256(image.numpy().tobytes()).hexdigest())
+                received.put(image)
+                assert acks.get(timeout=60) == len(expected)  # the consumer holds it now
+                del batch, image
+        received.put(None)
+        assert digests.get(timeout=60) == expected
+        assert len(expected) >= 8
+    finally:
+        consumer.join(timeout=60)
+        if consumer.is_alive():
+            consumer.kill()
+    assert consumer.exitcode == 0
 
 
 def test_scene_smaller_than_a_tile_is_reflect_padded_and_cropped_back():

@@ -7,6 +7,7 @@ tiny Prithvi ViT + UNet, a few steps); one subprocess shows that the YAML alone 
 from __future__ import annotations
 
 import copy
+import errno
 import os
 import re
 import subprocess
@@ -28,6 +29,7 @@ from terratorch_hsi_peft.callbacks import MergeAdaptersForPredict
 from terratorch_hsi_peft.export import main as export_main
 from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory, load_adapter_file
 from terratorch_hsi_peft.peft import adapter_layers, get_method, method_names
+from terratorch_hsi_peft.utils import download
 
 pytestmark = pytest.mark.slow
 
@@ -302,6 +304,62 @@ with torch.no_grad():
     stock = torch.load(tmp_path / "y.pt", weights_only=True)
     torch.testing.assert_close(stock, adapted, rtol=1e-4, atol=1e-5)
     assert not torch.equal(adapted, cli_output_without_adapters(cli, x))
+
+
+def test_export_replaces_an_output_only_when_asked_and_never_leaves_half_a_file(
+    tmp_path, prithvi_args, prithvi_peft, monkeypatch, capsys
+):
+    """A real run: an existing output is kept unless --overwrite; an unwritable folder is named
+    with the fix and keeps no temporary file; unset spectral path arguments (spectral_path: null)
+    are dropped, so stock TerraTorch still loads the merged file without the plugin."""
+    model_args = {**prithvi_args, "spectral_path": None, "spectral_path_loss": False}
+    config = to_peft(stock_config(tmp_path / "run", model_args), prithvi_peft)
+    cli = fit(config, tmp_path / "peft.yaml")
+    checkpoint = Path(cli.trainer.checkpoint_callback.best_model_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    merged = out / "merged.ckpt"
+    merged.write_bytes(b"an earlier export")
+    with pytest.raises(SystemExit):
+        export_main([str(checkpoint), str(merged)])
+    assert "exists. Pass --overwrite" in capsys.readouterr().err
+    assert merged.read_bytes() == b"an earlier export"
+
+    # A read-only folder. Root (as these tests may run) ignores permission bits, so there the
+    # temporary file's creation fails as it does for any other user: EACCES from mkstemp.
+    out.chmod(0o555)
+    if os.geteuid() == 0:
+
+        def refused(*args, **kwargs):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(out))
+
+        monkeypatch.setattr(download.tempfile, "mkstemp", refused)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            export_main([str(checkpoint), str(merged), "--overwrite"])
+    finally:
+        out.chmod(0o755)
+        monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err
+    assert f"Cannot write {merged}: Permission denied. Nothing was written" in err
+    assert "a folder you can write to" in err
+    assert merged.read_bytes() == b"an earlier export"
+    assert [p.name for p in out.iterdir()] == ["merged.ckpt"]  # no temporary file left
+
+    export_main([str(checkpoint), str(merged), "--overwrite"])
+    assert "Merged checkpoint written to" in capsys.readouterr().out
+    assert [p.name for p in out.iterdir()] == ["merged.ckpt"]
+    code = f"""
+import sys
+sys.modules["terratorch_hsi_peft"] = None  # any import of the plugin fails
+from terratorch.tasks import SemanticSegmentationTask
+task = SemanticSegmentationTask.load_from_checkpoint({str(merged)!r}, map_location="cpu")
+assert not any(k.startswith("spectral_path") for k in task.hparams.model_args)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TERRATORCH_HSI_PEFT_AUTOLOAD"] = "0"
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_path, timeout=600)
 
 
 def cli_output_without_adapters(cli, x: torch.Tensor) -> torch.Tensor:
