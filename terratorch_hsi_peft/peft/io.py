@@ -372,10 +372,10 @@ def _check_base(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
         differing = _differing_layers(path, recorded_sketch, base_sketch(model))
         if not differing:
             return
-        listed = _listed([f"{name} by {distance:.1%}" for name, distance in differing])
+        layers = listed([f"{name} by {distance:.1%}" for name, distance in differing])
         detail = (
             f"{len(differing)} adapted layer(s) differ by more than {BASE_TOLERANCE:.0%} of "
-            f"their norm ({listed}), far more than a float16/bfloat16 copy of the same weights "
+            f"their norm ({layers}), far more than a float16/bfloat16 copy of the same weights "
             "would (about 0.2%)"
         )
     elif actual == expected:
