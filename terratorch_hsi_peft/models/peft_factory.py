@@ -17,10 +17,14 @@ See :mod:`terratorch_hsi_peft.models.peft_config` for the keys and the ``hf`` ba
 from __future__ import annotations
 
 import functools
+import itertools
+import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import yaml
 from lightning.pytorch.utilities import rank_zero_info
 from terratorch.models.encoder_decoder_factory import EncoderDecoderFactory
 from terratorch.models.model import Model, ModelFactory
@@ -88,9 +92,9 @@ class PEFTEncoderDecoderFactory(ModelFactory):
     def build_model(
         self,
         task: str,
-        backbone: str | nn.Module,
+        backbone: str | nn.Module | None = None,
         decoder: str | nn.Module | None = None,
-        peft_config: dict[str, Any] | None = None,
+        peft_config: dict[str, Any] | str | None = None,
         spectral_path: int | None = None,
         spectral_path_bands: int | None = None,
         spectral_path_loss: bool = False,
@@ -109,7 +113,8 @@ class PEFTEncoderDecoderFactory(ModelFactory):
                 ``num_classes`` is the exception: the stock task reads it before any factory
                 runs, so set it in a copy of the task file (docs/configuration.md).
             peft_config: ``method``, ``backend``, ``replace_qkv``, ``peft_config_kwargs``,
-                ``adapter_path`` (see :class:`~terratorch_hsi_peft.models.peft_config.PeftSpec`).
+                ``adapter_path`` (see :class:`~terratorch_hsi_peft.models.peft_config.PeftSpec`),
+                or the path of a YAML file holding them (``configs/methods/<method>.yaml``).
             spectral_path: hidden width of a path from each pixel's spectrum to the head:
                 every pixel for segmentation
                 (:class:`~terratorch_hsi_peft.models.spectral_path.SpectralPathModel`), the
@@ -129,10 +134,13 @@ class PEFTEncoderDecoderFactory(ModelFactory):
                 prior that holds in areas not trained on (docs/segmentation.md).
 
         Raises:
-            TypeError: unknown ``peft_config`` or ``peft_config_kwargs`` keys.
+            TypeError: unknown ``peft_config`` or ``peft_config_kwargs`` keys, or no
+                ``backbone`` (a later ``--config`` replaced the task's ``model_args``).
             ValueError: an unknown method, targets matching no module, or an adapter file that
                 does not fit the model.
         """
+        if backbone is None:
+            raise TypeError(_no_backbone_message(peft_config is not None, sys.argv))
         # Dotted CLI overrides of model_args arrive as strings ("9", "false"); read them as YAML.
         kwargs = cli_scalars(kwargs, type(self).__name__, text=TEXT_OPTIONS)
         peft_config = cli_scalar(peft_config)  # "null": full fine-tuning
@@ -195,6 +203,47 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         # Lightning's own logger: shown on the console by default, rank zero only.
         rank_zero_info(peft_summary(model))
         return model
+
+
+def _no_backbone_message(has_peft_config: bool, argv: Sequence[str]) -> str:
+    """Why ``model_args`` lacks ``backbone``: most often a later ``--config`` replaced it."""
+    message = "model_args has no 'backbone'"
+    replaced = _last_config_setting_model_args(argv)
+    if has_peft_config:
+        message += " but has a peft_config"
+    if replaced is not None:
+        message += (
+            f": the later --config {replaced} sets model_args, and TerraTorch's model_args "
+            "(an untyped dict) is replaced whole by the last file that sets it, not merged"
+        )
+    else:
+        message += (
+            ": a later --config that sets model_args replaces the task file's whole model_args "
+            "(an untyped dict, not merged)"
+        )
+    return (
+        message + ". Give the method with --model.init_args.model_args.peft_config "
+        "configs/methods/<method>.yaml (a path or a mapping adds that one key), or run a "
+        "complete experiment file: terratorch fit -c configs/experiments/<task>/<method>.yaml "
+        "(docs/configuration.md)."
+    )
+
+
+def _last_config_setting_model_args(argv: Sequence[str]) -> str | None:
+    """The last ``--config``/``-c`` file of ``argv`` that sets ``model.init_args.model_args``."""
+    found = None
+    for flag, value in itertools.pairwise(argv):
+        if flag not in ("-c", "--config"):
+            continue
+        try:
+            config = yaml.safe_load(Path(value).read_text())
+        except (OSError, yaml.YAMLError):  # only a hint is lost
+            continue
+        model = config.get("model") if isinstance(config, dict) else None
+        init_args = model.get("init_args") if isinstance(model, dict) else None
+        if isinstance(init_args, dict) and "model_args" in init_args:
+            found = value
+    return found
 
 
 def _with_spectral_path(
