@@ -53,9 +53,12 @@ def _refuse_plugin_methods(get_peft_backbone: Callable) -> Callable:
     @functools.wraps(get_peft_backbone)
     def guarded(peft_config: dict[str, Any], backbone: nn.Module) -> nn.Module:
         method = peft_config.get("method") if isinstance(peft_config, Mapping) else None
-        # Methods only the plugin has: under TerraTorch's own factory they end in a KeyError.
+        # Methods only the plugin has: under TerraTorch's own factory they end in a KeyError. A
+        # name Hugging Face peft owns (the method declares the clash, known also when peft is
+        # not installed) stays TerraTorch's, with its own "pip install terratorch[peft]".
         plugin = find_method(method)
-        if plugin is not None and plugin.name not in hf_peft_methods():
+        plugin_only = plugin is not None and plugin.hf_peft_name_clash is None
+        if plugin_only and plugin.name not in hf_peft_methods():
             raise ValueError(
                 f"peft_config method {method!r} is a terratorch-hsi-peft method, which "
                 "TerraTorch's EncoderDecoderFactory cannot apply (it only knows Hugging Face peft "
