@@ -103,8 +103,9 @@ def render(name: str, command: str, root: Path) -> str:
         "#   python -m terratorch_hsi_peft.configs_gen\n"
         "# Do not edit: change the composed files or the manifest, then regenerate. It merges\n"
         f"#   {command}\n"
-        "# Run from the repository root (outputs/ and relative paths are resolved there):\n"
-        f"#   terratorch fit -c {path.as_posix()} --data.init_args.root <folder>\n"
+        "# Run from the repository root (outputs/ and relative paths are resolved there), with\n"
+        "# HSI_DATA the folder of the scene folders (or add --data.init_args.root <folder>):\n"
+        f"#   terratorch fit -c {path.as_posix()}\n"
         "# then `test` / `predict` the same way with --ckpt_path <its checkpoints/last.ckpt>.\n"
     )
     body = yaml.safe_dump(compose(command, root), sort_keys=False, width=100)

@@ -98,7 +98,7 @@ def data_root(args: list[str], shared_data) -> str:
     for path in config_paths(args):
         data = yaml.safe_load(path.read_text()).get("data")
         if data is not None:
-            multi_scene = data["init_args"]["root"] == "~/data/hsi"
+            multi_scene = data["init_args"]["root"] == "$HSI_DATA"
             return str(shared_data if multi_scene else shared_data / "indian_pines")
     raise AssertionError(f"no data config in {args}")
 
