@@ -77,7 +77,9 @@ def test_generated_experiment_fits_and_predicts_from_config_deploy(
     name, tmp_path, shared_data, monkeypatch
 ):
     monkeypatch.setenv("HSI_DATA", str(shared_data))  # the files' data root: $HSI_DATA/<scene>
-    terratorch(["fit", "-c", tiny_copy(name, tmp_path)], tmp_path)
+    fit = terratorch(["fit", "-c", tiny_copy(name, tmp_path)], tmp_path, warnings="default")
+    # A validation share by default (val_size / val_fraction in the data files).
+    assert "Total length of `DataLoader` across ranks is zero" not in fit
     outputs = tmp_path / "outputs" / name
     (checkpoint,) = outputs.rglob("last.ckpt")
     if not RUNS[name]:
