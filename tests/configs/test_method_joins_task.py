@@ -71,3 +71,16 @@ def test_a_later_config_replacing_model_args_is_named(task_args, tmp_path, monke
         ),
     ):
         build([*task_args, "--config", str(extra)], monkeypatch)
+
+
+def test_a_method_file_given_with_config_fails_as_troubleshooting_says(
+    task_args, monkeypatch, capsys
+):
+    # jsonargparse stops before any plugin code runs: the page explains its message.
+    args = [*task_args, "-c", "configs/methods/lora.yaml"]
+    monkeypatch.setattr(sys, "argv", ["terratorch", *args])
+    with pytest.raises(SystemExit):
+        build_lightning_cli(args)  # with the subcommand: the parse error the command prints
+    message = "Subcommand 'fit' does not accept option 'peft_config_kwargs.target_modules'"
+    assert message in capsys.readouterr().err
+    assert f"| `{message}` |" in (REPO_ROOT / "docs" / "troubleshooting.md").read_text()
