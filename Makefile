@@ -10,6 +10,8 @@ TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 DATA ?= ../shared/data
 # The test suite reads the real scenes from HSI_SHARED_DATA (an environment value wins over DATA).
 export HSI_SHARED_DATA ?= $(abspath $(DATA))
+# The shipped configs read $(HSI_DATA)/<scene>.
+export HSI_DATA ?= $(abspath $(DATA))
 
 .PHONY: setup quickstart test test-fast lint docs compat wheel-check gpu-check clean
 

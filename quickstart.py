@@ -176,10 +176,7 @@ def _report(results: dict[str, Any], root: Path) -> str:
         for name, f in rows
     )
     command = (
-        "terratorch fit --config configs/base/trainer.yaml "
-        "--config configs/data/indian_pines_patch.yaml "
-        "--config configs/indian_pines/classification.yaml "
-        '--model.init_args.model_args.peft_config "$(cat configs/methods/krona_plus.yaml)" '
+        "terratorch fit -c configs/experiments/indian_pines/classification/krona_plus.yaml "
         f"--data.init_args.root {root}"
     )
     return f"""
@@ -193,8 +190,8 @@ Figures: {OUTPUT_DIR / "results.json"}; wall time {minutes} min {seconds:02d} s.
 The same with the official SpectralGPT+ weights (downloaded once) and KronA+ adapters:
   {command}
 then `test` / `predict` with the same arguments and
-  --ckpt_path outputs/indian_pines/classification/version_0/checkpoints/last.ckpt
-(the other methods and tasks: configs/manifest.yaml).
+  --ckpt_path outputs/indian_pines/classification/krona_plus/version_0/checkpoints/last.ckpt
+(the other methods and tasks: configs/experiments/).
 """
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from terratorch_hsi_peft.backbones.pos_embed import (
     resize_spatial_pos_embed,
@@ -342,12 +343,15 @@ def record_load(encoder: SpectralGPTEncoder, report: LoadReport) -> None:
 
     ``encoder.weights_origin`` becomes the file (its URL if downloaded) and sha256, which adapter
     files trained on the encoder record. The report is logged at WARNING (shown by the
-    ``terratorch`` CLI) when a tensor was resized or left at its initialisation, else at INFO.
+    ``terratorch`` CLI) when a tensor was resized or left at its initialisation, else as one
+    line on Lightning's console logger (rank zero; the plugin's INFO records are not shown).
     """
     encoder.load_report = report
     encoder.weights_origin = f"checkpoint {report.url or report.source} (sha256 {report.sha256})"
-    level = logging.WARNING if report.resized or report.missing else logging.INFO
-    logger.log(level, "%s", report)
+    if report.resized or report.missing:
+        logger.warning("%s", report)
+    else:
+        rank_zero_info(str(report))
 
 
 def load_checkpoint(
@@ -357,7 +361,8 @@ def load_checkpoint(
 
     The report is also stored as ``model.load_report``, and ``model.weights_origin`` names the
     file and its sha256 (recorded in adapter files trained on this model). The report is logged
-    at WARNING when a tensor was resized or left at its initialisation, else at INFO.
+    at WARNING when a tensor was resized or left at its initialisation, else shown as one console
+    line (see :func:`record_load`).
 
     Args:
         model: the encoder to fill.

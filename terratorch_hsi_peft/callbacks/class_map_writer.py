@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -49,7 +51,10 @@ class ClassMapWriter(BasePredictionWriter):
 
     Args:
         output_dir: folder for the files; default: ``--predict_output_dir`` when given, else
-            ``<trainer.default_root_dir>/predictions``.
+            ``<trainer.default_root_dir>/predictions``; a trainer without a folder of its own
+            (``default_root_dir`` the working directory, as from a ``config_deploy.yaml``)
+            predicting from ``--ckpt_path`` writes into that run's folder:
+            ``<run>/predictions`` beside ``<run>/checkpoints/``.
         file_format: ``tif`` (GeoTIFF) or ``npy``.
         replace_terratorch_writer: remove TerraTorch's ``CustomWriter`` during ``predict``.
         dpi: resolution of the PNG.
@@ -127,11 +132,7 @@ class ClassMapWriter(BasePredictionWriter):
                 UserWarning,
                 stacklevel=2,
             )
-        folder = Path(
-            self.output_dir
-            or getattr(trainer, "predict_output_dir", None)
-            or Path(trainer.default_root_dir) / "predictions"
-        )
+        folder = self.output_folder(trainer)
         stem = folder / f"{datamodule.scene.name}_class_map"
         names = list(datamodule.class_names)
         raw = (self.class_map + 1).astype(np.uint8 if len(names) < 255 else np.uint16)
@@ -144,7 +145,22 @@ class ClassMapWriter(BasePredictionWriter):
         png_path = stem.with_suffix(".png")
         write_class_map_png(png_path, self.class_map, names, datamodule.scene.name, self.dpi)
         self.written = [map_path, png_path]
-        logger.info("Class map written: %s", [str(p) for p in self.written])
+        rank_zero_info(f"ClassMapWriter: wrote {map_path} and {png_path.name}")
+
+    def output_folder(self, trainer: Trainer) -> Path:
+        """Where the maps go (see ``output_dir``)."""
+        given = self.output_dir or getattr(trainer, "predict_output_dir", None)
+        if given:
+            return Path(given)
+        root = Path(trainer.default_root_dir)
+        if trainer.ckpt_path and root.resolve() == Path(os.getcwd()).resolve():
+            # No folder of its own: the maps belong to the run whose checkpoint predicts.
+            checkpoint = Path(trainer.ckpt_path)
+            run = checkpoint.parent
+            if run.name == "checkpoints":
+                run = run.parent
+            return run / "predictions"
+        return root / "predictions"
 
 
 def _merge_ranks(class_map: np.ndarray, trainer: Trainer, pl_module: LightningModule) -> np.ndarray:

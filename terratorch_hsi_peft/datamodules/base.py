@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
 
 from terratorch_hsi_peft.datamodules.source import SceneLoader
 from terratorch_hsi_peft.datamodules.windows import pixel_major
@@ -227,8 +228,9 @@ class HyperspectralDataModule(LightningDataModule):
         Raises:
             ValueError: a labelled stage on a scene without labels; a task whose
                 ``num_classes``, ``backbone_num_bands`` or ``ignore_index`` do not fit the data,
-                or the other stock task; ``predict`` with TerraTorch's ``CustomWriter`` but
-                without :class:`~terratorch_hsi_peft.callbacks.ClassMapWriter`.
+                or the other stock task; ``predict`` with TerraTorch's ``CustomWriter`` and a
+                :class:`~terratorch_hsi_peft.callbacks.ClassMapWriter` that keeps it (without
+                any ClassMapWriter one is added).
         """
         if stage in ("fit", "validate", "test") and not self.scene.has_labels:
             raise ValueError(
@@ -281,21 +283,34 @@ class HyperspectralDataModule(LightningDataModule):
         """Raise a ValueError when the task's ``ignore_index`` does not fit the batches."""
 
     def _check_prediction_writer(self) -> None:
-        """TerraTorch's ``CustomWriter`` cannot write these batches: ClassMapWriter replaces it."""
+        """TerraTorch's ``CustomWriter`` cannot write these batches: ClassMapWriter replaces it.
+
+        Without a ClassMapWriter (``config_deploy.yaml`` drops ``trainer.callbacks``) one is
+        added, with its defaults; the datamodule's setup runs before the callbacks' setup, so it
+        takes part in the whole ``predict``.
+        """
         callbacks = self.trainer.callbacks
         if not terratorch_writers(callbacks):
             return
         # Imported here: the writer pulls in matplotlib and rasterio, needed only to predict.
         from terratorch_hsi_peft.callbacks.class_map_writer import ClassMapWriter
 
-        if any(isinstance(cb, ClassMapWriter) and cb.replace_terratorch_writer for cb in callbacks):
+        writers = [cb for cb in callbacks if isinstance(cb, ClassMapWriter)]
+        if any(cb.replace_terratorch_writer for cb in writers):
+            return
+        if not writers:
+            callbacks.append(ClassMapWriter())
+            rank_zero_info(
+                f"{type(self).__name__}: trainer.callbacks has no ClassMapWriter (a "
+                "config_deploy.yaml has no callbacks); added one to write the class map."
+            )
             return
         raise ValueError(
-            f"predict with {type(self).__name__} needs the plugin's ClassMapWriter: TerraTorch's "
-            "CustomWriter, which the terratorch command always adds, cannot write these batches "
-            "(it expects a GeoTIFF file name per sample). Add to trainer.callbacks:\n"
-            "  - class_path: terratorch_hsi_peft.callbacks.ClassMapWriter\n"
-            "(with replace_terratorch_writer: true, its default)."
+            f"predict with {type(self).__name__} needs the plugin's ClassMapWriter with "
+            "replace_terratorch_writer: true (its default): TerraTorch's CustomWriter, which the "
+            "terratorch command always adds, cannot write these batches (it expects a GeoTIFF "
+            "file name per sample). Remove replace_terratorch_writer: false from the "
+            "ClassMapWriter of trainer.callbacks."
         )
 
     # -- split --------------------------------------------------------------------------------

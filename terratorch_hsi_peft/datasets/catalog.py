@@ -17,7 +17,10 @@ from terratorch_hsi_peft.datasets.product import ProductScene
 from terratorch_hsi_peft.datasets.salinas import Salinas
 from terratorch_hsi_peft.datasets.salinas_a import SalinasA
 
-__all__ = ["SCENES", "load_scene"]
+__all__ = ["DATA_ROOT_VARIABLE", "SCENES", "expand_root", "load_scene"]
+
+#: The environment variable the shipped configs take the data folder from (``$HSI_DATA/<scene>``).
+DATA_ROOT_VARIABLE = "HSI_DATA"
 
 #: The benchmark scenes by name.
 SCENES: dict[str, type[HyperspectralScene]] = {
@@ -73,7 +76,7 @@ def load_scene(
         name_or_class: a key of :data:`SCENES`, a scene class name, ``"generic"``, or a class.
         root: for a benchmark scene, the folder holding (or receiving) its files; for
             ``"generic"``, the folder that relative ``image_path``/``label_path`` are taken from.
-            A leading ``~`` is expanded (configs default to ``~/data/hsi/<scene>``).
+            ``~`` and environment variables are expanded (see :func:`expand_root`).
         download: fetch missing benchmark files (not available for ``"generic"``).
         **kwargs: passed to the class: ``checksum`` for benchmark scenes; ``image_path``
             (required), ``label_path``, ``image_key``, ``label_key``, ``wavelengths``,
@@ -86,7 +89,7 @@ def load_scene(
         TypeError: a missing or unexpected keyword for the scene class.
     """
     cls = _resolve(name_or_class)
-    root = Path(root).expanduser()
+    root = expand_root(root)
     if issubclass(cls, GenericScene):
         if download:
             raise ValueError(
@@ -114,3 +117,23 @@ def load_scene(
             f"{cls.__name__} does not take {unexpected}; it takes root, download and checksum."
         )
     return cls(root, download=download, **kwargs)
+
+
+def expand_root(root: str | os.PathLike) -> Path:
+    """``root`` with ``~`` and environment variables expanded.
+
+    The shipped configs give ``root: $HSI_DATA/<scene>``: one variable names the folder holding
+    every scene's folder.
+
+    Raises:
+        ValueError: ``root`` names a variable that is not set; the message names it and the fix.
+    """
+    expanded = os.path.expandvars(os.path.expanduser(os.fspath(root)))
+    if "$" in expanded:
+        raise ValueError(
+            f"The data root {os.fspath(root)!r} names an environment variable that is not set. "
+            f"Set it to the folder holding the scene folders (export {DATA_ROOT_VARIABLE}="
+            "/path/to/data, which holds indian_pines/...), or give the folder itself with "
+            "--data.init_args.root <folder>."
+        )
+    return Path(expanded)

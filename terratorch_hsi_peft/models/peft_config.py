@@ -17,16 +17,23 @@ plugin adds three keys:
   ``adapter_path`` file was trained on (in any precision); ``false`` loads the adapters onto
   other base weights on purpose.
 
+``peft_config`` may also be the path of a YAML file holding that mapping (a method file of
+``configs/methods/``), as ``--model.init_args.model_args.peft_config configs/methods/lora.yaml``
+gives it; the file is read at each build, relative to the working directory.
+
 :meth:`PeftSpec.parse` checks all of it once, at the factory; for the plugin backend the result
 holds the :class:`~terratorch_hsi_peft.peft.config.AdapterConfig` that injection uses as it is.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+import yaml
 
 from terratorch_hsi_peft.peft.config import AdapterConfig
 from terratorch_hsi_peft.peft.registry import (
@@ -37,7 +44,7 @@ from terratorch_hsi_peft.peft.registry import (
 )
 from terratorch_hsi_peft.utils.cli_values import cli_scalar
 
-__all__ = ["BACKENDS", "PEFT_CONFIG_KEYS", "PeftSpec"]
+__all__ = ["BACKENDS", "PEFT_CONFIG_KEYS", "PeftSpec", "read_peft_config_file"]
 
 BACKENDS = ("plugin", "hf")
 #: Every key the factory's ``peft_config`` accepts.
@@ -76,12 +83,16 @@ class PeftSpec:
     check_base: bool = True
 
     @classmethod
-    def parse(cls, peft_config: Mapping[str, Any]) -> PeftSpec:
-        """Check ``peft_config``; raise TypeError/ValueError naming the problem and the fix."""
+    def parse(cls, peft_config: Mapping[str, Any] | str | os.PathLike) -> PeftSpec:
+        """Check ``peft_config`` (or the YAML file it names); raise FileNotFoundError,
+        TypeError or ValueError naming the problem and the fix."""
+        if isinstance(peft_config, str | os.PathLike):
+            peft_config = read_peft_config_file(peft_config)
         if not isinstance(peft_config, Mapping):
             raise TypeError(
                 "peft_config must be a mapping such as {method: KRONA_PLUS, peft_config_kwargs: "
-                f"{{target_modules: [attn.q, attn.v]}}}}, got {type(peft_config).__name__}."
+                f"{{target_modules: [attn.q, attn.v]}}}} or the path of a YAML file holding one "
+                f"(configs/methods/krona_plus.yaml), got {type(peft_config).__name__}."
             )
         unknown = sorted(set(peft_config) - set(PEFT_CONFIG_KEYS))
         dotted = [key for key in unknown if "." in key]
@@ -148,6 +159,38 @@ class PeftSpec:
         plugin's with every default filled in)."""
         config = self.adapter.to_peft_config() if self.adapter else dict(self.hf_peft_config)
         return {"backend": self.backend, **config}
+
+
+def read_peft_config_file(path: str | os.PathLike) -> Mapping[str, Any]:
+    """The ``peft_config`` mapping held by the YAML file ``path`` (a method file).
+
+    Raises:
+        FileNotFoundError: no such file; the message names the working directory it was
+            looked up from and the shipped method files.
+        TypeError: the file does not hold a mapping.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"peft_config {str(path)!r} is not a file (looked up from {os.getcwd()}). Give the "
+            "path of a method file, such as configs/methods/krona_plus.yaml of the repository "
+            "(relative to the folder terratorch runs in), or the mapping itself: "
+            "{method: KRONA_PLUS, peft_config_kwargs: {target_modules: [attn.q, attn.v]}}."
+        )
+    content = yaml.safe_load(file.read_text())
+    if not isinstance(content, Mapping):
+        raise TypeError(
+            f"peft_config file {str(path)!r} holds {type(content).__name__}, not a mapping such "
+            "as {method: KRONA_PLUS, peft_config_kwargs: {target_modules: [attn.q, attn.v]}} "
+            "(the contents of a configs/methods/ file)."
+        )
+    if "model" in content or "trainer" in content:
+        raise TypeError(
+            f"peft_config file {str(path)!r} is a whole TerraTorch config (it has model or "
+            "trainer); give it with --config instead, or give a method file such as "
+            "configs/methods/krona_plus.yaml here."
+        )
+    return content
 
 
 def _resolve_backend(

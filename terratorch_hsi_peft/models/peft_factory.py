@@ -18,10 +18,14 @@ See :mod:`terratorch_hsi_peft.models.peft_config` for the keys and the ``hf`` ba
 from __future__ import annotations
 
 import functools
+import itertools
+import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import yaml
 from lightning.pytorch.utilities import rank_zero_info
 from terratorch.models.encoder_decoder_factory import EncoderDecoderFactory
 from terratorch.models.model import Model, ModelFactory
@@ -50,9 +54,12 @@ def _refuse_plugin_methods(get_peft_backbone: Callable) -> Callable:
     @functools.wraps(get_peft_backbone)
     def guarded(peft_config: dict[str, Any], backbone: nn.Module) -> nn.Module:
         method = peft_config.get("method") if isinstance(peft_config, Mapping) else None
-        # Methods only the plugin has: under TerraTorch's own factory they end in a KeyError.
+        # Methods only the plugin has: under TerraTorch's own factory they end in a KeyError. A
+        # name Hugging Face peft owns (the method declares the clash, known also when peft is
+        # not installed) stays TerraTorch's, with its own "pip install terratorch[peft]".
         plugin = find_method(method)
-        if plugin is not None and plugin.name not in hf_peft_methods():
+        plugin_only = plugin is not None and plugin.hf_peft_name_clash is None
+        if plugin_only and plugin.name not in hf_peft_methods():
             raise ValueError(
                 f"peft_config method {method!r} is a terratorch-hsi-peft method, which "
                 "TerraTorch's EncoderDecoderFactory cannot apply (it only knows Hugging Face peft "
@@ -89,9 +96,9 @@ class PEFTEncoderDecoderFactory(ModelFactory):
     def build_model(
         self,
         task: str,
-        backbone: str | nn.Module,
+        backbone: str | nn.Module | None = None,
         decoder: str | nn.Module | None = None,
-        peft_config: dict[str, Any] | None = None,
+        peft_config: dict[str, Any] | str | None = None,
         spectral_path: int | None = None,
         spectral_path_bands: int | None = None,
         spectral_path_loss: bool = False,
@@ -111,7 +118,8 @@ class PEFTEncoderDecoderFactory(ModelFactory):
                 runs, so set it in a copy of the task file (docs/configuration.md).
             peft_config: ``method``, ``backend``, ``replace_qkv``, ``peft_config_kwargs``,
                 ``adapter_path``, ``check_base`` (see
-                :class:`~terratorch_hsi_peft.models.peft_config.PeftSpec`).
+                :class:`~terratorch_hsi_peft.models.peft_config.PeftSpec`), or the path of a
+                YAML file holding them (``configs/methods/<method>.yaml``).
             spectral_path: hidden width of a path from each pixel's spectrum to the head:
                 every pixel for segmentation
                 (:class:`~terratorch_hsi_peft.models.spectral_path.SpectralPathModel`), the
@@ -133,10 +141,13 @@ class PEFTEncoderDecoderFactory(ModelFactory):
                 first batch; wider than a side is warned about (``check_window``).
 
         Raises:
-            TypeError: unknown ``peft_config`` or ``peft_config_kwargs`` keys.
+            TypeError: unknown ``peft_config`` or ``peft_config_kwargs`` keys, or no
+                ``backbone`` (a later ``--config`` replaced the task's ``model_args``).
             ValueError: an unknown method, targets matching no module, or an adapter file that
                 does not fit the model.
         """
+        if backbone is None:
+            raise TypeError(_no_backbone_message(peft_config is not None, sys.argv))
         # Dotted CLI overrides of model_args arrive as strings ("9", "false"); read them as YAML.
         kwargs = cli_scalars(kwargs, type(self).__name__, text=TEXT_OPTIONS)
         peft_config = cli_scalar(peft_config)  # "null": full fine-tuning
@@ -199,6 +210,47 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         # Lightning's own logger: shown on the console by default, rank zero only.
         rank_zero_info(peft_summary(model))
         return model
+
+
+def _no_backbone_message(has_peft_config: bool, argv: Sequence[str]) -> str:
+    """Why ``model_args`` lacks ``backbone``: most often a later ``--config`` replaced it."""
+    message = "model_args has no 'backbone'"
+    replaced = _last_config_setting_model_args(argv)
+    if has_peft_config:
+        message += " but has a peft_config"
+    if replaced is not None:
+        message += (
+            f": the later --config {replaced} sets model_args, and TerraTorch's model_args "
+            "(an untyped dict) is replaced whole by the last file that sets it, not merged"
+        )
+    else:
+        message += (
+            ": a later --config that sets model_args replaces the task file's whole model_args "
+            "(an untyped dict, not merged)"
+        )
+    return (
+        message + ". Give the method with --model.init_args.model_args.peft_config "
+        "configs/methods/<method>.yaml (a path or a mapping adds that one key), or run a "
+        "complete experiment file: terratorch fit -c configs/experiments/<task>/<method>.yaml "
+        "(docs/configuration.md)."
+    )
+
+
+def _last_config_setting_model_args(argv: Sequence[str]) -> str | None:
+    """The last ``--config``/``-c`` file of ``argv`` that sets ``model.init_args.model_args``."""
+    found = None
+    for flag, value in itertools.pairwise(argv):
+        if flag not in ("-c", "--config"):
+            continue
+        try:
+            config = yaml.safe_load(Path(value).read_text())
+        except (OSError, yaml.YAMLError):  # only a hint is lost
+            continue
+        model = config.get("model") if isinstance(config, dict) else None
+        init_args = model.get("init_args") if isinstance(model, dict) else None
+        if isinstance(init_args, dict) and "model_args" in init_args:
+            found = value
+    return found
 
 
 def _with_spectral_path(

@@ -364,16 +364,19 @@ def test_a_cached_file_that_no_longer_reads_is_removed(server, tmp_path, monkeyp
     torch.testing.assert_close(model.norm.weight.data, official_sd["norm.weight"])
 
 
-def test_the_report_is_a_warning_when_tensors_are_resized_or_missing(
+def test_the_report_is_a_warning_when_tensors_are_resized_or_missing_else_a_console_line(
     tmp_path, caplog, official_file
 ):
     logger = "terratorch_hsi_peft.backbones.checkpoint"
-    with caplog.at_level(logging.INFO, logger=logger):
+    console = "lightning.pytorch.utilities.rank_zero"  # what the terratorch command shows
+    with caplog.at_level(logging.INFO):
         spectralgpt_vit_base(**TINY, img_size=128, ckpt_path=str(official_file))  # exact fit
         spectralgpt_vit_base(**TINY, img_size=32, ckpt_path=str(official_file))  # resized
-    levels = [r.levelno for r in caplog.records if r.name == logger]
-    assert levels == [logging.INFO, logging.WARNING]
-    assert "pos_embed_spatial [1, 256, 24] -> [1, 16, 24]" in caplog.records[-1].getMessage()
+    records = [(r.name, r.levelno) for r in caplog.records if r.name in (logger, console)]
+    assert records == [(console, logging.INFO), (logger, logging.WARNING)]
+    exact, resized = (r.getMessage() for r in caplog.records if r.name in (logger, console))
+    assert exact.startswith(f"Checkpoint {official_file}") and "resized: none" in exact
+    assert "pos_embed_spatial [1, 256, 24] -> [1, 16, 24]" in resized
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ without ``ClassMapWriter``) and shows the message that now names the fix.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +19,7 @@ from task_stand_in import fit_setup
 from terratorch.cli_tools import build_lightning_cli
 from terratorch.tasks import ClassificationTask, SemanticSegmentationTask
 
+from terratorch_hsi_peft.callbacks import ClassMapWriter
 from terratorch_hsi_peft.datamodules import (
     HyperspectralPatchDataModule,
     HyperspectralSceneDataModule,
@@ -284,15 +286,26 @@ def test_patch_classes_are_never_ignored_and_tasks_are_not_swapped():
 # -- item 9: predict without ClassMapWriter ----------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "callbacks",
-    [
-        "[]",
+def test_predict_without_class_map_writer_adds_one_and_says_where_it_wrote(fitted, caplog):
+    # As from a config_deploy.yaml: TerraTorch drops trainer.callbacks there.
+    args = ["predict", "-c", str(_config(fitted["folder"], "[]"))]
+    with caplog.at_level(logging.INFO):
+        cli = build_lightning_cli([*args, "--ckpt_path", str(fitted["checkpoint"])])
+    (writer,) = [cb for cb in cli.trainer.callbacks if isinstance(cb, ClassMapWriter)]
+    maps = fitted["folder"] / "run" / "predictions"  # under trainer.default_root_dir
+    assert writer.written == [maps / "synthetic_class_map.tif", maps / "synthetic_class_map.png"]
+    assert all(path.is_file() for path in writer.written)
+    assert "HyperspectralPatchDataModule: trainer.callbacks has no ClassMapWriter" in caplog.text
+    assert f"ClassMapWriter: wrote {maps / 'synthetic_class_map.tif'}" in caplog.text
+
+
+def test_predict_with_a_class_map_writer_keeping_terratorchs_writer_says_what_to_change(fitted):
+    callbacks = (
         "[{class_path: terratorch_hsi_peft.callbacks.ClassMapWriter, "
-        "init_args: {replace_terratorch_writer: false}}]",
-    ],
-)
-def test_predict_without_class_map_writer_says_what_to_add(fitted, callbacks):
+        "init_args: {replace_terratorch_writer: false}}]"
+    )
     args = ["predict", "-c", str(_config(fitted["folder"], callbacks))]
-    with pytest.raises(ValueError, match=r"(?s)needs the plugin's ClassMapWriter.*class_path: "):
+    with pytest.raises(
+        ValueError, match=r"needs the plugin's ClassMapWriter.*Remove replace_terratorch_writer"
+    ):
         build_lightning_cli([*args, "--ckpt_path", str(fitted["checkpoint"])])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 import yaml
@@ -19,20 +18,12 @@ SMALL = {
 PEFT_FLAG = "--model.init_args.model_args.peft_config"
 
 
-def _small_peft(peft: dict) -> dict:
-    for key in ("a_shape", "b_shape"):  # the shipped 24x24 kron 32x32 fits width 768 only
-        peft["peft_config_kwargs"].pop(key, None)
-    return peft
-
-
 def small_copy(experiment: str, folder: Path) -> list[str]:
     """The manifest command of ``experiment``, as the shell passes it, with its model file copied
-    small and offline (the method, file or flag, loses its Kronecker shapes: defaults fit)."""
+    small and offline (the method files' automatic Kronecker shapes fit the small width)."""
     out = []
     for flag, value in itertools.pairwise(["", *command_args(experiment)]):
-        if flag == PEFT_FLAG:
-            value = json.dumps(_small_peft(yaml.safe_load(value)))
-        elif flag == "--config":
+        if flag == "--config":
             config_path = REPO_ROOT / value
             config = yaml.safe_load(config_path.read_text())
             model_args = config.get("model", {}).get("init_args", {}).get("model_args")
@@ -43,8 +34,6 @@ def small_copy(experiment: str, folder: Path) -> list[str]:
                     if neck["name"] == "SelectIndices":  # the shipped indices are of 12 blocks
                         depth = SMALL["backbone_depth"]
                         neck["indices"] = [index * depth // 12 for index in neck["indices"]]
-                if "peft_config" in model_args:
-                    _small_peft(model_args["peft_config"])
                 copy = folder / config_path.name
                 copy.write_text(yaml.safe_dump(config, sort_keys=False))
                 value = str(copy)

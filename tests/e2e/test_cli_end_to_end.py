@@ -155,7 +155,7 @@ def test_predict_writes_the_scene_map_that_scores_the_logged_oa(run_name, reques
     assert raw.min() >= 1 and raw.max() <= 16  # every pixel predicted, labels 1..16
 
     scene = load_scene("indian_pines", shared_data / "indian_pines")
-    split = make_split(scene.labels, "per_class", 0, train_size=0.1)
+    split = make_split(scene.labels, "per_class", 0, train_size=0.1, val_size=0.1)
     truth = scene.labels.reshape(-1)[split.test] - 1
     predicted = raw.reshape(-1)[split.test].astype(np.int64) - 1
     oa = overall_accuracy(confusion_matrix(truth, predicted, 16))

@@ -31,15 +31,17 @@ def test_quickstart_one_epoch(tmp_path, monkeypatch, shared_data, capsys):
 
     saved = json.loads((tmp_path / "outputs" / "quickstart" / "results.json").read_text())
     assert saved == results
-    assert (results["train_pixels"], results["test_pixels"]) == (1030, 9219)
+    # 10% of each class, a tenth of it held out for validation (102 pixels).
+    assert (results["train_pixels"], results["test_pixels"]) == (928, 9219)
     model, svm = results["spectralgpt_small_full_finetuning"], results["svm_rbf"]
     assert 1 / 16 < model["OA"] <= 1  # one epoch: better than chance, not yet good
     # The SVM on standardised spectra lands near the literature's ~80% OA on this split.
     assert 0.77 < svm["OA"] < 0.83 and svm["C"] in quickstart.SVM_C_GRID
     for figures in (model, svm):
         assert f"{100 * figures['OA']:6.2f}" in printed
-    method = '--model.init_args.model_args.peft_config "$(cat configs/methods/krona_plus.yaml)"'
-    assert f"--config configs/indian_pines/classification.yaml {method}" in printed
+    assert "terratorch fit -c configs/experiments/indian_pines/classification/krona_plus.yaml" in (
+        printed
+    )
 
     # The written map scores the logged OA on the split's test pixels.
     tif, png = (tmp_path / p for p in results["class_map"])
@@ -47,7 +49,7 @@ def test_quickstart_one_epoch(tmp_path, monkeypatch, shared_data, capsys):
     with rasterio.open(tif) as source:
         predicted = source.read(1).reshape(-1).astype(np.int64) - 1
     scene = load_scene("indian_pines", shared_data / "indian_pines")
-    split = make_split(scene.labels, "per_class", 0, train_size=0.1)
+    split = make_split(scene.labels, "per_class", 0, train_size=0.1, val_size=0.1)
     truth = scene.labels.reshape(-1)[split.test] - 1
     oa = overall_accuracy(confusion_matrix(truth, predicted[split.test], 16))
     assert oa == pytest.approx(model["OA"], abs=1e-6)

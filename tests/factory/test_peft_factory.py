@@ -444,3 +444,22 @@ def test_readme_snippet_works_on_prithvi_as_written(prithvi_args):
         "segmentation", **{**prithvi_args, **init_args["model_args"]}
     )
     assert len(adapter_layers(model.encoder)) == 2 * 4  # q and v of each of the 4 blocks
+
+
+@pytest.mark.parametrize("method", ["LORA", "LOKR", "LOHA"])
+def test_a_hugging_face_name_under_terratorchs_own_factory_stays_terratorchs(
+    prithvi_args, method, monkeypatch
+):
+    """Without peft installed, stock TerraTorch's own error ("pip install terratorch[peft]"), not
+    a switch to the plugin's factory (which would swap Hugging Face's method for the plugin's)."""
+    monkeypatch.setattr("terratorch.models.peft_utils._has_peft", False)
+    monkeypatch.setattr(
+        "terratorch_hsi_peft.models.peft_factory.hf_peft_methods", lambda: frozenset()
+    )
+    peft_config = {
+        "method": method,
+        "replace_qkv": "qkv",
+        "peft_config_kwargs": {"target_modules": ["q_linear", "v_linear"]},
+    }
+    with pytest.raises(ImportError, match=r"pip install terratorch\[peft\]"):
+        EncoderDecoderFactory().build_model("segmentation", peft_config=peft_config, **prithvi_args)
