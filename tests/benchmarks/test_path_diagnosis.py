@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+from benchmarks import path_diagnosis
 
-import path_diagnosis  # noqa: E402  (a script beside its helpers, not a package)
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_tiles_hold_every_training_pixel_and_no_other():

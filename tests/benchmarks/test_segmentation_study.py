@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BENCHMARKS = REPO_ROOT / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
+from benchmarks import segmentation_study
 
-import segmentation_study  # noqa: E402  (a script beside its helpers, not a package)
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _changes(factor: str) -> set[str]:
@@ -112,7 +110,8 @@ def test_quick_run_appends_runs_and_writes_the_section(shared_data, tmp_path):
     runs, results_md = tmp_path / "runs.jsonl", tmp_path / "results.md"
     command = [
         sys.executable,
-        str(BENCHMARKS / "segmentation_study.py"),
+        "-m",
+        "benchmarks.segmentation_study",
         "--quick",
         "--data-root",
         str(shared_data),
