@@ -51,6 +51,10 @@ already there, and ``--report-only`` rebuilds the Markdown section from them.
         --results-md docs/segmentation.md --section segmentation-study-720 \\
         --heading "### Longer runs: 720 steps"
     python -m benchmarks.segmentation_study --quick          # CI smoke run
+
+The 720-step runs the docs show are in that second file at commit d36c417 (``git show
+d36c417:benchmarks/results/segmentation_runs_720_steps.jsonl``): the tree keeps one runs file
+per study, the one its main section is built from.
 """
 
 from __future__ import annotations
