@@ -178,7 +178,7 @@ def test_peak_memory_increases_see_what_each_step_allocates():
 def test_cuda_without_a_gpu_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    from efficiency import main
+    from benchmarks.efficiency import main
 
     with pytest.raises(SystemExit, match="no CUDA device is available; use --device cpu"):
         main(["--device", "cuda"])

@@ -24,8 +24,7 @@ def test_tiles_hold_every_training_pixel_and_no_other():
 
 
 def test_tiles_are_the_scene_datamodules_training_tiles(shared_data, tmp_path):
-    from accuracy import draw_split
-
+    from benchmarks.accuracy import draw_split
     from terratorch_hsi_peft.datamodules import HyperspectralSceneDataModule
     from terratorch_hsi_peft.datasets import IndianPines
 

@@ -56,7 +56,7 @@ def test_each_configuration_changes_one_thing(factor):
 
 
 def test_baseline_is_the_formulation_before_the_study():
-    import hsi_models
+    from benchmarks import hsi_models
 
     base = segmentation_study.configure("baseline", quick=False)["geometry"]
     # The accuracy grid's encoder; only the spectral path (the study's outcome) is off.
@@ -79,7 +79,7 @@ def test_path_refinements_change_one_thing_of_the_path_and_need_it(refinement, e
     with pytest.raises(ValueError, match="join it after spectral_path or full_spectrum"):
         segmentation_study.configure(refinement, quick=False)
     # The refinements reach the stock task: its own loss weighted, the path's learning rate.
-    import hsi_models
+    from benchmarks import hsi_models
 
     config = segmentation_study.configure(f"full_spectrum+{refinement}", quick=True)
     task = hsi_models.build_task(
