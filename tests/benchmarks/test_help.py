@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,21 @@ def test_help_exits_0_with_the_usage(helps, module):
     assert helps[module]["code"] in (0, None), helps[module]
     usage = helps[module]["stdout"].splitlines()[0]
     assert usage.startswith("usage: ") and "-h" in usage, usage
+
+
+def test_no_core_test_imports_a_study():
+    """Only tests/benchmarks/ imports the studies; other tests at most the docs generators."""
+    study_import = re.compile(
+        r"^\s*(?:from benchmarks(?!\.docgen\b)[\w.]* import|import benchmarks(?!\.docgen\b))",
+        re.MULTILINE,
+    )
+    tests = REPO_ROOT / "tests"
+    offenders = [
+        path.relative_to(REPO_ROOT).as_posix()
+        for path in sorted(tests.rglob("*.py"))
+        if "benchmarks" not in path.relative_to(tests).parts[:-1]
+        and study_import.search(path.read_text())
+    ]
+    assert offenders == []
+    assert study_import.search("from benchmarks import accuracy")
+    assert not study_import.search("from benchmarks.docgen import figures")
