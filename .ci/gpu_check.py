@@ -7,7 +7,7 @@
    bf16-mixed``, a few training steps and validation batches, random initial weights (the
    released ones would be downloaded; this checks the GPU path, not accuracy); passed when it
    exits 0 and writes its ``last.ckpt``.
-3. ``efficiency benchmark``: ``benchmarks/efficiency.py --device cuda --quick``.
+3. ``efficiency benchmark``: ``python -m benchmarks.efficiency --device cuda --quick``.
 
 Each check runs in its own process, its output in ``<workdir>/<check>.log``; the summary gives
 each check's result and seconds, and the exit status is 0 only when every check passed. Without
@@ -209,7 +209,8 @@ def _checks(args: argparse.Namespace, workdir: Path) -> list[Result]:
     def efficiency() -> tuple[bool, str]:
         command = [
             sys.executable,
-            str(REPO_ROOT / "benchmarks" / "efficiency.py"),
+            "-m",
+            "benchmarks.efficiency",
             "--device",
             "cuda",
             "--quick",

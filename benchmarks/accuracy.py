@@ -26,8 +26,8 @@ frozen random encoder measure little, and the full fine-tuning row (trained from
 honest reference. ``--ckpt-path SpectralGPT+.pth`` runs the same grid with the official
 weights (ViT-Base geometry unless overridden).
 
-    python benchmarks/accuracy.py --results-md docs/results.md       # full grid
-    python benchmarks/accuracy.py --quick                             # CI smoke run
+    python -m benchmarks.accuracy --results-md docs/results.md       # full grid
+    python -m benchmarks.accuracy --quick                             # CI smoke run
 """
 
 from __future__ import annotations
@@ -45,7 +45,15 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from hsi_models import (
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from benchmarks.docgen.sections import update_markdown_section
+from benchmarks.hsi_models import (
     METHODS,
     QUICK,
     SMALL,
@@ -60,14 +68,6 @@ from hsi_models import (
     quiet_libraries,
     trainable_parameters,
 )
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
-from results_md import update_markdown_section
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
-
 from terratorch_hsi_peft.callbacks.class_map_writer import class_colours
 from terratorch_hsi_peft.datamodules import (
     HyperspectralPatchDataModule,
@@ -755,7 +755,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(runs)
     table = markdown_table(summary, args.splits)
     print(table, flush=True)
-    command = "python benchmarks/accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.accuracy " + " ".join(sys.argv[1:] if argv is None else argv)
     if want_maps:
         plot_accuracy_vs_parameters(summary, args.splits, args.img_dir / "accuracy_vs_params.png")
         if len(maps) > 1:  # not only the ground truth: models were trained in this run

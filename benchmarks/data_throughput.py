@@ -14,7 +14,7 @@ The pipeline never starves the model when loader samples/s exceeds model samples
 
 Usage::
 
-    python benchmarks/data_throughput.py --root ../shared/data/indian_pines [--device cuda]
+    python -m benchmarks.data_throughput --root ../shared/data/indian_pines [--device cuda]
 """
 
 from __future__ import annotations

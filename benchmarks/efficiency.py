@@ -10,10 +10,10 @@ bf16 autocast.
 
 Usage::
 
-    python benchmarks/efficiency.py                      # full geometry, CPU
-    python benchmarks/efficiency.py --quick              # tiny geometry, for CI
-    python benchmarks/efficiency.py --device cuda        # time on a GPU (CUDA events)
-    python benchmarks/efficiency.py --threads 1 --out docs/results.md \\
+    python -m benchmarks.efficiency                      # full geometry, CPU
+    python -m benchmarks.efficiency --quick              # tiny geometry, for CI
+    python -m benchmarks.efficiency --device cuda        # time on a GPU (CUDA events)
+    python -m benchmarks.efficiency --threads 1 --out docs/results.md \\
         --plot docs/img/efficiency.png --json efficiency.json
 
 See efficiency_measure.py for how time and memory are measured on a shared machine.
@@ -32,17 +32,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from efficiency_measure import Entry, median_ratio, peak_memory_increases, round_robin
-from efficiency_report import PRECISIONS, markdown, plot
-from efficiency_variants import (
+
+from benchmarks.docgen.sections import update_markdown_section
+from benchmarks.efficiency_measure import Entry, median_ratio, peak_memory_increases, round_robin
+from benchmarks.efficiency_report import PRECISIONS, markdown, plot
+from benchmarks.efficiency_variants import (
     FULL_GEOMETRY,
     PEFT_VARIANTS,
     QUICK_GEOMETRY,
     VARIANTS,
     build_variant,
 )
-from machine import machine_description
-from results_md import update_markdown_section
+from benchmarks.machine import machine_description
 
 #: (description, variants, results key, upper limit): the issue's targets for this CPU.
 TARGETS = [
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     results = _assemble(variants, memory, samples)
     results.update(
-        command=shlex.join(["python", "benchmarks/efficiency.py", *argv]),
+        command=shlex.join(["python", "-m", "benchmarks.efficiency", *argv]),
         machine=machine,
         device=str(device),
         geometry=geometry.describe(),

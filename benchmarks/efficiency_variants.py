@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from hsi_models import Geometry
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from benchmarks.hsi_models import Geometry
 from terratorch_hsi_peft.backbones.spectralgpt import SpectralGPTEncoder
 from terratorch_hsi_peft.peft import (
     adapter_file_bytes,

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from machine import machine_description
 from terratorch.tasks import ClassificationTask, SemanticSegmentationTask
 
 import terratorch_hsi_peft  # noqa: F401  (registers the backbone and the factory)
+from benchmarks.machine import machine_description
 from terratorch_hsi_peft.datamodules import (
     IGNORE_INDEX,
     HyperspectralPatchDataModule,

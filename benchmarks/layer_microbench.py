@@ -7,7 +7,7 @@ to the reshaped input, never the dense product), the LoRA path (rank ``--rank``)
 in every round, so the printed ratios (medians of per-round ratios) compare them under the same
 machine load; absolute times depend on the machine and are printed for reference only.
 
-    python benchmarks/layer_microbench.py --threads 1
+    python -m benchmarks.layer_microbench --threads 1
 """
 
 from __future__ import annotations

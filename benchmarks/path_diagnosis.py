@@ -19,8 +19,8 @@ Each configuration trains for ``--steps`` AdamW steps (lr 1e-2, weight decay 0.0
 batches of 1,640 pixels, the mean of ``tiles`` batches) per seed, and is scored on the split's
 test pixels.
 
-    nice -n 5 python benchmarks/path_diagnosis.py --results-md docs/segmentation.md
-    python benchmarks/path_diagnosis.py --quick          # CI smoke run
+    nice -n 5 python -m benchmarks.path_diagnosis --results-md docs/segmentation.md
+    python -m benchmarks.path_diagnosis --quick          # CI smoke run
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from accuracy import draw_split
-from hsi_models import check_data_root, machine_description
-from results_md import update_markdown_section
 from scipy.ndimage import uniform_filter
 from torch import nn
 
+from benchmarks.accuracy import draw_split
+from benchmarks.docgen.sections import update_markdown_section
+from benchmarks.hsi_models import check_data_root, machine_description
 from terratorch_hsi_peft.datamodules import tile_grid
 from terratorch_hsi_peft.datasets import IndianPines
 

@@ -32,9 +32,9 @@ started again with the same file; pre-trained encoders are kept in ``--work-dir`
 Runs are ordered so the most informative come first: per-class split, seed 0, {in-domain,
 random}; then cross-sensor; then the spatially disjoint split; then the other seeds.
 
-    nohup nice -n 19 python benchmarks/pretrain_then_tune.py --results-md docs/results.md > log &
-    python benchmarks/pretrain_then_tune.py --report-only --results-md docs/results.md
-    python benchmarks/pretrain_then_tune.py --quick --work-dir /tmp/q --runs /tmp/q/runs.jsonl
+    nohup nice -n 19 python -m benchmarks.pretrain_then_tune --results-md docs/results.md > log &
+    python -m benchmarks.pretrain_then_tune --report-only --results-md docs/results.md
+    python -m benchmarks.pretrain_then_tune --quick --work-dir /tmp/q --runs /tmp/q/runs.jsonl
 """
 
 from __future__ import annotations
@@ -54,7 +54,10 @@ import lightning.pytorch as pl
 import numpy as np
 import scipy.io
 import torch
-from accuracy import (
+from matplotlib.figure import Figure
+from terratorch.tasks import ClassificationTask
+
+from benchmarks.accuracy import (
     CLASSIC,
     QUICK_TEST_BATCHES,
     SPLITS,
@@ -66,7 +69,8 @@ from accuracy import (
     make_trainer,
     scores,
 )
-from hsi_models import (
+from benchmarks.docgen.sections import update_markdown_section
+from benchmarks.hsi_models import (
     METHODS,
     QUICK,
     Geometry,
@@ -77,10 +81,6 @@ from hsi_models import (
     quiet_libraries,
     trainable_parameters,
 )
-from matplotlib.figure import Figure
-from results_md import update_markdown_section
-from terratorch.tasks import ClassificationTask
-
 from terratorch_hsi_peft.datamodules import (
     IGNORE_INDEX,
     HyperspectralPatchDataModule,
@@ -822,7 +822,7 @@ def main(argv: list[str] | None = None) -> int:
         plot(summary, splits, args.img_dir / "pretrain_then_tune.png")
     if args.results_md is not None:
         argv_ = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
-        command = "python benchmarks/pretrain_then_tune.py " + " ".join(argv_)
+        command = "python -m benchmarks.pretrain_then_tune " + " ".join(argv_)
         body = results_section(args, geometry, records, table, command)
         update_markdown_section(
             args.results_md, "pretrain_then_tune", "## Accuracy on a pre-trained encoder", body

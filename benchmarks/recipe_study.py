@@ -35,9 +35,9 @@ window touches a test pixel. An RBF SVM on the same splits is the reference.
 Runs are appended to a JSON-lines file as they finish (``--runs``); a rerun skips the runs
 already there, so the study can be resumed and the report rebuilt (``--report-only``).
 
-    nice -n 19 python benchmarks/recipe_study.py --runs outputs/recipe_study.jsonl \\
+    nice -n 19 python -m benchmarks.recipe_study --runs outputs/recipe_study.jsonl \\
         --results-md docs/results.md
-    python benchmarks/recipe_study.py --quick          # CI smoke run
+    python -m benchmarks.recipe_study --quick          # CI smoke run
 """
 
 from __future__ import annotations
@@ -55,11 +55,16 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import yaml
-from accuracy import classic_model, make_trainer, schedule_args, scores
-from hsi_models import check_data_root, machine_description, predict_patches, quiet_libraries
-from results_md import update_markdown_section
 from terratorch.tasks import ClassificationTask
 
+from benchmarks.accuracy import classic_model, make_trainer, schedule_args, scores
+from benchmarks.docgen.sections import update_markdown_section
+from benchmarks.hsi_models import (
+    check_data_root,
+    machine_description,
+    predict_patches,
+    quiet_libraries,
+)
 from terratorch_hsi_peft.datamodules import HyperspectralPatchDataModule
 from terratorch_hsi_peft.datasets import HyperspectralScene, IndianPines, Split, make_split
 from terratorch_hsi_peft.transforms import BandRoute

@@ -19,8 +19,8 @@ formulation. The table gives the median (and min-max) pixels per second; the spe
 median over rounds of the ratio of two maps run back to back, which a change in the machine's
 load affects alike.
 
-    python benchmarks/scene_mapping.py --results-md docs/results.md
-    python benchmarks/scene_mapping.py --quick
+    python -m benchmarks.scene_mapping --results-md docs/results.md
+    python -m benchmarks.scene_mapping --quick
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from hsi_models import (
+
+from benchmarks.docgen.sections import update_markdown_section
+from benchmarks.hsi_models import (
     QUICK,
     SMALL,
     VIT_BASE,
@@ -48,8 +50,6 @@ from hsi_models import (
     predict_tiles,
     quiet_libraries,
 )
-from results_md import update_markdown_section
-
 from terratorch_hsi_peft.datamodules import (
     HyperspectralPatchDataModule,
     HyperspectralSceneDataModule,
@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(results)
     print(table, flush=True)
     print(speedup_sentences(ratios, results), flush=True)
-    command = "python benchmarks/scene_mapping.py " + " ".join(
+    command = "python -m benchmarks.scene_mapping " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
     if args.json is not None:

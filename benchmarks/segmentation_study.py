@@ -42,15 +42,19 @@ split's test pixels; the report also gives each class's test accuracy on the dis
 Runs are appended to a JSON-lines file as they finish (``--runs``); a rerun skips the runs
 already there, and ``--report-only`` rebuilds the Markdown section from them.
 
-    nice -n 5 python benchmarks/segmentation_study.py --splits spatially_disjoint per_class \\
+    nice -n 5 python -m benchmarks.segmentation_study --splits spatially_disjoint per_class \\
         --runs benchmarks/results/segmentation_runs_180_steps.jsonl \\
         --results-md docs/segmentation.md
-    nice -n 5 python benchmarks/segmentation_study.py --splits per_class spatially_disjoint \\
+    nice -n 5 python -m benchmarks.segmentation_study --splits per_class spatially_disjoint \\
         --factors baseline spectral_path+flips --steps 720 \\
         --runs benchmarks/results/segmentation_runs_720_steps.jsonl \\
         --results-md docs/segmentation.md --section segmentation-study-720 \\
         --heading "### Longer runs: 720 steps"
-    python benchmarks/segmentation_study.py --quick          # CI smoke run
+    python -m benchmarks.segmentation_study --quick          # CI smoke run
+
+The 720-step runs the docs show are in that second file at commit d36c417 (``git show
+d36c417:benchmarks/results/segmentation_runs_720_steps.jsonl``): the tree keeps one runs file
+per study, the one its main section is built from.
 """
 
 from __future__ import annotations
@@ -68,8 +72,11 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from accuracy import draw_split, make_trainer, scores
-from hsi_models import (
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from benchmarks.accuracy import draw_split, make_trainer, scores
+from benchmarks.docgen.sections import update_markdown_section
+from benchmarks.hsi_models import (
     PATH_LOSS_WEIGHT,
     PATH_LR,
     PATH_WINDOW,
@@ -81,10 +88,7 @@ from hsi_models import (
     predict_tiles,
     quiet_libraries,
 )
-from lightning.pytorch.callbacks import ModelCheckpoint
-from recipe_study import baseline_oa, load_runs, markdown_table, split_stats
-from results_md import update_markdown_section
-
+from benchmarks.recipe_study import baseline_oa, load_runs, markdown_table, split_stats
 from terratorch_hsi_peft.datamodules import IGNORE_INDEX, HyperspectralSceneDataModule
 from terratorch_hsi_peft.datasets import IndianPines, make_split
 from terratorch_hsi_peft.metrics import confusion_matrix

@@ -1,21 +1,19 @@
 """Figures the README and docs state about the shipped configs, recomputed from the configs.
 
-``benchmarks/doc_figures.py`` computes them; the generated section of docs/reproduce_paper.md
+``benchmarks/docgen/figures.py`` computes them; the generated section of docs/reproduce_paper.md
 must equal its output, and the figures quoted in prose elsewhere must equal the computed ones.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+from benchmarks.docgen import figures as doc_figures
 
-import doc_figures  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def flat(path: str) -> str:
@@ -26,7 +24,9 @@ def flat(path: str) -> str:
 def section(path: str, name: str) -> str:
     text = (REPO_ROOT / path).read_text()
     found = re.search(rf"<!-- {name}:start -->\n(.*?)\n<!-- {name}:end -->", text, re.DOTALL)
-    assert found, f"{path} has no {name} section; run benchmarks/doc_figures.py --out {path}"
+    assert found, (
+        f"{path} has no {name} section; run python -m benchmarks.docgen.figures --out {path}"
+    )
     return found.group(1)
 
 
@@ -35,7 +35,7 @@ def test_paper_sizes_and_parameter_counts_are_the_configs():
     rows = doc_figures.paper_sizes()
     expected = f"{doc_figures.HEADING}\n\n{doc_figures.paper_sizes_markdown(rows)}"
     assert section("docs/reproduce_paper.md", doc_figures.SECTION) == expected, (
-        "docs/reproduce_paper.md is stale: python benchmarks/doc_figures.py "
+        "docs/reproduce_paper.md is stale: python -m benchmarks.docgen.figures "
         "--out docs/reproduce_paper.md"
     )
     krona_plus = next(row for row in rows if row["method"] == "krona_plus")

@@ -5,6 +5,8 @@ regenerated results section with a wrong image path from reaching main through `
 """
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 # [text](target) and ![alt](target); the target ends at whitespace or the closing parenthesis.
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)[^)]*\)")
+# A runs file named in prose, and the commit that holds it when it has left the tree.
+RUNS_FILE = re.compile(r"`(benchmarks/results/[\w.-]+\.jsonl)`(?: at commit ([0-9a-f]{7,40}))?")
 
 
 def _relative_targets(page: Path) -> list[str]:
@@ -39,3 +43,38 @@ def test_the_link_pattern_sees_images_and_links():
         "https://x.org",
         "#top",
     ]
+
+
+def _cited_runs_files() -> list[tuple[str, str, str | None]]:
+    """(page, file, commit or None) for every runs file the pages name, line breaks ignored."""
+    cited = []
+    for page in PAGES:
+        text = " ".join(page.read_text().split())
+        for m in RUNS_FILE.finditer(text):
+            cited.append((page.name, m.group(1), m.group(2)))
+    return cited
+
+
+def _full_history() -> bool:
+    if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
+        return False
+    command = ["git", "rev-parse", "--is-shallow-repository"]
+    shallow = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+    return shallow.returncode == 0 and shallow.stdout.strip() == "false"
+
+
+def test_cited_runs_files_are_in_the_tree_or_at_their_commit():
+    """benchmarks/results/ keeps one current file per study; the others are cited by commit."""
+    cited = _cited_runs_files()
+    assert any(commit for _, _, commit in cited), "the pattern no longer sees the citations"
+    for page, path, commit in cited:
+        if commit is None:
+            assert (REPO_ROOT / path).is_file(), f"{page}: {path} is gone; cite 'at commit <sha>'"
+            continue
+        assert not (REPO_ROOT / path).is_file(), f"{page}: {path} is in the tree; drop the commit"
+        if not _full_history():
+            continue  # an unpacked archive or a shallow clone: no history to look in
+        done = subprocess.run(
+            ["git", "cat-file", "-e", f"{commit}:{path}"], cwd=REPO_ROOT, capture_output=True
+        )
+        assert done.returncode == 0, f"{page}: commit {commit} holds no {path}"

@@ -164,5 +164,5 @@ def test_every_check_runs_and_one_failure_fails_the_whole(gpu_check, monkeypatch
     ]
     assert commands[0][1:6] == ["-m", "pytest", "-q", "-m", "cuda"]
     assert commands[1][1:] == gpu_check.fit_args(tmp_path / "data", steps=20)
-    assert commands[2][1].endswith("benchmarks/efficiency.py")
-    assert commands[2][2:6] == ["--device", "cuda", "--quick", "--json"]
+    assert commands[2][1:3] == ["-m", "benchmarks.efficiency"]  # run from the repository root
+    assert commands[2][3:7] == ["--device", "cuda", "--quick", "--json"]

@@ -11,19 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BENCHMARKS = REPO_ROOT / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
-
-from efficiency_measure import (  # noqa: E402
+from benchmarks.docgen.sections import update_markdown_section
+from benchmarks.efficiency_measure import (
     Entry,
     median_ratio,
     peak_memory_increases,
     round_robin,
 )
-from efficiency_report import LABELS  # noqa: E402
-from efficiency_variants import PEFT_VARIANTS, QUICK_GEOMETRY, VARIANTS  # noqa: E402
-from results_md import update_markdown_section  # noqa: E402
+from benchmarks.efficiency_report import LABELS
+from benchmarks.efficiency_variants import PEFT_VARIANTS, QUICK_GEOMETRY, VARIANTS, build_variant
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +32,8 @@ def quick_run(tmp_path_factory):
     results_md.write_text("# Results\n\n## Accuracy\n\nkept as it is\n")
     command = [
         sys.executable,
-        str(BENCHMARKS / "efficiency.py"),
+        "-m",
+        "benchmarks.efficiency",
         "--quick",
         "--threads",
         "1",
@@ -125,7 +124,7 @@ def test_quick_run_writes_its_section_and_plot(quick_run):
     assert text.count("## Efficiency") == 1
     assert text.count("<!-- efficiency:start -->") == text.count("<!-- efficiency:end -->") == 1
     assert "](img/efficiency.png)" in text
-    assert "python benchmarks/efficiency.py --quick --threads 1" in text
+    assert "python -m benchmarks.efficiency --quick --threads 1" in text
     assert (folder / "img" / "efficiency.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
@@ -179,7 +178,7 @@ def test_peak_memory_increases_see_what_each_step_allocates():
 def test_cuda_without_a_gpu_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    from efficiency import main
+    from benchmarks.efficiency import main
 
     with pytest.raises(SystemExit, match="no CUDA device is available; use --device cpu"):
         main(["--device", "cuda"])
@@ -189,7 +188,7 @@ def test_cuda_without_a_gpu_is_a_clear_error():
 @pytest.mark.slow
 def test_quick_run_on_cuda(tmp_path):
     out = tmp_path / "results.json"
-    command = [sys.executable, str(BENCHMARKS / "efficiency.py"), "--quick", "--device", "cuda"]
+    command = [sys.executable, "-m", "benchmarks.efficiency", "--quick", "--device", "cuda"]
     done = subprocess.run(
         [*command, "--json", str(out)], capture_output=True, text=True, timeout=600, cwd=REPO_ROOT
     )
@@ -198,3 +197,15 @@ def test_quick_run_on_cuda(tmp_path):
     assert results["device"] == "cuda"
     for row in results["variants"].values():
         assert row["float32"]["step_ms"] > 0 and row["bf16"]["memory_mib"] > 0
+
+
+def test_loha_is_an_efficiency_benchmark_variant():
+    assert "LOHA" in VARIANTS and "LOHA" in PEFT_VARIANTS and LABELS["LOHA"] == "LoHa (ours)"
+    variant = build_variant("LOHA", QUICK_GEOMETRY, torch.device("cpu"))
+    g = QUICK_GEOMETRY
+    head = g.embed_dim * g.head_dim + g.head_dim + g.head_dim * g.classes + g.classes
+    assert variant.trainable_parameters() == 2 * g.depth * 4 * g.rank * g.embed_dim + head
+    variant.train_step(bf16=False)
+    with variant.merged():
+        merged = variant.predict(bf16=False)
+    torch.testing.assert_close(merged, variant.predict(bf16=False), rtol=1e-4, atol=1e-5)

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-from layer_microbench import forwards, main, measure, tensors
+from benchmarks.layer_microbench import forwards, main, measure, tensors
 
 
 def test_each_path_computes_its_layer():

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-from machine import ALLOCATOR_VARIABLES, machine_description
+from benchmarks.machine import ALLOCATOR_VARIABLES, machine_description
 
 
 def test_a_fresh_run_gives_this_process_threads_and_the_load_at_start():

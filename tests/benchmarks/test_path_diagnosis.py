@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+from benchmarks import path_diagnosis
 
-import path_diagnosis  # noqa: E402  (a script beside its helpers, not a package)
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_tiles_hold_every_training_pixel_and_no_other():
@@ -26,8 +24,7 @@ def test_tiles_hold_every_training_pixel_and_no_other():
 
 
 def test_tiles_are_the_scene_datamodules_training_tiles(shared_data, tmp_path):
-    from accuracy import draw_split
-
+    from benchmarks.accuracy import draw_split
     from terratorch_hsi_peft.datamodules import HyperspectralSceneDataModule
     from terratorch_hsi_peft.datasets import IndianPines
 

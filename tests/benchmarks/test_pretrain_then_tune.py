@@ -5,20 +5,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import sys
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
+from benchmarks import pretrain_then_tune as bench
+from benchmarks.hsi_models import QUIET_LOGGERS
 from terratorch_hsi_peft.backbones import spectralgpt_vit_base
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-
-import pretrain_then_tune as bench  # noqa: E402
-from hsi_models import QUIET_LOGGERS  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CELL = re.compile(r"^-?\d+\.\d$")  # one seed: its value, no spread

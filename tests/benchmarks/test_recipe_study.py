@@ -12,11 +12,9 @@ import pytest
 import torch
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BENCHMARKS = REPO_ROOT / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
+from benchmarks import recipe_study
 
-import recipe_study  # noqa: E402  (a script beside its helpers, not a package)
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 STEPS = 200
 
@@ -145,7 +143,8 @@ def test_quick_study_prints_the_table_writes_runs_and_docs_and_resumes(shared_da
     results_md.write_text("# Results\n\n## Accuracy\n\nkept as it is\n")
     command = [
         sys.executable,
-        str(BENCHMARKS / "recipe_study.py"),
+        "-m",
+        "benchmarks.recipe_study",
         "--quick",
         "--data-root",
         str(shared_data),

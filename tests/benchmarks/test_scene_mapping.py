@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = REPO_ROOT / "benchmarks" / "scene_mapping.py"
 ROW = re.compile(
     r"^\| (classification|segmentation|segmentation, stride 32) \| ([\d,]+) \| "
     r"(\d+)x(\d+)x(\d+) \| (\d+\.\d+) \| "
@@ -33,7 +32,8 @@ def test_quick_run_times_both_formulations_over_the_whole_scene(shared_data, tmp
     result = subprocess.run(
         [
             sys.executable,
-            str(SCRIPT),
+            "-m",
+            "benchmarks.scene_mapping",
             "--quick",
             "--data-root",
             str(shared_data),

@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BENCHMARKS = REPO_ROOT / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
+from benchmarks import segmentation_study
 
-import segmentation_study  # noqa: E402  (a script beside its helpers, not a package)
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _changes(factor: str) -> set[str]:
@@ -58,7 +56,7 @@ def test_each_configuration_changes_one_thing(factor):
 
 
 def test_baseline_is_the_formulation_before_the_study():
-    import hsi_models
+    from benchmarks import hsi_models
 
     base = segmentation_study.configure("baseline", quick=False)["geometry"]
     # The accuracy grid's encoder; only the spectral path (the study's outcome) is off.
@@ -81,7 +79,7 @@ def test_path_refinements_change_one_thing_of_the_path_and_need_it(refinement, e
     with pytest.raises(ValueError, match="join it after spectral_path or full_spectrum"):
         segmentation_study.configure(refinement, quick=False)
     # The refinements reach the stock task: its own loss weighted, the path's learning rate.
-    import hsi_models
+    from benchmarks import hsi_models
 
     config = segmentation_study.configure(f"full_spectrum+{refinement}", quick=True)
     task = hsi_models.build_task(
@@ -112,7 +110,8 @@ def test_quick_run_appends_runs_and_writes_the_section(shared_data, tmp_path):
     runs, results_md = tmp_path / "runs.jsonl", tmp_path / "results.md"
     command = [
         sys.executable,
-        str(BENCHMARKS / "segmentation_study.py"),
+        "-m",
+        "benchmarks.segmentation_study",
         "--quick",
         "--data-root",
         str(shared_data),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 
 import pytest
@@ -161,19 +160,3 @@ def test_method_loha_without_backend_is_an_error_naming_both():
     )
     assert type(hf.encoder).__name__ == "PeftModel" and not adapter_layers(hf.encoder)
     assert any(".hada_w1_a." in n for n, p in hf.encoder.named_parameters() if p.requires_grad)
-
-
-def test_loha_is_an_efficiency_benchmark_variant():
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-    from efficiency_report import LABELS
-    from efficiency_variants import PEFT_VARIANTS, QUICK_GEOMETRY, VARIANTS, build_variant
-
-    assert "LOHA" in VARIANTS and "LOHA" in PEFT_VARIANTS and LABELS["LOHA"] == "LoHa (ours)"
-    variant = build_variant("LOHA", QUICK_GEOMETRY, torch.device("cpu"))
-    g = QUICK_GEOMETRY
-    head = g.embed_dim * g.head_dim + g.head_dim + g.head_dim * g.classes + g.classes
-    assert variant.trainable_parameters() == 2 * g.depth * 4 * g.rank * g.embed_dim + head
-    variant.train_step(bf16=False)
-    with variant.merged():
-        merged = variant.predict(bf16=False)
-    torch.testing.assert_close(merged, variant.predict(bf16=False), rtol=1e-4, atol=1e-5)

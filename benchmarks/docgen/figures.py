@@ -10,7 +10,7 @@
 - The quickstart's training (``quickstart_figures``): training and test pixels of its split and
   its optimizer steps (batches per epoch x epochs), from its configs and the real scene.
 
-    python benchmarks/doc_figures.py --out docs/reproduce_paper.md
+    python -m benchmarks.docgen.figures --out docs/reproduce_paper.md
 
 ``tests/test_doc_figures.py`` recomputes every figure and compares it with the docs.
 """
@@ -20,17 +20,15 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks.docgen.sections import update_markdown_section
 
-from results_md import update_markdown_section  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 PAPER_METHODS = ("full", "lora", "lora_plus", "krona", "krona_plus", "lokr")
 QUICKSTART_CONFIGS = ("base/trainer.yaml", "data/indian_pines_patch.yaml", "quickstart.yaml")
@@ -107,7 +105,7 @@ def megabytes(count: int) -> str:
 def paper_sizes_markdown(rows: list[dict[str, Any]]) -> str:
     """The generated section of docs/reproduce_paper.md."""
     lines = [
-        "Computed by `python benchmarks/doc_figures.py --out docs/reproduce_paper.md` from the "
+        "Computed by `python -m benchmarks.docgen.figures --out docs/reproduce_paper.md` from the "
         "paper's task file with each method file (SpectralGPT-B, 12 bands at 32 x 32, the MLP "
         "head 768 -> 256 -> 16); `tests/test_doc_figures.py` checks it.",
         "",
