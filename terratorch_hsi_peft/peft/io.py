@@ -275,7 +275,7 @@ def _serialise(model: nn.Module, include: Sequence[str], base_model_name: str | 
         "base_model_class": _class_path(model),
         "base_model_name": base_model_name or type(model).__name__,
         _FINGERPRINT_KEY: base_fingerprint(model),
-        _SKETCH_KEY: json.dumps(base_sketch(model)),
+        _SKETCH_KEY: _sketch_json(base_sketch(model)),
         _ORIGIN_KEY: weights_origin(model),
     }
     cpu = {key: t.detach().to("cpu").contiguous() for key, t in tensors.items()}
@@ -403,6 +403,16 @@ def _check_base(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
         "weights on purpose, turn the check off: check_base=False in Python, peft_config: "
         "{check_base: false} in YAML. The model was left unchanged."
     )
+
+
+def _sketch_json(sketches: dict[str, list[float]]) -> str:
+    """The sketches as JSON with every number in one fixed width (`` 1.234567890e+02``), so a
+    file's size depends on its layers and not on the digits of their weights."""
+    layers = (
+        f"{json.dumps(name)}: [{', '.join(f'{value: .9e}' for value in values)}]"
+        for name, values in sketches.items()
+    )
+    return "{" + ", ".join(layers) + "}"
 
 
 def _differing_layers(

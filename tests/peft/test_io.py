@@ -164,6 +164,27 @@ def other_base_model(method: str, base_seed: int) -> ViTWithHead:
     return apply_peft(ViTWithHead(), peft_config(method))
 
 
+def test_the_file_size_depends_on_the_layers_not_on_the_weights(tmp_path):
+    # The base sketch is written at a fixed width: docs quote adapter file sizes to 0.1 kB, and
+    # the digits of other base weights moved them by up to 16 bytes.
+    sizes = set()
+    for base_seed in range(6):
+        model = other_base_model("KRONA_PLUS", base_seed)
+        with torch.no_grad():
+            for layer in adapter_layers(model).values():
+                layer.base_layer.weight.mul_(10.0 ** (base_seed - 3))  # other exponents too
+        sketch = base_sketch(model)
+        path = save_adapters(model, tmp_path / f"{base_seed}.safetensors")
+        with safe_open(path, "pt") as f:
+            written = json.loads(f.metadata()["base_weights_sketch"])
+        assert set(written) == set(sketch)
+        for name, values in sketch.items():
+            assert written[name] == pytest.approx(values, rel=1e-9)
+        sizes.add(path.stat().st_size)
+        assert adapter_file_bytes(model) == path.stat().st_size
+    assert len(sizes) == 1, sizes
+
+
 def test_adapters_refuse_other_base_weights_and_load_on_the_same(tmp_path):
     # issue 13 item 3: adapters of one random base loaded into another without a word
     source = tuned_model("LORA", seed=1)  # base weights from torch.manual_seed(0)
