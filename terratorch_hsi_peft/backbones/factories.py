@@ -96,7 +96,6 @@ def sized_factory(
         KeyError: an argument that no docstring describes (when the module is imported).
     """
     name = f"{family}_{size}"
-    official_url = RELEASED.get(size)
     checkpoint_parameters = keyword_parameters(checkpoint_to_load)
     signature = [*checkpoint_parameters, *parameters]
     defaults = {p.name: p.default for p in signature}
@@ -110,7 +109,7 @@ def sized_factory(
             )
         arguments = {**defaults, **cli_scalars(kwargs, name, text=TEXT_OPTIONS)}
         options = {p.name: arguments.pop(p.name) for p in checkpoint_parameters}
-        checkpoint = checkpoint_to_load(name, official_url, **options)
+        checkpoint = checkpoint_to_load(name, RELEASED.get(size), **options)
         model = construct(**arguments)
         if checkpoint is not None:
             load(model, checkpoint, options["ckpt_sha256"])
@@ -118,7 +117,7 @@ def sized_factory(
 
     weights = (
         "``pretrained=True`` loads the released SpectralGPT+ checkpoint."
-        if official_url
+        if size in RELEASED
         else "No weights were released for this size: ``pretrained=True`` is an error, "
         "``ckpt_path`` loads your own."
     )
