@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
+import io
 import os
 import re
 import subprocess
 import sys
 import warnings
+from argparse import ArgumentError
 from pathlib import Path
 
 import pytest
+import yaml
+from jsonargparse import ActionConfigFile, ArgumentParser
 from terratorch.registry import (
     BACKBONE_REGISTRY,
     FULL_MODEL_REGISTRY,
@@ -22,6 +27,10 @@ from terratorch.registry import (
 
 import terratorch_hsi_peft
 from terratorch_hsi_peft import registry
+from terratorch_hsi_peft.backbones import SpectralGPTEncoder
+from terratorch_hsi_peft.backbones.factories import checkpoint_to_load
+from terratorch_hsi_peft.backbones.spectralgpt import SIZES
+from terratorch_hsi_peft.pretraining import SpectralGPTMAE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,12 +96,105 @@ def test_factories_declare_their_arguments(kind):
         size = ARCHITECTURE[name.rsplit("_", 1)[1]]
         assert {key: parameters[key].default for key in size} == size, name
         signatures[name] = {n: p.default for n, p in parameters.items() if n not in size}
+        documented = re.findall(r"^    (\w+):", inspect.getdoc(factory), flags=re.MULTILINE)
+        assert documented == list(parameters), name
     first, *others = signatures.values()
     assert all(other == first for other in others)
-    base = inspect.getdoc(registry[DOCUMENTED[kind][0]])
-    documented = re.findall(r"^    (\w+(?:, \w+)*):", base, flags=re.MULTILINE)
-    names = [n for group in documented for n in group.split(", ")]
-    assert sorted(names) == sorted(inspect.signature(registry[DOCUMENTED[kind][0]]).parameters)
+
+
+def _declaration(name: str) -> list[inspect.Parameter]:
+    """What the factory ``name`` should take, read from the one declaration: the checkpoint
+    options, then the encoder's arguments (a backbone: and ``padding``) or the MAE's."""
+    checkpoint = [
+        p
+        for p in inspect.signature(checkpoint_to_load, eval_str=True).parameters.values()
+        if p.kind is p.KEYWORD_ONLY
+    ]
+    if name.startswith("spectralgpt_mae_vit_"):
+        return [*checkpoint, *inspect.signature(SpectralGPTMAE).parameters.values()]
+    encoder = inspect.signature(SpectralGPTEncoder, eval_str=True).parameters.values()
+    padding = inspect.Parameter("padding", inspect.Parameter.KEYWORD_ONLY, annotation=str)
+    return [*checkpoint, *encoder, padding.replace(default="reflect")]
+
+
+FACTORIES = [*DOCUMENTED["backbone"], *DOCUMENTED["full_model"]]
+
+
+def _factory(name: str):
+    if name in DOCUMENTED["backbone"]:
+        return TERRATORCH_BACKBONE_REGISTRY[name]
+    return TERRATORCH_FULL_MODEL_REGISTRY[name]
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_factory_signature_is_the_declaration_with_the_size_defaults(name):
+    """Every argument of the declaration, in its order, typed as declared (real types, not
+    strings), with the declared default except the size's architecture."""
+    factory = _factory(name)
+    size = ARCHITECTURE[name.rsplit("_", 1)[1]]
+    expected = {p.name: (p.annotation, size.get(p.name, p.default)) for p in _declaration(name)}
+    parameters = inspect.signature(factory).parameters
+    assert {n: (p.annotation, p.default) for n, p in parameters.items()} == expected
+    assert list(parameters) == list(expected)
+    assert parameters["num_bands"].annotation is int
+    assert parameters["ckpt_path"].annotation == (str | None)
+    assert SIZES == ARCHITECTURE  # the table the factories read holds the official shapes
+
+
+def test_mae_takes_the_encoder_arguments_but_the_feature_ones():
+    mae = inspect.signature(SpectralGPTMAE).parameters
+    encoder = inspect.signature(SpectralGPTEncoder, eval_str=True).parameters
+    shared = [n for n in encoder if n not in ("out_indices", "group_fusion", "cls_token")]
+    assert list(mae)[: len(shared)] == shared
+    assert all(mae[n].default == encoder[n].default for n in shared)
+    assert all(mae[n].annotation == encoder[n].annotation for n in shared)
+    assert list(mae)[len(shared) :] == [
+        "decoder_embed_dim",
+        "decoder_depth",
+        "decoder_num_heads",
+        "mask_ratio",
+        "norm_pix_loss",
+    ]
+    with pytest.raises(
+        TypeError, match=r"SpectralGPTMAE got unknown argument\(s\) \['cls_token'\]"
+    ):
+        SpectralGPTMAE(cls_token=False)
+
+
+def _jsonargparse(component) -> tuple[ArgumentParser, dict]:
+    """The parser jsonargparse (the library of TerraTorch's CLI) builds from a factory's or
+    class's signature, and the defaults its ``--print_config`` writes, read back as YAML."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--config", action=ActionConfigFile)  # which brings --print_config
+    if inspect.isclass(component):
+        parser.add_class_arguments(component)
+    else:
+        parser.add_function_arguments(component)
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), pytest.raises(SystemExit):
+        parser.parse_args(["--print_config"])
+    return parser, yaml.safe_load(output.getvalue())
+
+
+@pytest.mark.parametrize("name", [*FACTORIES, "SpectralGPTMAE"])
+def test_jsonargparse_lists_every_argument_with_its_type_and_default(name):
+    if name == "SpectralGPTMAE":
+        component, expected = SpectralGPTMAE, inspect.signature(SpectralGPTMAE).parameters
+    else:
+        component = _factory(name)
+        size = ARCHITECTURE[name.rsplit("_", 1)[1]]
+        expected = {
+            p.name: p.replace(default=size.get(p.name, p.default)) for p in _declaration(name)
+        }
+    parser, printed = _jsonargparse(component)
+    assert printed == {n: p.default for n, p in expected.items()}
+    # The types are enforced: a fraction is no int, a word no float or bool.
+    for parameter in expected.values():
+        bad = {int: "1.5", float: "many", bool: "maybe"}.get(parameter.annotation)
+        if bad is not None:
+            with pytest.raises(ArgumentError):
+                parser.parse_args([f"--{parameter.name}={bad}"])
+    assert parser.parse_args(["--depth=3", "--mlp_ratio=2"]).as_dict()["depth"] == 3
 
 
 def test_unknown_arguments_name_the_valid_ones():

@@ -1,16 +1,19 @@
 """SpectralGPT backbones registered with TerraTorch: ``spectralgpt_vit_{base,large,huge}``.
 
-One factory per size, as timm's, each with its full signature. In a TerraTorch YAML every
-``backbone_<name>`` key of ``model_args`` reaches them as the keyword ``<name>``. Unknown keys are
-a TypeError that lists the valid ones, and strings that dotted command-line overrides leave
-(``"false"``, ``"2"``) are read as YAML scalars (:func:`yaml_arguments`).
+One factory per size, as timm's, each with its full typed signature. The arguments are declared
+once: the encoder's by :class:`SpectralGPTEncoder`, the checkpoint's by
+:func:`checkpoint_to_load`; the sizes differ only in :data:`SIZES` (and :data:`RELEASED`), and
+:func:`sized_factory` makes each size's factory from them. In a TerraTorch YAML every
+``backbone_<name>`` key of ``model_args`` reaches them as the keyword ``<name>``. Unknown keys
+are a TypeError that lists the valid ones, and strings that dotted command-line overrides leave
+(``"false"``, ``"2"``) are read as YAML scalars.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 from terratorch_hsi_peft.backbones.checkpoint import (
@@ -18,51 +21,141 @@ from terratorch_hsi_peft.backbones.checkpoint import (
     check_sha256_option,
     load_checkpoint,
 )
-from terratorch_hsi_peft.backbones.spectralgpt import SpectralGPTEncoder
+from terratorch_hsi_peft.backbones.spectralgpt import SIZES, SpectralGPTEncoder
 from terratorch_hsi_peft.registry import register_backbone
 from terratorch_hsi_peft.utils.cli_values import TEXT_OPTIONS, cli_scalars
 
 __all__ = ["spectralgpt_vit_base", "spectralgpt_vit_huge", "spectralgpt_vit_large"]
 
-Factory = TypeVar("Factory", bound=Callable[..., Any])
+ModelT = TypeVar("ModelT")
+
+#: The sizes with released weights, which ``pretrained=True`` loads.
+RELEASED = {"base": SPECTRALGPT_PLUS_URL}
 
 
-def yaml_arguments(where: str) -> Callable[[Factory], Factory]:
-    """Let a keyword-only factory take its arguments as TerraTorch hands them over from YAML.
+def keyword_parameters(
+    declaration: Callable[..., Any],
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    leave_out: Collection[str] = (),
+) -> list[inspect.Parameter]:
+    """The arguments ``declaration`` (a function, or a class for its constructor) takes by name.
 
-    An unknown name is a TypeError that lists the factory's parameters (``where`` says how they
-    are spelled in YAML), instead of Python's bare "unexpected keyword argument"; strings that
-    dotted CLI overrides leave are read as YAML scalars ("false" is False), while file names and
-    digests (``TEXT_OPTIONS``) stay strings. The factory keeps its signature and docstring.
+    As keyword-only parameters with their annotations evaluated (real types, whatever module
+    they are used in) and ``defaults`` in place of the declared defaults. Positional-only
+    parameters, ``*args``, ``**kwargs`` and the names in ``leave_out`` are left out.
     """
+    defaults = defaults or {}
+    return [
+        p.replace(kind=p.KEYWORD_ONLY, default=defaults.get(p.name, p.default))
+        for p in inspect.signature(declaration, eval_str=True).parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in leave_out
+    ]
 
-    def decorate(factory: Factory) -> Factory:
-        parameters = inspect.signature(factory).parameters
-        name = factory.__name__
 
-        @functools.wraps(factory)
-        def build(**kwargs: Any) -> Any:
-            unknown = sorted(set(kwargs) - set(parameters))
-            if unknown:
-                raise TypeError(
-                    f"{name} got unknown argument(s) {unknown}. Valid arguments ({where}): "
-                    f"{sorted(parameters)}."
-                )
-            return factory(**cli_scalars(kwargs, name, text=TEXT_OPTIONS))
+def argument_docs(*declarations: Callable[..., Any]) -> dict[str, str]:
+    """The ``Args:`` entries of the declarations' docstrings, by name: the text after
+    ``name:``, continuation lines included (a later declaration's entry wins)."""
+    docs: dict[str, str] = {}
+    for declaration in declarations:
+        section = re.search(r"^Args:\n((?:    .*\n?|\n)+)", inspect.getdoc(declaration) or "", re.M)
+        for entry in re.findall(
+            r"^    (\w+: .*(?:\n {8}.*)*)", section[1] if section else "", re.M
+        ):
+            name, text = entry.split(": ", 1)
+            docs[name] = text
+    return docs
 
-        return build  # type: ignore[return-value]
 
-    return decorate
+def sized_factory(
+    family: str,
+    size: str,
+    *,
+    module: str,
+    construct: Callable[..., ModelT],
+    load: Callable[[ModelT, str, str | None], object],
+    parameters: Sequence[inspect.Parameter],
+    docs: Mapping[str, str],
+    where: str,
+    summary: str,
+) -> Callable[..., ModelT]:
+    """The factory ``<family>_<size>`` of ``module``: ``construct(**arguments)``, then ``load``
+    the checkpoint that :func:`checkpoint_to_load` names into it.
+
+    Its arguments are the checkpoint's (those of :func:`checkpoint_to_load`) and ``parameters``
+    (``construct``'s, with the size's defaults), typed: they are its signature (what
+    ``inspect.signature``, ``help`` and jsonargparse show), and ``construct`` receives them all,
+    the defaults filled in. Its docstring is ``summary`` (``{size}``: "Base", ...), the size's
+    weights and an ``Args:`` section from ``docs`` and :func:`checkpoint_to_load`'s. An unknown
+    name is a TypeError that lists the arguments (``where`` says how they are spelled in YAML),
+    instead of Python's bare "unexpected keyword argument"; strings that dotted CLI overrides
+    leave are read as YAML scalars ("false" is False), while file names and digests
+    (``TEXT_OPTIONS``) stay strings.
+
+    Raises:
+        KeyError: an argument that no docstring describes (when the module is imported).
+    """
+    name = f"{family}_{size}"
+    checkpoint_parameters = keyword_parameters(checkpoint_to_load)
+    signature = [*checkpoint_parameters, *parameters]
+    defaults = {p.name: p.default for p in signature}
+
+    def factory(**kwargs: Any) -> ModelT:
+        unknown = sorted(set(kwargs) - set(defaults))
+        if unknown:
+            raise TypeError(
+                f"{name} got unknown argument(s) {unknown}. Valid arguments ({where}): "
+                f"{sorted(defaults)}."
+            )
+        arguments = {**defaults, **cli_scalars(kwargs, name, text=TEXT_OPTIONS)}
+        options = {p.name: arguments.pop(p.name) for p in checkpoint_parameters}
+        checkpoint = checkpoint_to_load(name, RELEASED.get(size), **options)
+        model = construct(**arguments)
+        if checkpoint is not None:
+            load(model, checkpoint, options["ckpt_sha256"])
+        return model
+
+    weights = (
+        "``pretrained=True`` loads the released SpectralGPT+ checkpoint."
+        if size in RELEASED
+        else "No weights were released for this size: ``pretrained=True`` is an error, "
+        "``ckpt_path`` loads your own."
+    )
+    docs = {**argument_docs(checkpoint_to_load), **docs}
+    args = "".join(f"\n    {p.name}: {docs[p.name]}" for p in signature)
+    if inspect.isclass(construct):
+        returns = construct
+    else:
+        returns = inspect.signature(construct, eval_str=True).return_annotation
+    factory.__name__ = factory.__qualname__ = name
+    factory.__module__ = module  # where it is bound, for help() and pickle
+    factory.__doc__ = f"{summary.format(size=size.capitalize())}\n\n{weights}\n\nArgs:{args}"
+    factory.__signature__ = inspect.Signature(signature, return_annotation=returns)  # type: ignore[attr-defined]
+    return factory
 
 
 def checkpoint_to_load(
     name: str,
-    pretrained: bool,
-    ckpt_path: str | None,
-    ckpt_sha256: str | None,
     official_url: str | None,
+    /,
+    *,
+    pretrained: bool = False,
+    ckpt_path: str | None = None,
+    ckpt_sha256: str | None = None,
 ) -> str | None:
-    """The checkpoint a factory loads: ``ckpt_path``, else ``official_url`` when ``pretrained``.
+    """The checkpoint factory ``name`` loads: ``ckpt_path``, else ``official_url`` when
+    ``pretrained``.
+
+    Its keyword arguments are those of every SpectralGPT factory that choose its weights.
+
+    Args:
+        pretrained: load the size's released weights when no ``ckpt_path`` is given:
+            SpectralGPT+ (Zenodo record 8412455) for base; the other sizes have none.
+        ckpt_path: a local checkpoint or an http(s) URL (cached under
+            ``$TERRATORCH_HSI_PEFT_CACHE`` or ``torch.hub.get_dir()/checkpoints``, downloaded
+            atomically, one folder per URL); loaded whenever given.
+        ckpt_sha256: the checkpoint's expected sha256, checked when given (also against a file
+            already in the cache, which is downloaded again if it differs).
 
     Raises:
         ValueError: ``pretrained`` for a size without released weights, or a ``ckpt_sha256``
@@ -79,142 +172,33 @@ def checkpoint_to_load(
     return ckpt_path
 
 
-def _build(
-    name: str,
-    official_url: str | None,
-    *,
-    pretrained: bool,
-    ckpt_path: str | None,
-    ckpt_sha256: str | None,
-    padding: str,
-    **encoder_args: Any,
-) -> SpectralGPTEncoder:
-    del padding  # TerraTorch's model pads the inputs with it; the encoder has no use for it
-    checkpoint = checkpoint_to_load(name, pretrained, ckpt_path, ckpt_sha256, official_url)
-    model = SpectralGPTEncoder(**encoder_args)
-    if checkpoint is not None:
-        load_checkpoint(model, checkpoint, sha256=ckpt_sha256)
-    return model
-
-
-_WHERE = "backbone_<name> in YAML"
-
-
-@register_backbone
-@yaml_arguments(_WHERE)
-def spectralgpt_vit_base(
-    *,
-    pretrained: bool = False,
-    ckpt_path: str | None = None,
-    ckpt_sha256: str | None = None,
-    num_bands: int = 12,
-    img_size: int = 128,
-    patch_size: int = 8,
-    t_patch_size: int = 3,
-    out_indices: Sequence[int] | None = None,
-    group_fusion: str = "mean",
-    cls_token: bool = True,
-    embed_dim: int = 768,
-    depth: int = 12,
-    num_heads: int = 12,
-    mlp_ratio: float = 4.0,
-    drop_path_rate: float = 0.0,
-    padding: str = "reflect",
-) -> SpectralGPTEncoder:
-    """SpectralGPT ViT-Base, the released model (768 wide, 12 blocks, 12 heads).
-
-    The arguments of all ``spectralgpt_vit_*`` factories (``backbone_<name>`` in YAML); the
-    sizes differ only in the defaults of ``embed_dim``, ``depth`` and ``num_heads``.
+def _encoder(*, padding: str = "reflect", **encoder_args: Any) -> SpectralGPTEncoder:
+    """The encoder of ``encoder_args``; TerraTorch's model reads ``padding``.
 
     Args:
-        pretrained: load the released weights when no ``ckpt_path`` is given: SpectralGPT+
-            (Zenodo record 8412455) for this size; the other sizes have none.
-        ckpt_path: a local checkpoint or an http(s) URL (cached under
-            ``$TERRATORCH_HSI_PEFT_CACHE`` or ``torch.hub.get_dir()/checkpoints``, downloaded
-            atomically, one folder per URL); loaded whenever given.
-        ckpt_sha256: the checkpoint's expected sha256, checked when given (also against a file
-            already in the cache, which is downloaded again if it differs).
-        num_bands: input bands (12 PCA components on the paper's route, all bands on the
-            native route); the last spectral group is zero-padded when needed.
-        img_size: native square input size (the checkpoint's); other multiples of
-            ``patch_size`` work by resizing the spatial position table on the fly.
-        patch_size: spatial patch size.
-        t_patch_size: bands per spectral group.
-        out_indices: layers whose features are returned (negative counts from the end); None:
-            every layer, as TerraTorch's ViTs (necks such as SelectIndices choose). Only the
-            layers up to the deepest one listed are run.
-        group_fusion: "mean", "concat" or "learned" (see :class:`SpectralGPTEncoder`).
-        cls_token: lead each feature with one token (the mean of its tokens) where TerraTorch's
-            ViTs have their class token, so ReshapeTokensToImage works with its defaults;
-            False: patch tokens only (then ``remove_cls_token: false``).
-        embed_dim: token width.
-        depth: transformer blocks.
-        num_heads: attention heads.
-        mlp_ratio: MLP hidden width / embed_dim.
-        drop_path_rate: stochastic depth, increasing linearly over the blocks.
         padding: read by TerraTorch's model to pad inputs to a multiple of ``patch_size``;
             unused here.
-
-    Returns:
-        The encoder, with the checkpoint loaded when one is named.
     """
-    # locals() is exactly the arguments above: the signature stays their one declaration.
-    return _build("spectralgpt_vit_base", SPECTRALGPT_PLUS_URL, **locals())
+    del padding  # the encoder has no use for it
+    return SpectralGPTEncoder(**encoder_args)
 
 
-@register_backbone
-@yaml_arguments(_WHERE)
-def spectralgpt_vit_large(
-    *,
-    pretrained: bool = False,
-    ckpt_path: str | None = None,
-    ckpt_sha256: str | None = None,
-    num_bands: int = 12,
-    img_size: int = 128,
-    patch_size: int = 8,
-    t_patch_size: int = 3,
-    out_indices: Sequence[int] | None = None,
-    group_fusion: str = "mean",
-    cls_token: bool = True,
-    embed_dim: int = 1024,
-    depth: int = 24,
-    num_heads: int = 16,
-    mlp_ratio: float = 4.0,
-    drop_path_rate: float = 0.0,
-    padding: str = "reflect",
-) -> SpectralGPTEncoder:
-    """SpectralGPT ViT-Large shapes (official: 1024 wide, 24 blocks, 16 heads), random init.
-
-    No weights were released for this size: ``pretrained=True`` is an error, ``ckpt_path``
-    loads your own. The arguments are those of :func:`spectralgpt_vit_base`.
-    """
-    return _build("spectralgpt_vit_large", None, **locals())
-
-
-@register_backbone
-@yaml_arguments(_WHERE)
-def spectralgpt_vit_huge(
-    *,
-    pretrained: bool = False,
-    ckpt_path: str | None = None,
-    ckpt_sha256: str | None = None,
-    num_bands: int = 12,
-    img_size: int = 128,
-    patch_size: int = 8,
-    t_patch_size: int = 3,
-    out_indices: Sequence[int] | None = None,
-    group_fusion: str = "mean",
-    cls_token: bool = True,
-    embed_dim: int = 1280,
-    depth: int = 32,
-    num_heads: int = 16,
-    mlp_ratio: float = 4.0,
-    drop_path_rate: float = 0.0,
-    padding: str = "reflect",
-) -> SpectralGPTEncoder:
-    """SpectralGPT ViT-Huge shapes (official: 1280 wide, 32 blocks, 16 heads), random init.
-
-    No weights were released for this size: ``pretrained=True`` is an error, ``ckpt_path``
-    loads your own. The arguments are those of :func:`spectralgpt_vit_base`.
-    """
-    return _build("spectralgpt_vit_huge", None, **locals())
+spectralgpt_vit_base, spectralgpt_vit_large, spectralgpt_vit_huge = (
+    register_backbone(
+        sized_factory(
+            "spectralgpt_vit",
+            size,
+            module=__name__,
+            construct=_encoder,
+            load=load_checkpoint,
+            parameters=[
+                *keyword_parameters(SpectralGPTEncoder, defaults=SIZES[size]),
+                *keyword_parameters(_encoder),
+            ],
+            docs=argument_docs(SpectralGPTEncoder, _encoder),
+            where="backbone_<name> in YAML",
+            summary="SpectralGPT ViT-{size} encoder, a TerraTorch backbone.",
+        )
+    )
+    for size in SIZES
+)

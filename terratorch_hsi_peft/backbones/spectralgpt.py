@@ -30,12 +30,21 @@ from terratorch_hsi_peft.backbones.layers import Block, PatchEmbed3D, layer_norm
 from terratorch_hsi_peft.backbones.pos_embed import resize_spatial_pos_embed
 from terratorch_hsi_peft.peft.io import carry_origin, random_init_origin
 
-__all__ = ["GROUP_FUSIONS", "SpectralGPTEncoder", "TokenFeatures"]
+__all__ = ["GROUP_FUSIONS", "SIZES", "SpectralGPTEncoder", "TokenFeatures"]
 
 logger = logging.getLogger(__name__)
 
 #: How the spectral groups of a layer's tokens become the features handed to necks and decoders.
 GROUP_FUSIONS = ("mean", "concat", "learned")
+
+#: What the official sizes change, as timm lists its sizes: only what differs. Every other
+#: argument of the ``spectralgpt_vit_*`` and ``spectralgpt_mae_vit_*`` factories is the same for
+#: all sizes. The encoder's own defaults are base's, the size with released weights.
+SIZES: dict[str, dict[str, int]] = {
+    "base": {"embed_dim": 768, "depth": 12, "num_heads": 12},
+    "large": {"embed_dim": 1024, "depth": 24, "num_heads": 16},
+    "huge": {"embed_dim": 1280, "depth": 32, "num_heads": 16},
+}
 
 
 class TokenFeatures(list):
@@ -79,6 +88,30 @@ class SpectralGPTEncoder(nn.Module):
 
     The final LayerNorm ``norm`` is applied to the last layer's output when it is returned.
     Blocks after the deepest returned layer are not run (their parameters get no gradient).
+
+    These arguments are declared here only: the ``spectralgpt_vit_*`` and
+    ``spectralgpt_mae_vit_*`` factories and ``SpectralGPTMAE`` take them over, typed and with
+    this documentation, each size with its defaults from :data:`SIZES`.
+
+    Args:
+        num_bands: input bands (12 PCA components on the paper's route, all bands on the
+            native route); the last spectral group is zero-padded when needed.
+        img_size: native square input size (the checkpoint's); other multiples of
+            ``patch_size`` work by resizing the spatial position table on the fly.
+        patch_size: spatial patch size.
+        t_patch_size: bands per spectral group.
+        embed_dim: token width.
+        depth: transformer blocks.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden width / embed_dim.
+        drop_path_rate: stochastic depth, increasing linearly over the blocks.
+        out_indices: layers whose features are returned (negative counts from the end); None:
+            every layer, as TerraTorch's ViTs (necks such as SelectIndices choose). Only the
+            layers up to the deepest one listed are run.
+        group_fusion: "mean", "concat" or "learned" (see :class:`SpectralGPTEncoder`).
+        cls_token: lead each feature with one token (the mean of its tokens) where TerraTorch's
+            ViTs have their class token, so ReshapeTokensToImage works with its defaults;
+            False: patch tokens only (then ``remove_cls_token: false``).
 
     Attributes:
         patch_size: spatial patch size (an int; TerraTorch pads inputs to a multiple of it).

@@ -22,6 +22,7 @@ Deviations from the official code, each forced by something the official code ca
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -29,6 +30,7 @@ import torch
 from terratorch.models.model import Model, ReconstructionOutput
 from torch import nn
 
+from terratorch_hsi_peft.backbones.factories import keyword_parameters
 from terratorch_hsi_peft.backbones.layers import Block, layer_norm
 from terratorch_hsi_peft.backbones.pos_embed import resize_spatial_pos_embed
 from terratorch_hsi_peft.backbones.spectralgpt import (
@@ -43,6 +45,12 @@ __all__ = ["DECODER_PREFIXES", "OFFICIAL_MASK_RATIO", "SpectralGPTMAE"]
 OFFICIAL_MASK_RATIO = 0.9
 #: State-dict keys of the MAE that are not the encoder's (official names).
 DECODER_PREFIXES = ("mask_token", "decoder_")
+#: The encoder's arguments the MAE takes, with their defaults: all but those that shape the
+#: features ``SpectralGPTEncoder.forward`` returns, which the MAE does not call.
+_ENCODER_PARAMETERS = keyword_parameters(
+    SpectralGPTEncoder, leave_out=("out_indices", "group_fusion", "cls_token")
+)
+_ENCODER_DEFAULTS = {p.name: p.default for p in _ENCODER_PARAMETERS}
 
 
 class SpectralGPTMAE(Model):
@@ -59,22 +67,17 @@ class SpectralGPTMAE(Model):
     - ``mask``: (B, bands, H, W), 1 where the pixel's token was masked, 0 where it was kept.
 
     Args:
-        num_bands: input bands; the last spectral group is zero-padded when needed.
-        img_size: native square input size (sets the position tables).
-        patch_size: spatial patch size.
-        t_patch_size: bands per spectral group.
-        embed_dim: encoder width.
-        depth: encoder blocks.
-        num_heads: encoder attention heads.
-        mlp_ratio: MLP hidden width / width, encoder and decoder.
-        decoder_embed_dim: decoder width (official: 512).
+        decoder_embed_dim: decoder token width (official: 512).
         decoder_depth: decoder blocks (official: 4).
         decoder_num_heads: decoder attention heads (official: 16).
         mask_ratio: share of tokens masked, in (0, 1) (official recipe: 0.9). The objective is
             the error on the masked tokens, so at least one token per sample must be masked
             and one kept.
         norm_pix_loss: normalise each target patch by its own mean and standard deviation.
-        drop_path_rate: stochastic depth of the encoder.
+        **encoder_args: the arguments of :class:`SpectralGPTEncoder` (the signature lists
+            them) but those that shape its returned features (``out_indices``,
+            ``group_fusion``, ``cls_token``): the MAE reads the last block's tokens itself.
+            ``mlp_ratio`` is the decoder's too.
 
     Attributes:
         encoder: the :class:`SpectralGPTEncoder` (keys ``patch_embed.*``, ``pos_embed_*``,
@@ -84,22 +87,22 @@ class SpectralGPTMAE(Model):
 
     def __init__(
         self,
-        num_bands: int = 12,
-        img_size: int = 128,
-        patch_size: int = 8,
-        t_patch_size: int = 3,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
+        *,
         decoder_embed_dim: int = 512,
         decoder_depth: int = 4,
         decoder_num_heads: int = 16,
         mask_ratio: float = OFFICIAL_MASK_RATIO,
         norm_pix_loss: bool = False,
-        drop_path_rate: float = 0.0,
+        **encoder_args: Any,
     ) -> None:
         super().__init__()
+        unknown = sorted(set(encoder_args) - set(_ENCODER_DEFAULTS))
+        if unknown:
+            raise TypeError(
+                f"SpectralGPTMAE got unknown argument(s) {unknown}; it takes "
+                f"{sorted(inspect.signature(SpectralGPTMAE).parameters)}."
+            )
+        encoder_args = {**_ENCODER_DEFAULTS, **encoder_args}
         _check_mask_ratio(mask_ratio)
         if not isinstance(norm_pix_loss, bool):
             raise ValueError(f"norm_pix_loss must be true or false, got {norm_pix_loss!r}.")
@@ -113,18 +116,8 @@ class SpectralGPTMAE(Model):
         check_heads_divide(
             "decoder_embed_dim", decoder_embed_dim, "decoder_num_heads", decoder_num_heads
         )
-        self.encoder = SpectralGPTEncoder(
-            num_bands=num_bands,
-            img_size=img_size,
-            patch_size=patch_size,
-            t_patch_size=t_patch_size,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            drop_path_rate=drop_path_rate,
-            out_indices=[-1],
-        )
+        self.encoder = SpectralGPTEncoder(**encoder_args, out_indices=[-1])
+        patch_size, embed_dim = self.encoder.patch_size, self.encoder.embed_dim
         self.patch_size = patch_size  # read by TerraTorch's factories; an int, as they expect
         self.mask_ratio = mask_ratio
         self.norm_pix_loss = norm_pix_loss
@@ -134,12 +127,24 @@ class SpectralGPTMAE(Model):
         self.decoder_pos_embed_spatial = nn.Parameter(torch.zeros(1, grid**2, decoder_embed_dim))
         self.decoder_pos_embed_temporal = nn.Parameter(torch.zeros(1, groups, decoder_embed_dim))
         self.decoder_blocks = nn.ModuleList(
-            Block(decoder_embed_dim, decoder_num_heads, mlp_ratio) for _ in range(decoder_depth)
+            Block(decoder_embed_dim, decoder_num_heads, encoder_args["mlp_ratio"])
+            for _ in range(decoder_depth)
         )
         self.decoder_norm = layer_norm(decoder_embed_dim)
-        self.decoder_pred = nn.Linear(decoder_embed_dim, t_patch_size * patch_size**2)
+        values = self.encoder.t_patch_size * patch_size**2  # per token: its tubelet's pixels
+        self.decoder_pred = nn.Linear(decoder_embed_dim, values)
         self.load_report = None
         self._init_decoder()
+
+    # The signature lists the encoder's arguments too, typed, for help() and jsonargparse.
+    __init__.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            *_ENCODER_PARAMETERS,
+            *keyword_parameters(__init__, leave_out=("self",)),
+        ],
+        return_annotation=None,
+    )
 
     def _init_decoder(self) -> None:
         # As the official MAE (the encoder initialises itself the same way).

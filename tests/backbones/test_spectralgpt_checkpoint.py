@@ -207,13 +207,13 @@ def test_url_checkpoint_is_cached_and_truncated_transfer_leaves_nothing(
 def test_pretrained_without_path_downloads_spectralgpt_plus(
     server, tmp_path, monkeypatch, official_sd
 ):
-    assert factories.SPECTRALGPT_PLUS_URL == (
-        "https://zenodo.org/records/8412455/files/SpectralGPT+.pth?download=1"
-    )
+    assert factories.RELEASED == {
+        "base": "https://zenodo.org/records/8412455/files/SpectralGPT+.pth?download=1"
+    }
     folder, base = server
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     write_official(folder / "SpectralGPT+.pth", official_sd)
-    monkeypatch.setattr(factories, "SPECTRALGPT_PLUS_URL", f"{base}/SpectralGPT+.pth?download=1")
+    monkeypatch.setitem(factories.RELEASED, "base", f"{base}/SpectralGPT+.pth?download=1")
     model = spectralgpt_vit_base(**TINY, img_size=32, pretrained=True)
     assert model.load_report.source == str(cached_path(f"{base}/SpectralGPT+.pth?download=1"))
     torch.testing.assert_close(model.norm.weight.data, official_sd["norm.weight"])
