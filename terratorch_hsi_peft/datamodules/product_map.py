@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import rasterio
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
@@ -189,7 +190,8 @@ class ProductMapDataModule(LightningDataModule):
     Pixels that are nodata in any band the route reads are left unclassified.
 
     Args:
-        product: path of the product (a file or a folder), or an opened ``SensorProduct``.
+        product: path of the product (a file or a folder); :meth:`from_product` takes an opened
+            ``SensorProduct`` instead.
         reader: dotted path of the ``SensorProduct`` class (or opening function) that opens it;
             default: ``terratorch_hsi_peft.products.open_product`` (the format found from the
             path).
@@ -210,7 +212,7 @@ class ProductMapDataModule(LightningDataModule):
 
     def __init__(
         self,
-        product: str | SensorProduct,
+        product: str,
         reader: str | None = None,
         reader_options: dict[str, Any] | None = None,
         formulation: Literal["segmentation", "classification"] = "segmentation",
@@ -245,8 +247,8 @@ class ProductMapDataModule(LightningDataModule):
             raise ValueError(f"bands={bands!r}: use 'auto', 'good' or 'all'.")
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"batch_size={batch_size} must be >= 1, num_workers >= 0.")
-        self.product_path = product if isinstance(product, str) else None
-        self._product = None if isinstance(product, str) else product
+        self.product_path: str | None = str(product)
+        self._product: SensorProduct | None = None
         self.reader = reader
         self.reader_options = dict(reader_options or {})
         self.formulation = formulation
@@ -262,6 +264,13 @@ class ProductMapDataModule(LightningDataModule):
         self._route: BandRoute | None = None
         self._class_names: list[str] | None = None
         self.predict_dataset: ProductWindowDataset | None = None
+
+    @classmethod
+    def from_product(cls, product: SensorProduct, **kwargs: Any) -> ProductMapDataModule:
+        """A datamodule mapping an already opened product (the caller keeps it open)."""
+        dm = cls(str(product.path), **kwargs)
+        dm.product_path, dm._product = None, product
+        return dm
 
     # -- the product ----------------------------------------------------------------------------
 
@@ -543,7 +552,10 @@ def _same(product: SensorProduct) -> SensorProduct:
 def _open(reader: str | None, path: str, options: dict[str, Any]) -> SensorProduct:
     """Open ``path`` with ``reader`` (a dotted path; default: the format found from the path)."""
     opener = _resolve(reader or "terratorch_hsi_peft.products.open_product")
-    return opener(path, **options)
+    # The terratorch command sets GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR (for cloud GeoTIFFs),
+    # which hides an ENVI binary's .hdr from GDAL: sidecar files must be found here.
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="FALSE"):
+        return opener(path, **options)
 
 
 def _resolve(dotted: str) -> Any:

@@ -138,7 +138,7 @@ class CountingProduct(SensorProduct):
 
 def _product_dm(formulation, opened, state, **kwargs) -> ProductMapDataModule:
     options = {"tile_size": 8, "inference_stride": 4, "patch_size": 5, "img_size": 8}
-    dm = ProductMapDataModule(
+    dm = ProductMapDataModule.from_product(
         opened, formulation=formulation, block_size=16, **{**options, **kwargs}
     )
     dm.load_state_dict(state)
