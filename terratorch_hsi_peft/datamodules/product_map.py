@@ -419,10 +419,11 @@ class ProductMapDataModule(LightningDataModule):
         module = self.trainer.lightning_module if self.trainer is not None else None
         hparams = getattr(module, "hparams", None) or {}
         given = cli_scalar((hparams.get("model_args") or {}).get("backbone_num_bands"))
-        if given is not None and given != self.route.num_bands_out:
+        # The encoder reads the routed bands; appended spectra (if any) go to the spectral path.
+        if given is not None and given != self.route.num_routed:
             raise ValueError(
                 f"The task's model_args.backbone_num_bands is {given!r} but the checkpoint's "
-                f"band route gives {self.route.num_bands_out} bands; use the training config's "
+                f"band route gives {self.route.num_routed} bands; use the training config's "
                 "model settings."
             )
 
