@@ -63,13 +63,16 @@ class HyperspectralDataModule(LightningDataModule):
 
     Args:
         scene: name of a benchmark scene (``indian_pines``, ``pavia_university``, ...;
-            ``generic`` for your own files, see ``scene_options``) or a loaded
-            ``HyperspectralScene``.
+            ``generic`` for your own files, ``product`` for a sensor product, see
+            ``scene_options``) or a loaded ``HyperspectralScene`` (e.g. a ``class_path:
+            terratorch_hsi_peft.datasets.ProductScene`` with its ``init_args``).
         root: folder holding the scene's files (receiving them with ``download``).
         download: fetch missing benchmark files (checked, written atomically).
         scene_options: more arguments for the scene loader: ``checksum`` for benchmark scenes;
             ``image_path``, ``label_path``, ``image_key``, ``label_key``, ``wavelengths``,
-            ``class_names``, ``name``, ``gsd`` for ``generic``.
+            ``class_names``, ``name``, ``gsd`` for ``generic``; ``path``, ``labels`` (a
+            label raster or polygons), ``format``, ``label_attribute``, ``class_names``,
+            ``drop_bad_bands``, ``name`` for ``product`` (relative paths from ``root``).
         split: how to draw the train/val/test split: ``protocol`` (``per_class`` or
             ``spatially_disjoint``), ``seed``, and the protocol's parameters (``train_size``,
             ``val_size``, ``min_train_per_class``; ``block_size``, ``test_fraction``,

@@ -9,6 +9,7 @@ from terratorch_hsi_peft.datasets.indian_pines import IndianPines
 from terratorch_hsi_peft.datasets.ksc import KennedySpaceCenter
 from terratorch_hsi_peft.datasets.pavia_centre import PaviaCentre
 from terratorch_hsi_peft.datasets.pavia_university import PaviaUniversity
+from terratorch_hsi_peft.datasets.product import ProductScene
 from terratorch_hsi_peft.datasets.salinas import Salinas
 from terratorch_hsi_peft.datasets.salinas_a import SalinasA
 from terratorch_hsi_peft.datasets.splits import (
@@ -30,6 +31,7 @@ __all__ = [
     "KennedySpaceCenter",
     "PaviaCentre",
     "PaviaUniversity",
+    "ProductScene",
     "Salinas",
     "SalinasA",
     "SceneFile",

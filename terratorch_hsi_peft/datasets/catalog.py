@@ -13,6 +13,7 @@ from terratorch_hsi_peft.datasets.indian_pines import IndianPines
 from terratorch_hsi_peft.datasets.ksc import KennedySpaceCenter
 from terratorch_hsi_peft.datasets.pavia_centre import PaviaCentre
 from terratorch_hsi_peft.datasets.pavia_university import PaviaUniversity
+from terratorch_hsi_peft.datasets.product import ProductScene
 from terratorch_hsi_peft.datasets.salinas import Salinas
 from terratorch_hsi_peft.datasets.salinas_a import SalinasA
 
@@ -33,6 +34,7 @@ SCENES: dict[str, type[HyperspectralScene]] = {
 }
 
 _GENERIC = "generic"
+_PRODUCT = "product"
 
 
 def _resolve(name_or_class: str | type[HyperspectralScene]) -> type[HyperspectralScene]:
@@ -46,13 +48,16 @@ def _resolve(name_or_class: str | type[HyperspectralScene]) -> type[Hyperspectra
     by_class_name = {cls.__name__.lower(): cls for cls in (*SCENES.values(), GenericScene)}
     if key == _GENERIC:
         return GenericScene
+    if key == _PRODUCT:
+        return ProductScene
     if key in SCENES:
         return SCENES[key]
     if key.replace("_", "") in by_class_name:
         return by_class_name[key.replace("_", "")]
     raise ValueError(
-        f"Unknown scene {name_or_class!r}. Choose one of {[*SCENES, _GENERIC]} (or a class name "
-        "such as 'IndianPines'), or load your own files with scene 'generic' and image_path=..."
+        f"Unknown scene {name_or_class!r}. Choose one of {[*SCENES, _GENERIC, _PRODUCT]} (or a "
+        "class name such as 'IndianPines'), or load your own files with scene 'generic' and "
+        "image_path=..., or a sensor product with scene 'product' and path=..."
     )
 
 
@@ -72,7 +77,9 @@ def load_scene(
         download: fetch missing benchmark files (not available for ``"generic"``).
         **kwargs: passed to the class: ``checksum`` for benchmark scenes; ``image_path``
             (required), ``label_path``, ``image_key``, ``label_key``, ``wavelengths``,
-            ``class_names``, ``name``, ``gsd`` for ``"generic"``.
+            ``class_names``, ``name``, ``gsd`` for ``"generic"``; ``path`` (required),
+            ``labels``, ``format``, ``label_attribute``, ``class_names``, ``drop_bad_bands``,
+            ``name`` for ``"product"`` (:class:`~terratorch_hsi_peft.datasets.ProductScene`).
 
     Raises:
         ValueError: unknown scene, or ``download=True`` for a generic scene.
@@ -91,6 +98,15 @@ def load_scene(
         for key in ("image_path", "label_path"):
             if kwargs.get(key) is not None:
                 kwargs[key] = Path(root) / kwargs[key]
+        return cls(**kwargs)
+    if issubclass(cls, ProductScene):
+        if download:
+            raise ValueError("A product scene has no download address: pass download=False.")
+        if "path" not in kwargs:
+            raise TypeError("A product scene needs path=... (relative to root, or absolute).")
+        for key in ("path", "labels"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = root / kwargs[key]
         return cls(**kwargs)
     unexpected = sorted(set(kwargs) - {"checksum"})
     if unexpected:

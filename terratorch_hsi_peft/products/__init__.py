@@ -14,6 +14,9 @@ __all__ = ["PRODUCT_FORMATS", "ProductMetadata", "SensorProduct", "Window", "ope
 PRODUCT_FORMATS: dict[str, str] = {
     "envi": "terratorch_hsi_peft.products.rasterio_product:EnviProduct",
     "geotiff": "terratorch_hsi_peft.products.rasterio_product:GeoTiffProduct",
+    "emit": "terratorch_hsi_peft.products.emit:EmitProduct",
+    "enmap": "terratorch_hsi_peft.products.enmap:EnmapProduct",
+    "prisma": "terratorch_hsi_peft.products.prisma:PrismaProduct",
 }
 
 _TIFF_SUFFIXES = (".tif", ".tiff")

@@ -116,7 +116,7 @@ class SensorProduct(abc.ABC):
         index = np.arange(m.bands) if bands is None else np.asarray(bands, dtype=np.int64)
         stored = self._read_stored(window, index)
         values = stored.astype(np.float32, copy=False)
-        if m.nodata is not None:
+        if m.nodata is not None and _representable(m.nodata, stored.dtype):
             nodata = stored == np.asarray(m.nodata).astype(stored.dtype)
             values = np.where(nodata, np.float32(np.nan), values)
         scale = np.broadcast_to(np.asarray(m.scale, dtype=np.float32), (m.bands,))[index]
@@ -141,3 +141,14 @@ class SensorProduct(abc.ABC):
     def __repr__(self) -> str:
         b, h, w = self.shape
         return f"{type(self).__name__}({str(self.path)!r}, {h}x{w}x{b})"
+
+
+def _representable(value: float, dtype: np.dtype) -> bool:
+    """Whether ``value`` is a value of ``dtype``: a -9999 nodata on uint8 data marks no pixel
+    (cast, it would wrap to 241 and mask real values)."""
+    if np.issubdtype(dtype, np.floating):
+        return True
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return float(value).is_integer() and info.min <= value <= info.max
+    return False

@@ -16,8 +16,8 @@ fields. A GeoTIFF written from an ENVI file by ``gdal_translate`` carries the ``
 and it is read first, as for ENVI.
 
 Wavelengths are returned in nm: micrometres (``Micrometers``, ``um``, ``µm``, ``microns``) are
-multiplied by 1000; without units, values below 100 are taken as micrometres (no hyperspectral
-band centre lies below 100 nm).
+multiplied by 1000; without units, centres below 100 are taken as micrometres (no hyperspectral
+band centre lies below 100 nm) and the FWHM takes the centres' unit.
 """
 
 from __future__ import annotations
@@ -35,7 +35,13 @@ import rasterio.windows
 
 from terratorch_hsi_peft.products.base import ProductMetadata, SensorProduct, Window
 
-__all__ = ["EnviProduct", "GeoTiffProduct", "RasterioProduct", "envi_binary_for", "to_nanometres"]
+__all__ = [
+    "EnviProduct",
+    "GeoTiffProduct",
+    "RasterioProduct",
+    "envi_binary_for",
+    "nanometre_factor",
+]
 
 #: binary-file extensions tried beside an ENVI header, in order (spectralpython's list + GDAL's).
 ENVI_BINARY_SUFFIXES = ("", ".img", ".dat", ".bsq", ".bil", ".bip", ".raw", ".sli", ".hyspex")
@@ -49,21 +55,24 @@ _DESCRIPTION_WAVELENGTH = re.compile(
 )
 
 
-def to_nanometres(values: np.ndarray, units: str | None, where: str) -> np.ndarray:
-    """Band centres (or widths) in nm from ``values`` given in ``units`` (``None``: guessed).
+def nanometre_factor(centres: np.ndarray, units: str | None, where: str) -> float:
+    """What band centres (and widths) given in ``units`` are multiplied by to be in nm.
+
+    Without units (or ``Unknown``) the centres decide: below 100 they are micrometres (no
+    hyperspectral band centre lies below 100 nm). Widths take the centres' factor, never their
+    own guess (a 10 nm FWHM is below 100 too).
 
     Raises:
         ValueError: units that are not a length (wavenumbers, indices...), naming ``where``.
     """
-    values = np.asarray(values, dtype=np.float64)
     unit = (units or "").strip().lower()
     if unit in _NANO:
-        return values
+        return 1.0
     if unit in _MICRO:
-        return values * 1000.0
+        return 1000.0
     if unit in ("", "unknown"):
-        # No hyperspectral band centre lies below 100 nm, so small values are micrometres.
-        return values * 1000.0 if values.size and np.nanmax(values) < 100 else values
+        centres = np.asarray(centres, dtype=np.float64)
+        return 1000.0 if centres.size and np.nanmax(centres) < 100 else 1.0
     raise ValueError(
         f"{where}: wavelength units {units!r} are not nanometres or micrometres; give the band "
         "centres in nm (e.g. `wavelength units = Nanometers` in the ENVI header)."
@@ -131,7 +140,10 @@ class RasterioProduct(SensorProduct):
 
     def __init__(self, path: str | os.PathLike, dataset_path: Path | None = None) -> None:
         super().__init__(path)
-        with warnings.catch_warnings():
+        # `terratorch` sets GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR for cloud reads; GDAL then
+        # cannot see the files beside the one opened (an ENVI header, a .aux.xml), so listing
+        # the folder is switched back on for this open.
+        with warnings.catch_warnings(), rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="NO"):
             # A product without map info (a swath, a lab cube) is normal: crs/transform are None.
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
             self._dataset = rasterio.open(dataset_path or self.path)
@@ -199,12 +211,9 @@ class RasterioProduct(SensorProduct):
         ds = self._dataset
         wavelengths = _envi_floats(envi, "wavelength", bands, where)
         if wavelengths is not None:
-            units = envi.get("wavelength_units")
+            factor = nanometre_factor(wavelengths, envi.get("wavelength_units"), where)
             fwhm = _envi_floats(envi, "fwhm", bands, where)
-            return (
-                to_nanometres(wavelengths, units, where),
-                None if fwhm is None else to_nanometres(fwhm, units or "", where),
-            )
+            return wavelengths * factor, None if fwhm is None else fwhm * factor
         centres: list[float] = []
         widths: list[float | None] = []
         for band in range(1, bands + 1):
@@ -214,15 +223,18 @@ class RasterioProduct(SensorProduct):
             match = _DESCRIPTION_WAVELENGTH.search(description)
             if "wavelength" in tags:
                 units = tags.get("wavelength_units") or ds.tags().get("wavelength_units")
-                centre = to_nanometres(float(tags["wavelength"]), units, where)
+                centre = float(tags["wavelength"])
+                factor = nanometre_factor(np.array([centre]), units, where)
+                centre *= factor
                 width = tags.get("fwhm")
-                widths.append(None if width is None else float(to_nanometres(width, units, where)))
+                widths.append(None if width is None else float(width) * factor)
             elif "CENTRAL_WAVELENGTH_UM" in imagery:
                 centre = float(imagery["CENTRAL_WAVELENGTH_UM"]) * 1000.0
                 width = imagery.get("FWHM_UM")
                 widths.append(None if width is None else float(width) * 1000.0)
             elif match:
-                centre = to_nanometres(float(match.group(1)), match.group(2), where)
+                value = float(match.group(1))
+                centre = value * nanometre_factor(np.array([value]), match.group(2), where)
                 widths.append(None)
             else:
                 return None, None  # one band without a centre: the product has no wavelengths

@@ -35,12 +35,40 @@ def test_envi_int16_with_gain_and_offset(tmp_path, fake_products):
         _assert_same(product.read(), fake.expected)
 
 
-@pytest.mark.parametrize("dtype", sorted(["uint8", "int32", "float64", "uint16", "uint32"]))
+@pytest.mark.parametrize(
+    "dtype", ["uint8", "uint16", "int32", "uint32", "int64", "uint64", "float64"]
+)
 def test_envi_other_data_types(tmp_path, fake_products, dtype):
     fake = fake_products.make_envi(tmp_path, "bip", dtype, gain=None, nodata=None)
     with open_product(fake.path) as product:
         assert product.metadata.extra["dtype"] == dtype
         _assert_same(product.read(), fake.expected)
+
+
+def test_nodata_outside_the_data_type_marks_no_pixel(tmp_path, fake_products):
+    # -9999 cast to uint8 wraps to 241: that real value must not become NaN.
+    stored = np.full((3, 4, 5), 241, dtype=np.uint8)
+    stored[1, 2, 3] = 7
+    hdr = fake_products.write_envi(tmp_path / "u8.img", stored, "bsq", {"data ignore value": -9999})
+    with open_product(hdr) as product:
+        assert product.metadata.nodata == -9999
+        _assert_same(product.read(), stored.astype(np.float32))
+
+
+def test_envi_complex_data_refused(tmp_path, fake_products):
+    stored = np.ones((2, 3, 4), dtype=np.complex64)
+    hdr = fake_products.write_envi(tmp_path / "c.img", stored, "bsq", {})
+    with pytest.raises(ValueError, match=r"complex-valued bands \(complex64\) are not reflectance"):
+        open_product(hdr)
+
+
+def test_envi_reflectance_scale_factor(tmp_path, fake_products):
+    stored = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4) * 100
+    hdr = fake_products.write_envi(
+        tmp_path / "r.img", stored, "bil", {"reflectance scale factor": 10000}
+    )
+    with open_product(hdr) as product:
+        _assert_same(product.read(), stored.astype(np.float32) / np.float32(10000))
 
 
 def test_envi_windows_and_band_subsets(tmp_path, fake_products):
@@ -84,12 +112,34 @@ def test_envi_micrometres_become_nanometres(tmp_path, fake_products):
         np.testing.assert_allclose(product.metadata.fwhm, fake.fwhm, atol=1e-3)
 
 
+@pytest.mark.parametrize("units", [None, "Micrometers"])
+def test_envi_without_units_fwhm_takes_the_centres_factor(tmp_path, fake_products, units):
+    # Without units, nm centres stay nm and so does a 10 nm FWHM (below 100, yet not in µm).
+    fake = fake_products.make_envi(tmp_path, units=units)
+    if units:
+        text = fake.path.read_text().replace("wavelength units = Micrometers\n", "")
+        fake.path.write_text(text)
+    with open_product(fake.path) as product:
+        np.testing.assert_allclose(product.metadata.wavelengths, fake.wavelengths, atol=1e-3)
+        np.testing.assert_allclose(product.metadata.fwhm, fake.fwhm, atol=1e-3)
+
+
 def test_envi_opened_by_binary_or_header_without_extension(tmp_path, fake_products):
     # AVIRIS-NG names the binary without an extension (ang..._corr_v2r2_img + .hdr).
     fake = fake_products.make_envi(tmp_path, "bil", name="ang_corr_img", suffix="")
     for path in (fake.path, fake.extra["binary"]):
         with open_product(path) as product:
             _assert_same(product.read(), fake.expected)
+
+
+def test_envi_opens_under_terratorchs_gdal_settings(tmp_path, fake_products, monkeypatch):
+    # `terratorch` sets this for every run; GDAL then does not list the folder and missed the
+    # header beside the binary ("not recognized as being in a supported file format").
+    monkeypatch.setenv("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
+    fake = fake_products.make_envi(tmp_path, "bil")
+    with open_product(fake.path) as product:
+        _assert_same(product.read(), fake.expected)
+        np.testing.assert_array_equal(product.metadata.bad_bands, fake.bad_bands)
 
 
 def test_envi_without_wavelengths_or_map(tmp_path, fake_products):
@@ -134,6 +184,12 @@ def test_geotiff_int16_with_scale_and_offset(tmp_path, fake_products):
     fake = fake_products.make_geotiff(tmp_path, "int16", scale=1e-4, offset=-0.1, nodata=-32768)
     with open_product(fake.path) as product:
         _assert_same(product.read(), fake.expected)
+
+
+def test_wavelength_units_that_are_not_lengths(tmp_path, fake_products):
+    fake = fake_products.make_envi(tmp_path, units="Wavenumber")
+    with pytest.raises(ValueError, match="wavelength units 'Wavenumber' are not nanometres"):
+        open_product(fake.path)
 
 
 def test_geotiff_without_wavelengths(tmp_path, fake_products):

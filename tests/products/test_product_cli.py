@@ -1,0 +1,96 @@
+"""Training from a product through the real ``terratorch`` command: an ENVI fixture with a label
+raster on its grid, the ``sentinel2`` route fed by the header's wavelengths, a tiny model."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from terratorch_cli import terratorch
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """\
+seed_everything: 0
+trainer:
+  accelerator: cpu
+  devices: 1
+  max_steps: 2
+  limit_val_batches: 1
+  num_sanity_val_steps: 0
+  enable_progress_bar: false
+  enable_model_summary: false
+  logger: false
+  default_root_dir: {folder}/run
+  callbacks:
+    - class_path: terratorch_hsi_peft.callbacks.ClassMapWriter
+      init_args:
+        output_dir: {folder}/maps
+data:
+  class_path: terratorch_hsi_peft.datamodules.HyperspectralPatchDataModule
+  init_args:
+    scene: product
+    root: {folder}
+    scene_options:
+      path: product/scene.hdr
+      labels: labels.tif
+      class_names: [meadow, forest, water]
+    split: {{protocol: {protocol}, seed: 0, {split_args}}}
+    band_route: sentinel2
+    patch_size: 3
+    img_size: 8
+    batch_size: 64
+model:
+  class_path: terratorch.tasks.ClassificationTask
+  init_args:
+    model_factory: EncoderDecoderFactory
+    model_args:
+      backbone: spectralgpt_vit_base
+      backbone_depth: 1
+      backbone_embed_dim: 16
+      backbone_num_heads: 2
+      backbone_num_bands: 12
+      backbone_img_size: 8
+      backbone_out_indices: [-1]
+      decoder: IdentityDecoder
+      num_classes: 3
+"""
+
+
+def test_terratorch_fit_and_predict_on_an_envi_product_with_a_label_raster(tmp_path, fake_products):
+    shape = (24, 20)
+    fake = fake_products.make_envi(tmp_path / "product", "bil", "int16", shape=shape)
+    labels = fake_products.fake_labels(shape)
+    fake_products.write_label_raster(tmp_path / "labels.tif", labels)
+    config = tmp_path / "fit.yaml"
+    config.write_text(
+        CONFIG.format(
+            folder=tmp_path,
+            protocol="spatially_disjoint",
+            split_args="block_size: 4",
+        )
+    )
+    output = terratorch(["fit", "-c", config], tmp_path, timeout=600)
+    checkpoints = sorted((tmp_path / "run").rglob("*.ckpt"))
+    assert checkpoints, output[-2000:]
+    state = torch.load(checkpoints[-1], map_location="cpu", weights_only=True)
+    saved = state["HyperspectralPatchDataModule"]
+    # The sentinel2 route was fitted from the header's wavelengths on the 21 good bands.
+    assert saved["band_route"]["route"] == "sentinel2"
+    assert tuple(saved["band_route"]["matrix"].shape) == (12, 21)
+    assert saved["split"]["protocol"] == "spatially_disjoint"
+    nodata = np.flatnonzero(fake.nodata_mask.ravel())
+    used = np.concatenate([saved["split"][part].numpy() for part in ("train", "val", "test")])
+    assert not np.isin(used, nodata).any()
+    terratorch(["predict", "-c", config, "--ckpt_path", checkpoints[-1]], tmp_path, timeout=600)
+    with (
+        warnings.catch_warnings(category=rasterio.errors.NotGeoreferencedWarning, action="ignore"),
+        rasterio.open(tmp_path / "maps" / "scene_class_map.tif") as src,
+    ):
+        classes = src.read(1)
+        assert src.tags()["class_3"] == "water"
+    assert classes.shape == shape
+    assert classes.min() >= 1 and classes.max() <= 3
