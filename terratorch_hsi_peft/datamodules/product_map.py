@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import rasterio
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
@@ -553,10 +552,7 @@ def _same(product: SensorProduct) -> SensorProduct:
 def _open(reader: str | None, path: str, options: dict[str, Any]) -> SensorProduct:
     """Open ``path`` with ``reader`` (a dotted path; default: the format found from the path)."""
     opener = _resolve(reader or "terratorch_hsi_peft.products.open_product")
-    # The terratorch command sets GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR (for cloud GeoTIFFs),
-    # which hides an ENVI binary's .hdr from GDAL: sidecar files must be found here.
-    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="FALSE"):
-        return opener(path, **options)
+    return opener(path, **options)
 
 
 def _resolve(dotted: str) -> Any:
