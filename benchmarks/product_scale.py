@@ -229,6 +229,8 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
 
         callbacks = [Paste(write_interval="batch")]
     trainer = Trainer(callbacks=callbacks, **options)
+    # The process's floor: Python, torch, TerraTorch, the model (and, in memory, the scene).
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     trainer.predict(task, dm, return_predictions=False)
     seconds = time.perf_counter() - start
@@ -238,6 +240,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         "read_seconds": read_seconds,
         "pixels": height * width,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_predict_mib": before,
     }
 
 
@@ -260,9 +263,9 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| scene | dtype | on disk (GB) | formulation | on-disk px/s | in-memory px/s | "
-        "on-disk / in-memory | on-disk peak RSS (MiB) | in-memory peak RSS (MiB) | "
-        "in-memory read (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "on-disk / in-memory | on-disk peak RSS (MiB) | of which before predict (MiB) | "
+        "in-memory peak RSS (MiB) | in-memory read (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         disk, memory = row["disk"], row.get("memory")
@@ -273,7 +276,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"| {side}x{side} ({row['mpx']:g} Mpx) | {row['dtype']} | {row['gb']:.2f} | "
             f"{row['formulation']} | {rate:,.0f} | "
             + (f"{mem_rate:,.0f} | {rate / mem_rate:.2f} | " if memory else "- | - | ")
-            + f"{disk['peak_rss_mib']:,.0f} | "
+            + f"{disk['peak_rss_mib']:,.0f} | {disk.get('rss_before_predict_mib', 0):,.0f} | "
             + (
                 f"{memory['peak_rss_mib']:,.0f} | {memory['read_seconds']:.1f} |"
                 if memory
