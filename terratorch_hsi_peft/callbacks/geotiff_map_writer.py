@@ -33,7 +33,8 @@ class GeoTiffMapWriter(BasePredictionWriter):
     the product's CRS and transform, raw labels 1..K (class index + 1), 0 (the nodata value) for
     unclassified pixels (the product's nodata), a colour table and the class names as tags. With
     ``probabilities`` the class probabilities go into ``<product>_probabilities.tif`` (K bands).
-    Only one block per loader process is held in memory.
+    Only one block per loader process is held in memory; ``trainer.predict`` returns nothing
+    (Lightning would otherwise keep every batch's predictions to return them).
 
     Files are written under a temporary name in the target folder and renamed when the map is
     complete: an interrupted map leaves no file under the final name (and an interrupted run's
@@ -84,6 +85,9 @@ class GeoTiffMapWriter(BasePredictionWriter):
             )
         if self.replace_terratorch_writer:
             remove_terratorch_writers(trainer)
+        # Lightning (and so the terratorch command) would also keep every batch's predictions
+        # in memory to return them: a whole product's worth. The map on disk is the output.
+        trainer.predict_loop.return_predictions = False
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Open this process's temporary GeoTIFF(s) on the product's grid."""
