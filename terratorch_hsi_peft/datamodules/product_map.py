@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import rasterio
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
@@ -38,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 #: Batch keys that say where predictions go; the writer takes them out before the model runs.
 MAP_KEYS = ("map_block", "map_origin", "map_owned", "map_nodata", "map_chunks")
+
+#: GDAL's block cache while a product is read window by window (MB).
+GDAL_CACHE_MB = 64
 
 #: The training datamodule whose checkpoint state holds each formulation's band route.
 _TRAINED_WITH = {
@@ -119,13 +123,16 @@ class ProductWindowDataset(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
         mine = self.blocks if info is None else self.blocks[info.id :: info.num_workers]
-        product = self.open_product()
-        try:
-            for block in mine:
-                yield from self._batches(product, block)
-        finally:
-            if self.close:
-                product.close()
+        # Each window is read once, so GDAL's block cache (5% of the RAM by default) would only
+        # fill up with pixels never read again: peak memory would grow with the product.
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+            product = self.open_product()
+            try:
+                for block in mine:
+                    yield from self._batches(product, block)
+            finally:
+                if self.close:
+                    product.close()
 
     def read_block(self, product: SensorProduct, block: MapBlock) -> tuple[torch.Tensor, Any]:
         """The block's routed window, pixel-major (k, h, w), and its nodata mask over ``owned``.
