@@ -111,14 +111,15 @@ def write_product(path: Path, side: int, dtype: str, seed: int = 0) -> Path:
 
 
 def fit_route(hdr: Path, out: Path) -> None:
-    """A 12-component PCA route fitted on a 64 x 64 window, saved for the map processes."""
+    """A 12-component PCA route fitted on a 64 x 64 window (at most), saved for the maps."""
     import torch
 
     from terratorch_hsi_peft.products import Window, open_product
     from terratorch_hsi_peft.transforms import BandRoute
 
     with open_product(hdr) as product:
-        sample = product.read(Window(0, 0, 64, 64)).reshape(BANDS, -1).T
+        side = min(64, product.metadata.height, product.metadata.width)
+        sample = product.read(Window(0, 0, side, side)).reshape(BANDS, -1).T
     route = BandRoute.fit("pca", sample, num_components=12)
     names = json.dumps([f"class_{k}" for k in range(1, CLASSES + 1)])
     torch.save({"band_route": route.state_dict(), "class_names": names}, out)
