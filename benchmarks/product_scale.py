@@ -264,6 +264,10 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 # -- the run ------------------------------------------------------------------------------------
 
 
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| scene | dtype | on disk (GB) | formulation | on-disk px/s | in-memory px/s | "
@@ -280,7 +284,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"| {side}x{side} ({row['mpx']:g} Mpx) | {row['dtype']} | {row['gb']:.2f} | "
             f"{row['formulation']} | {rate:,.0f} | "
             + (f"{mem_rate:,.0f} | {rate / mem_rate:.2f} | " if memory else "- | - | ")
-            + f"{disk['peak_rss_mib']:,.0f} | {disk.get('rss_before_predict_mib', 0):,.0f} | "
+            + f"{disk['peak_rss_mib']:,.0f} | {_mib(disk.get('rss_before_predict_mib'))} | "
             + (
                 f"{memory['peak_rss_mib']:,.0f} | {memory['read_seconds']:.1f} |"
                 if memory
