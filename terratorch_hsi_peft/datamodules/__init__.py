@@ -7,6 +7,10 @@ from terratorch_hsi_peft.datamodules.pretrain import (
     PretrainWindowDataset,
     SceneSource,
 )
+from terratorch_hsi_peft.datamodules.product_map import (
+    ProductMapDataModule,
+    ProductWindowDataset,
+)
 from terratorch_hsi_peft.datamodules.scene import (
     HyperspectralSceneDataModule,
     SceneTileDataset,
@@ -21,6 +25,8 @@ __all__ = [
     "HyperspectralSceneDataModule",
     "PixelPatchDataset",
     "PretrainWindowDataset",
+    "ProductMapDataModule",
+    "ProductWindowDataset",
     "SceneSource",
     "SceneTileDataset",
     "tile_grid",

@@ -1,0 +1,382 @@
+"""Mapping products on disk: pixels per second and peak RSS against scene size.
+
+Generates ENVI products (BIL, 224 bands; ``int16`` with gain 1e-4 like an AVIRIS-NG or EnMAP
+file, and ``float32``) of ``--sizes`` megapixels, square, their spectra mixtures of 16 random
+endmembers, written row by row. A PCA band route (12 components) is fitted once on a sample of
+pixels. Then each map runs in a process of its own, so that its peak resident memory
+(``ru_maxrss``) is its own:
+
+- on disk: ``ProductMapDataModule`` reads the product block by block (``--block-size``) and
+  ``GeoTiffMapWriter`` writes the tiled GeoTIFF block by block (the time includes the writing);
+- in memory (sizes up to ``--in-memory-max``): the whole product is read into a scene, then
+  ``HyperspectralSceneDataModule``/``HyperspectralPatchDataModule`` map it into an in-memory
+  class map, nothing written (its px/s counts the map only, not the reading; the reading time
+  is a column of its own).
+
+Both formulations (segmentation tiles; a patch per pixel for classification, up to
+``--classification-max`` megapixels as it is the slower one), through ``trainer.predict`` with
+the same random-init SpectralGPT model (speed does not depend on the weights).
+
+    python -m benchmarks.product_scale --sizes 1 4 16 --results-md docs/results.md
+    python -m benchmarks.product_scale --sizes 0.25 --workdir /tmp/product_scale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BANDS = 224
+CLASSES = 8
+#: spectra are mixtures of this many random endmembers (enough variance for 12 components).
+ENDMEMBERS = 16
+#: the SpectralGPT encoder of the runs: one block, as in the tests' tiny models.
+GEOMETRY = {"embed_dim": 16, "depth": 1, "num_heads": 2, "tile_size": 32, "img_size": 16}
+PATCH_SIZE = 9
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=float, nargs="+", default=[1, 4, 16], help="Mpx")
+    parser.add_argument("--dtypes", nargs="+", default=["int16", "float32"])
+    parser.add_argument("--formulations", nargs="+", default=["segmentation", "classification"])
+    parser.add_argument("--in-memory-max", type=float, default=4, help="largest in-memory Mpx")
+    parser.add_argument("--classification-max", type=float, default=16, help="largest Mpx")
+    parser.add_argument("--block-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=64, help="tiles per batch")
+    parser.add_argument("--patch-batch-size", type=int, default=1024, help="patches per batch")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/product_scale"))
+    parser.add_argument("--keep", action="store_true", help="keep the generated products")
+    parser.add_argument("--results-md", type=Path, help="write the table into this file")
+    parser.add_argument("--json", type=Path, help="write the measurements as JSON")
+    parser.add_argument(
+        "--from-json", type=Path, help="measure nothing: the table of an earlier run's --json"
+    )
+    parser.add_argument("--child", type=json.loads, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+# -- products ---------------------------------------------------------------------------------
+
+
+def product_side(mpx: float) -> int:
+    return round(math.sqrt(mpx * 1e6))
+
+
+def write_product(path: Path, side: int, dtype: str, seed: int = 0) -> Path:
+    """An ENVI BIL product of ``side x side`` pixels, written 256 rows at a time; its header."""
+    rng = np.random.default_rng(seed)
+    endmembers = rng.uniform(0.05, 0.6, size=(ENDMEMBERS, BANDS)).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        for top in range(0, side, 256):
+            rows = min(256, side - top)
+            weights = rng.dirichlet(np.ones(ENDMEMBERS), size=(rows, side)).astype(np.float32)
+            spectra = weights @ endmembers  # (rows, side, bands)
+            if dtype == "int16":
+                spectra = np.round(spectra * 10000).astype("<i2")
+            else:
+                spectra = spectra.astype("<f4")
+            f.write(np.ascontiguousarray(spectra.transpose(0, 2, 1)).tobytes())  # BIL
+    header = [
+        "ENVI",
+        f"samples = {side}",
+        f"lines = {side}",
+        f"bands = {BANDS}",
+        "header offset = 0",
+        "file type = ENVI Standard",
+        f"data type = {2 if dtype == 'int16' else 4}",
+        "interleave = bil",
+        "byte order = 0",
+        "wavelength units = Nanometers",
+        "wavelength = {" + ", ".join(f"{w:.2f}" for w in np.linspace(400, 2500, BANDS)) + "}",
+        "map info = {UTM, 1, 1, 500000.0, 4100000.0, 30.0, 30.0, 33, North, WGS-84}",
+    ]
+    if dtype == "int16":
+        header.append("data gain values = {" + ", ".join(["0.0001"] * BANDS) + "}")
+    hdr = path.with_suffix(".hdr")
+    hdr.write_text("\n".join(header) + "\n")
+    return hdr
+
+
+def fit_route(hdr: Path, out: Path) -> None:
+    """A 12-component PCA route fitted on a 64 x 64 window (at most), saved for the maps."""
+    import torch
+
+    from terratorch_hsi_peft.products import Window, open_product
+    from terratorch_hsi_peft.transforms import BandRoute
+
+    with open_product(hdr) as product:
+        side = min(64, product.metadata.height, product.metadata.width)
+        sample = product.read(Window(0, 0, side, side)).reshape(BANDS, -1).T
+    route = BandRoute.fit("pca", sample, num_components=12)
+    names = json.dumps([f"class_{k}" for k in range(1, CLASSES + 1)])
+    torch.save({"band_route": route.state_dict(), "class_names": names}, out)
+
+
+# -- one map, in a process of its own -----------------------------------------------------------
+
+
+def build_task(formulation: str) -> Any:
+    from lightning import seed_everything
+    from terratorch.tasks import ClassificationTask, SemanticSegmentationTask
+
+    seed_everything(0)
+    g = GEOMETRY
+    backbone = {
+        "backbone": "spectralgpt_vit_base",
+        "backbone_num_bands": 12,
+        "backbone_embed_dim": g["embed_dim"],
+        "backbone_depth": g["depth"],
+        "backbone_num_heads": g["num_heads"],
+    }
+    if formulation == "segmentation":
+        return SemanticSegmentationTask(
+            model_factory="EncoderDecoderFactory",
+            loss="ce",
+            ignore_index=-1,
+            model_args={
+                **backbone,
+                "backbone_img_size": g["tile_size"],
+                "necks": [
+                    {"name": "SelectIndices", "indices": [-1]},
+                    {"name": "ReshapeTokensToImage"},
+                ],
+                "decoder": "FCNDecoder",
+                "num_classes": CLASSES,
+            },
+        )
+    return ClassificationTask(
+        model_factory="EncoderDecoderFactory",
+        model_args={
+            **backbone,
+            "backbone_img_size": g["img_size"],
+            "backbone_out_indices": [-1],
+            "necks": [{"name": "AggregateTokens", "pooling": "mean"}],
+            "decoder": "IdentityDecoder",
+            "num_classes": CLASSES,
+        },
+    )
+
+
+def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """Map one product (``spec``): seconds, pixels and this process's peak RSS."""
+    import logging
+
+    import torch
+    from lightning import Trainer
+    from lightning.pytorch.callbacks import BasePredictionWriter
+
+    from terratorch_hsi_peft.callbacks import GeoTiffMapWriter
+    from terratorch_hsi_peft.callbacks.class_map_writer import _class_indices
+    from terratorch_hsi_peft.datamodules import (
+        HyperspectralPatchDataModule,
+        HyperspectralSceneDataModule,
+        ProductMapDataModule,
+    )
+    from terratorch_hsi_peft.datasets import HyperspectralScene
+    from terratorch_hsi_peft.products import open_product
+
+    for name in ("lightning.pytorch", "lightning.fabric", "terratorch", "terratorch_hsi_peft"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    torch.set_float32_matmul_precision("highest")
+    state = torch.load(spec["route"], weights_only=True)
+    formulation = spec["formulation"]
+    task = build_task(formulation)
+    seg = formulation == "segmentation"
+    batch = spec["batch_size"] if seg else spec["patch_batch_size"]
+    shape = {"tile_size": GEOMETRY["tile_size"]} if seg else {"patch_size": PATCH_SIZE}
+    if not seg:
+        shape["img_size"] = GEOMETRY["img_size"]
+    options = {"accelerator": "cpu", "logger": False, "enable_progress_bar": False}
+    read_seconds = 0.0
+    if spec["mode"] == "disk":
+        dm = ProductMapDataModule(
+            str(spec["product"]),
+            formulation=formulation,
+            block_size=spec["block_size"],
+            batch_size=batch,
+            **shape,
+        )
+        dm.load_state_dict(state)
+        callbacks = [GeoTiffMapWriter(output_dir=str(spec["out"]))]
+    else:
+        start = time.perf_counter()
+        with open_product(spec["product"]) as product:
+            cube = product.read()
+        scene = HyperspectralScene(cube.transpose(1, 2, 0), name="scene")
+        del cube
+        read_seconds = time.perf_counter() - start
+        cls = HyperspectralSceneDataModule if seg else HyperspectralPatchDataModule
+        dm = cls(scene=scene, band_route="pca", num_components=12, batch_size=batch, **shape)
+        dm.load_state_dict(state)
+
+        class Paste(BasePredictionWriter):  # the in-memory map, nothing written
+            def on_predict_start(self, trainer, pl_module):
+                self.class_map = np.full(scene.shape, -1, dtype=np.int64)
+
+            def write_on_batch_end(self, trainer, module, prediction, indices, *args):
+                classes = _class_indices(prediction)
+                trainer.datamodule.paste_predictions(self.class_map, list(indices), classes)
+
+        callbacks = [Paste(write_interval="batch")]
+    trainer = Trainer(callbacks=callbacks, **options)
+    # The process's floor: Python, torch, TerraTorch, the model (and, in memory, the scene).
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    trainer.predict(task, dm, return_predictions=False)
+    seconds = time.perf_counter() - start
+    height, width = dm.shape if spec["mode"] == "disk" else dm.scene.shape
+    return {
+        "seconds": seconds,
+        "read_seconds": read_seconds,
+        "pixels": height * width,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_predict_mib": before,
+    }
+
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one map in a new process; its JSON result."""
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "benchmarks.product_scale"),
+            *("--child", json.dumps(spec, default=str)),
+        ],
+        cwd=Path(__file__).resolve().parents[1],  # the repository root, where -m finds it
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"map {spec} failed:\n{result.stderr[-4000:]}")
+    return {**spec, **json.loads(result.stdout.strip().splitlines()[-1])}
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| scene | dtype | on disk (GB) | formulation | on-disk px/s | in-memory px/s | "
+        "on-disk / in-memory | on-disk peak RSS (MiB) | of which before predict (MiB) | "
+        "in-memory peak RSS (MiB) | in-memory read (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        disk, memory = row["disk"], row.get("memory")
+        side = product_side(row["mpx"])
+        rate = disk["pixels"] / disk["seconds"]
+        mem_rate = memory["pixels"] / memory["seconds"] if memory else None
+        lines.append(
+            f"| {side}x{side} ({row['mpx']:g} Mpx) | {row['dtype']} | {row['gb']:.2f} | "
+            f"{row['formulation']} | {rate:,.0f} | "
+            + (f"{mem_rate:,.0f} | {rate / mem_rate:.2f} | " if memory else "- | - | ")
+            + f"{disk['peak_rss_mib']:,.0f} | {_mib(disk.get('rss_before_predict_mib'))} | "
+            + (
+                f"{memory['peak_rss_mib']:,.0f} | {memory['read_seconds']:.1f} |"
+                if memory
+                else "- | - |"
+            )
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child is not None:
+        print(json.dumps(run_child(args.child)))
+        return 0
+    if args.from_json is not None:
+        write_results(args, json.loads(args.from_json.read_text()), argv)
+        return 0
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    sizes = [
+        product_side(s) ** 2 * BANDS * {"int16": 2}.get(d, 4)
+        for s in args.sizes
+        for d in args.dtypes
+    ]
+    need = sum(sizes) if args.keep else max(sizes)  # each product is removed after its maps
+    free = shutil.disk_usage(args.workdir).free
+    if need > 0.9 * free:
+        print(f"The products need {need / 1e9:.1f} GB; {args.workdir} has {free / 1e9:.1f} free.")
+        return 2
+    rows = []
+    for dtype in args.dtypes:
+        for mpx in args.sizes:
+            side = product_side(mpx)
+            folder = args.workdir / f"{dtype}_{mpx:g}"
+            start = time.perf_counter()
+            hdr = write_product(folder / "product.bil", side, dtype)
+            made = time.perf_counter() - start
+            route = folder / "route.pt"
+            fit_route(hdr, route)
+            gb = (folder / "product.bil").stat().st_size / 1e9
+            print(f"{dtype} {side}x{side}: {gb:.2f} GB written in {made:.0f} s", flush=True)
+            for formulation in args.formulations:
+                if formulation == "classification" and mpx > args.classification_max:
+                    continue
+                spec = {
+                    "product": hdr,
+                    "route": route,
+                    "formulation": formulation,
+                    "block_size": args.block_size,
+                    "batch_size": args.batch_size,
+                    "patch_batch_size": args.patch_batch_size,
+                    "out": folder / f"maps_{formulation}",
+                }
+                row = {"dtype": dtype, "mpx": mpx, "gb": gb, "formulation": formulation}
+                row["disk"] = measure({**spec, "mode": "disk"})
+                if mpx <= args.in_memory_max:
+                    row["memory"] = measure({**spec, "mode": "memory"})
+                rows.append(row)
+                print(markdown_table([row]).splitlines()[-1], flush=True)
+            if not args.keep:
+                shutil.rmtree(folder)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1, default=str))
+    write_results(args, rows, argv)
+    return 0
+
+
+def write_results(args: argparse.Namespace, rows: list[dict[str, Any]], argv: Any) -> None:
+    """Print the table; with ``--results-md``, put it into that file's section."""
+    table = markdown_table(rows)
+    print(table)
+    if not args.results_md:
+        return
+    from benchmarks.docgen.sections import update_markdown_section
+
+    command = "python -m benchmarks.product_scale " + " ".join(argv or sys.argv[1:])
+    body = (
+        f"`{command}`\n\n{table}\n\n"
+        "Each map runs in a process of its own. On disk: `ProductMapDataModule` reads one block "
+        "(plus the tiles' or patches' halo) at a time and `GeoTiffMapWriter` writes the tiled "
+        "GeoTIFF block by block (its time includes the writing). In memory: the whole product "
+        "is read into a scene (the read column), then the scene/patch datamodule maps it into an "
+        "in-memory class map, nothing written. Peak RSS is the process's `ru_maxrss`; the "
+        "column before it is the same process before `predict` (Python, torch, TerraTorch, the "
+        "model): what mapping adds is the difference. Same random-init one-block SpectralGPT "
+        "model, PCA route to 12 bands, 32x32 tiles every 16 pixels, 9x9 patches resized to 16.\n"
+    )
+    update_markdown_section(args.results_md, "product-scale", "## Products on disk", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""Mapping a product on disk block by block (ProductMapDataModule + GeoTiffMapWriter).
+
+The block-wise map is compared, value by value, with the in-memory datamodules' map of the same
+cube through the same model and band route; the reads are counted through a wrapped reader.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from lightning import Trainer, seed_everything
+from terratorch.tasks import ClassificationTask, SemanticSegmentationTask
+
+from terratorch_hsi_peft.callbacks import ClassMapWriter, GeoTiffMapWriter
+from terratorch_hsi_peft.datamodules import (
+    HyperspectralPatchDataModule,
+    HyperspectralSceneDataModule,
+    ProductMapDataModule,
+)
+from terratorch_hsi_peft.datamodules.product_map import GDAL_CACHE_MB
+from terratorch_hsi_peft.datasets import HyperspectralScene
+from terratorch_hsi_peft.products import SensorProduct, open_product
+from terratorch_hsi_peft.transforms import BandRoute
+
+_FAKES = Path(__file__).resolve().parents[1] / "data" / "make_fake_products.py"
+SHAPE = (40, 44)
+CLASSES = ["a", "b", "c"]
+BACKBONE = {
+    "backbone": "spectralgpt_vit_base",
+    "backbone_depth": 1,
+    "backbone_embed_dim": 16,
+    "backbone_num_heads": 2,
+    "backbone_num_bands": 5,
+    "backbone_img_size": 8,
+}
+
+
+@pytest.fixture(scope="module")
+def fakes():
+    spec = importlib.util.spec_from_file_location("make_fake_products", _FAKES)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def product(fakes, tmp_path_factory):
+    """An ENVI int16 product (gain 1e-4, bad bands, nodata pixels at two edges) and a PCA route
+    fitted on its good bands' valid pixels."""
+    fake = fakes.make_envi(
+        tmp_path_factory.mktemp("product"), "bil", "int16", shape=SHAPE, name="flight"
+    )
+    with open_product(fake.path) as opened:
+        good = opened.metadata.good_bands
+    cube = fake.expected[good]  # (C, H, W), NaN at nodata
+    valid = ~np.isnan(cube).any(axis=0)
+    route = BandRoute.fit("pca", cube[:, valid].T, num_components=5)
+    state = {"band_route": route.state_dict(), "class_names": '["a", "b", "c"]'}
+    return fake, cube, route, state
+
+
+def _segmentation_task() -> SemanticSegmentationTask:
+    seed_everything(0)
+    return SemanticSegmentationTask(
+        model_factory="EncoderDecoderFactory",
+        loss="ce",
+        ignore_index=-1,
+        model_args={
+            **BACKBONE,
+            "necks": [
+                {"name": "SelectIndices", "indices": [-1]},
+                {"name": "ReshapeTokensToImage"},
+            ],
+            "decoder": "FCNDecoder",
+            "num_classes": 3,
+        },
+    )
+
+
+def _classification_task() -> ClassificationTask:
+    seed_everything(0)
+    return ClassificationTask(
+        model_factory="EncoderDecoderFactory",
+        model_args={
+            **BACKBONE,
+            "backbone_out_indices": [-1],
+            "decoder": "IdentityDecoder",
+            "num_classes": 3,
+        },
+    )
+
+
+def _trainer(callbacks, **kwargs) -> Trainer:
+    options = {"accelerator": "cpu", "logger": False, "enable_progress_bar": False}
+    return Trainer(callbacks=callbacks, **{**options, **kwargs})
+
+
+def _in_memory_map(formulation, cube, route, state, task) -> np.ndarray:
+    """The existing in-memory route's map (class indices) of the cube, nodata pixels fed as the
+    training mean (what the block-wise route feeds them as)."""
+    image = np.where(np.isnan(cube), route.mean.numpy()[:, None, None], cube)
+    scene = HyperspectralScene(image.transpose(1, 2, 0), class_names=CLASSES, name="flight")
+    if formulation == "segmentation":
+        dm = HyperspectralSceneDataModule(
+            scene=scene, band_route="pca", num_components=5, tile_size=8, inference_stride=4
+        )
+    else:
+        dm = HyperspectralPatchDataModule(
+            scene=scene, band_route="pca", num_components=5, patch_size=5, img_size=8
+        )
+    dm.load_state_dict(state)
+    writer = ClassMapWriter(output_dir=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _trainer([writer], default_root_dir=Path(__file__).parent / "unused").predict(
+            task, dm, return_predictions=False
+        )
+    return writer.class_map
+
+
+class CountingProduct(SensorProduct):
+    """A product that records every window read from it."""
+
+    def __init__(self, inner: SensorProduct) -> None:
+        self.inner, self.path, self.metadata = inner, inner.path, inner.metadata
+        self.windows: list = []
+        self.gdal_cache: set = set()
+
+    def _read_stored(self, window, bands):
+        self.windows.append(window)
+        self.gdal_cache.add(rasterio.env.getenv().get("GDAL_CACHEMAX"))
+        return self.inner._read_stored(window, bands)
+
+
+def _product_dm(formulation, opened, state, **kwargs) -> ProductMapDataModule:
+    options = {"tile_size": 8, "inference_stride": 4, "patch_size": 5, "img_size": 8}
+    dm = ProductMapDataModule.from_product(
+        opened, formulation=formulation, block_size=16, **{**options, **kwargs}
+    )
+    dm.load_state_dict(state)
+    return dm
+
+
+@pytest.mark.parametrize(
+    ("formulation", "make_task"),
+    [("segmentation", _segmentation_task), ("classification", _classification_task)],
+)
+def test_block_wise_map_equals_the_in_memory_map_on_the_product_grid(
+    formulation, make_task, product, tmp_path
+):
+    fake, cube, route, state = product
+    task = make_task()
+    expected = _in_memory_map(formulation, cube, route, state, task)
+    with open_product(fake.path) as inner:
+        counting = CountingProduct(inner)
+        dm = _product_dm(formulation, counting, state, batch_size=7)
+        writer = GeoTiffMapWriter(output_dir=str(tmp_path), probabilities=None)
+        # Nothing kept in memory for Lightning to return (it would by default).
+        assert _trainer([writer]).predict(task, dm) is None
+
+    path = tmp_path / "flight_class_map.tif"
+    assert writer.written == [path]
+    with rasterio.open(path) as written, rasterio.open(fake.extra["binary"]) as source:
+        assert written.crs == source.crs and written.transform == source.transform
+        assert written.block_shapes == [(16, 16)] and written.compression.value == "DEFLATE"
+        assert written.nodata == 0
+        assert written.tags()["class_2"] == "b"
+        raw = written.read(1)
+    assert raw.shape == SHAPE
+    nodata = fake.nodata_mask
+    assert nodata.any() and (raw[nodata] == 0).all()
+    np.testing.assert_array_equal(raw[~nodata], expected[~nodata] + 1)
+    assert (expected >= 0).all()
+
+    # Each block read once, never more than the block plus the halo (the tile or patch reach).
+    halo = 8 if formulation == "segmentation" else 2
+    assert len(counting.windows) == dm.num_blocks() == 9
+    assert max(w.height for w in counting.windows) <= 16 + 2 * halo
+    assert max(w.width for w in counting.windows) <= 16 + 2 * halo
+    assert sum(w.height * w.width for w in counting.windows) < 2.5 * SHAPE[0] * SHAPE[1]
+    # GDAL's block cache kept small: windows read once would only fill it (memory growing with
+    # the product: +741 MiB over 1 Mpx in benchmarks/product_scale.py's product, +349 with it).
+    assert counting.gdal_cache == {GDAL_CACHE_MB}
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left
+
+
+def test_probabilities_are_written_block_by_block_beside_the_classes(product, tmp_path):
+    fake, _, _, state = product
+    task = _segmentation_task()
+    task.select_classes = lambda y: [task.output_prediction(y), task.output_probabilities(y)]
+    read = {}
+    for kind in ("float32", "uint8"):
+        writer = GeoTiffMapWriter(output_dir=str(tmp_path / kind), probabilities=kind)
+        dm = _product_dm("segmentation", open_product(fake.path), state)
+        _trainer([writer]).predict(task, dm, return_predictions=False)
+        with rasterio.open(writer.written[0]) as classes:
+            raw = classes.read(1)
+        with rasterio.open(writer.written[1]) as probs:
+            assert probs.count == 3 and probs.dtypes[0] == kind
+            read[kind] = probs.read()
+    valid = ~fake.nodata_mask
+    values = read["float32"]
+    assert np.isnan(values[:, fake.nodata_mask]).all()
+    np.testing.assert_allclose(values[:, valid].sum(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(values[:, valid].argmax(axis=0) + 1, raw[valid])
+    scaled = read["uint8"]
+    assert (scaled[:, fake.nodata_mask] == 255).all()
+    np.testing.assert_array_equal(scaled[:, valid], np.round(values[:, valid] * 254))
+
+
+def test_an_interrupted_map_leaves_no_file(product, tmp_path):
+    fake, _, _, state = product
+    task = _segmentation_task()
+    calls = {"n": 0}
+    forward = task.forward
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as a user's Ctrl-C mid-map
+        return forward(*args, **kwargs)
+
+    task.forward = failing
+    dm = _product_dm("segmentation", open_product(fake.path), state, batch_size=4)
+    writer = GeoTiffMapWriter(output_dir=str(tmp_path))
+    trainer = _trainer([writer])
+    with pytest.raises(SystemExit):  # Lightning turns the interrupt into an exit
+        trainer.predict(task, dm, return_predictions=False)
+    assert calls["n"] == 3
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_without_a_checkpoint_or_the_writer_says_what_to_add(product, tmp_path):
+    fake, _, _, state = product
+    dm = ProductMapDataModule(str(fake.path), tile_size=8, block_size=16)
+    writer = GeoTiffMapWriter(output_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"--ckpt_path .*HyperspectralSceneDataModule"):
+        _trainer([writer]).predict(_segmentation_task(), dm)
+    dm = _product_dm("segmentation", open_product(fake.path), state)
+    with pytest.raises(ValueError, match=r"class_path: terratorch_hsi_peft.callbacks.GeoTiff"):
+        _trainer([]).predict(_segmentation_task(), dm)
+    dm = _product_dm("segmentation", open_product(fake.path), state)
+    with pytest.raises(ValueError, match=r"set formulation: classification"):
+        _trainer([writer]).predict(_classification_task(), dm)
+
+
+def test_a_route_for_another_band_count_names_both_counts(product):
+    fake = product[0]
+    route = BandRoute.fit("pca", np.random.default_rng(0).random((50, 7)), num_components=5)
+    state = {"band_route": route.state_dict(), "class_names": '["a", "b", "c"]'}
+    dm = _product_dm("segmentation", open_product(fake.path), state)
+    with pytest.raises(ValueError, match=r"reads 7 bands, but .* has 24 bands \(21 not marked"):
+        dm.route_bands()
+
+
+def test_ranks_share_the_blocks_without_overlap(product):
+    fake, _, _, state = product
+    dm = _product_dm("classification", open_product(fake.path), state)
+    shares = dm.rank_blocks(2)
+    assert [list(s) for s in shares] == [list(range(0, 4)), list(range(4, 9))]
+    owned = np.zeros(SHAPE, dtype=int)
+    for index in range(dm.num_blocks()):
+        block = dm.block(index)
+        rows, cols = block.owned.slices()
+        owned[rows, cols] += 1
+    assert (owned == 1).all()
