@@ -19,10 +19,13 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window as RasterWindow
 
 from terratorch_hsi_peft.callbacks.class_map_writer import _class_indices, class_colours
-from terratorch_hsi_peft.datamodules.product_map import MAP_KEYS
 from terratorch_hsi_peft.terratorch_compat import remove_terratorch_writers
 
 __all__ = ["GeoTiffMapWriter"]
+
+#: Batch keys that say where predictions go (written by ProductMapDataModule); the writer takes
+#: them out before the model runs.
+MAP_KEYS = ("map_block", "map_origin", "map_owned", "map_nodata", "map_chunks")
 
 
 class GeoTiffMapWriter(BasePredictionWriter):

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 
+from terratorch_hsi_peft.callbacks.geotiff_map_writer import MAP_KEYS
 from terratorch_hsi_peft.datamodules.scene import tile_grid
 from terratorch_hsi_peft.datamodules.windows import gather_windows, pixel_major
 from terratorch_hsi_peft.products.base import SensorProduct, Window
@@ -36,9 +37,6 @@ from terratorch_hsi_peft.utils.cli_values import cli_scalar
 __all__ = ["MAP_KEYS", "MapBlock", "ProductMapDataModule", "ProductWindowDataset"]
 
 logger = logging.getLogger(__name__)
-
-#: Batch keys that say where predictions go; the writer takes them out before the model runs.
-MAP_KEYS = ("map_block", "map_origin", "map_owned", "map_nodata", "map_chunks")
 
 #: GDAL's block cache while a product is read window by window (MB).
 GDAL_CACHE_MB = 64
