@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,14 @@ def test_docs_method_tables_are_the_registry():
     )
     for name in method_names():
         assert f"| `{name}` |" in body
+
+
+def test_the_package_description_names_every_method():
+    # pyproject.toml's description (the wheel's summary) listed five methods after LoHa came
+    description = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    named = set(re.findall(r"[A-Za-z]+\+?", description["description"]))
+    labels = {method.label for method in registry.registered_methods()}
+    assert labels <= named, f"add {sorted(labels - named)} to pyproject.toml's description"
 
 
 def test_every_method_declares_what_the_rest_derives_from():
