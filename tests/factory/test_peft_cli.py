@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from terratorch_hsi_peft.callbacks import MergeAdaptersForPredict
 from terratorch_hsi_peft.export import main as export_main
-from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory, load_adapter_file
+from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory, load_model_adapters
 from terratorch_hsi_peft.peft import adapter_layers, get_method, method_names
 from terratorch_hsi_peft.utils import download
 
@@ -197,7 +197,7 @@ def test_prithvi_yaml_switches_to_krona_export_reload_and_merged_predict(
         },
         strict=False,
     )  # the same pretrained backbone (the adapter file refuses other base weights)
-    load_adapter_file(fresh, checkpoint_dir / "adapters.safetensors")
+    load_model_adapters(fresh, checkpoint_dir / "adapters.safetensors")
     model.eval(), fresh.eval()
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
