@@ -40,7 +40,7 @@ from terratorch_hsi_peft.peft.io import ORIGIN_ATTR, carry_origin, random_init_o
 from terratorch_hsi_peft.peft.registry import find_method, hf_peft_methods
 from terratorch_hsi_peft.registry import register_model_factory
 from terratorch_hsi_peft.terratorch_compat import TerraTorchIncompatibleError, guard_stock_peft
-from terratorch_hsi_peft.utils.cli_values import TEXT_OPTIONS, cli_scalar, cli_scalars
+from terratorch_hsi_peft.utils.cli_values import cli_typed
 
 __all__ = ["PEFTEncoderDecoderFactory"]
 
@@ -93,6 +93,9 @@ class PEFTEncoderDecoderFactory(ModelFactory):
     fine-tuning).
     """
 
+    # Dotted CLI overrides of model_args arrive as strings ("9", "false"): read them as YAML once,
+    # here, so the code below gets typed values ("null" for peft_config: full fine-tuning).
+    @cli_typed(skip=("task", "backbone", "decoder"))
     def build_model(
         self,
         task: str,
@@ -148,13 +151,6 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         """
         if backbone is None:
             raise TypeError(_no_backbone_message(peft_config is not None, sys.argv))
-        # Dotted CLI overrides of model_args arrive as strings ("9", "false"); read them as YAML.
-        kwargs = cli_scalars(kwargs, type(self).__name__, text=TEXT_OPTIONS)
-        peft_config = cli_scalar(peft_config)  # "null": full fine-tuning
-        spectral_path = cli_scalar(spectral_path)
-        spectral_path_bands = cli_scalar(spectral_path_bands)
-        spectral_path_loss = cli_scalar(spectral_path_loss)
-        spectral_path_window = cli_scalar(spectral_path_window)
         if not isinstance(spectral_path_loss, bool):
             raise ValueError(
                 f"spectral_path_loss={spectral_path_loss!r} must be true or false (true: the "
