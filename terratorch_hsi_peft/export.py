@@ -94,7 +94,7 @@ def merge_into_stock_model(model: nn.Module) -> nn.Module:
     for p in encoder.parameters():
         p.requires_grad_(True)  # the stock model trains everything unless frozen by its task
     for attr in (TRAINABLE_ATTR, SPEC_ATTR):
-        model.__dict__.pop(attr, None)  # instance attributes set by attach_adapters
+        model.__dict__.pop(attr, None)  # instance attributes set by apply_peft_to_model
     restore_freeze_encoder(model)
     return model
 

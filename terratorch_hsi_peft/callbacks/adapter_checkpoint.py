@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from terratorch_hsi_peft.callbacks.run_files import run_dir
-from terratorch_hsi_peft.models.adapter_file import adapter_file_parts, save_adapter_file
+from terratorch_hsi_peft.models.adapter_file import adapter_file_parts, save_model_adapters
 from terratorch_hsi_peft.models.peft_model import has_adapters
 from terratorch_hsi_peft.terratorch_compat import task_model
 from terratorch_hsi_peft.utils.download import remove_stale_parts
@@ -90,7 +90,7 @@ class AdapterCheckpoint(Callback):
         self._remove_orphans(trainer)
         if trainer.is_global_zero:
             path = run_dir(trainer, self.dirpath) / self.FINAL_NAME
-            save_adapter_file(task_model(pl_module), path)
+            save_model_adapters(task_model(pl_module), path)
             rank_zero_info(
                 f"AdapterCheckpoint: wrote {path} ({path.stat().st_size / 1e6:.2f} MB: "
                 f"{adapter_file_parts(task_model(pl_module))})"
@@ -105,7 +105,7 @@ class AdapterCheckpoint(Callback):
             return
         checkpoint = Path(best[0])
         path = checkpoint.with_name(checkpoint.stem + self.SUFFIX)
-        save_adapter_file(task_model(pl_module), path)
+        save_model_adapters(task_model(pl_module), path)
         rank_zero_info(f"AdapterCheckpoint: wrote {path} (the adapters of {checkpoint.name})")
 
     def _remove_orphans(self, trainer: pl.Trainer) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from matplotlib.figure import Figure
 
 from terratorch_hsi_peft.metrics import AverageAccuracy, CohenKappa, OverallAccuracy
 from terratorch_hsi_peft.terratorch_compat import task_metric_collections
-from terratorch_hsi_peft.utils.cli_values import cli_scalar
+from terratorch_hsi_peft.utils.cli_values import task_model_args
 from terratorch_hsi_peft.utils.download import atomic_write
 
 __all__ = ["HyperspectralMetrics", "write_confusion_matrix"]
@@ -97,9 +96,8 @@ class HyperspectralMetrics(Callback):
 
 
 def _num_classes(pl_module: LightningModule) -> int:
-    """The task's ``model_args.num_classes``, read as YAML when a dotted CLI override left text."""
-    model_args = pl_module.hparams.get("model_args")
-    value = cli_scalar(model_args.get("num_classes")) if isinstance(model_args, Mapping) else None
+    """The task's ``model_args.num_classes``."""
+    value = task_model_args(pl_module.hparams).get("num_classes")
     if isinstance(value, bool) or not isinstance(value, int) or value < 2:
         found = "has none" if value is None else f"is {value!r}"
         raise ValueError(

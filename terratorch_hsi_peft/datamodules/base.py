@@ -36,7 +36,7 @@ from terratorch_hsi_peft.transforms import (
     SampleTransformDataset,
     split_train_transform,
 )
-from terratorch_hsi_peft.utils.cli_values import cli_scalar
+from terratorch_hsi_peft.utils.cli_values import task_model_args
 
 __all__ = ["HyperspectralDataModule"]
 
@@ -202,7 +202,7 @@ class HyperspectralDataModule(LightningDataModule):
             return list(self._checkpoint_class_names)
         module = self.trainer.lightning_module if self.trainer is not None else None
         hparams = getattr(module, "hparams", None) or {}
-        count = cli_scalar((hparams.get("model_args") or {}).get("num_classes"))
+        count = task_model_args(hparams).get("num_classes")
         return [f"class_{k}" for k in range(1, count + 1)] if _is_int(count) else []
 
     @property
@@ -244,7 +244,7 @@ class HyperspectralDataModule(LightningDataModule):
             self._check_prediction_writer()
 
     def _check_task(self, module: Any) -> None:
-        """Compare the task's settings with the data (dotted CLI overrides arrive as strings)."""
+        """Compare the task's settings with the data."""
         mro = {cls.__name__ for cls in type(module).__mro__}
         for task, datamodule in _DATAMODULE_OF_TASK.items():
             if task in mro and task != self.task_name:
@@ -253,10 +253,10 @@ class HyperspectralDataModule(LightningDataModule):
                     f"use {datamodule} with {task}."
                 )
         hparams = getattr(module, "hparams", None) or {}
-        model_args = hparams.get("model_args") or {}
+        model_args = task_model_args(hparams)
         expected = {"backbone_num_bands": self.num_bands}
         # The spectral path's appended spectra: both sides agree, or neither has them.
-        read = cli_scalar(model_args.get("spectral_path_bands"))
+        read = model_args.get("spectral_path_bands")
         if (read or 0) != self.num_spectra:
             raise ValueError(
                 f"The task's model_args.spectral_path_bands is {read!r} but the data append "
@@ -264,20 +264,19 @@ class HyperspectralDataModule(LightningDataModule):
                 f"{self.scene.name}: {self.scene.num_bands} bands); set append_spectra: true and "
                 f"spectral_path_bands: {self.scene.num_bands} together, or neither."
             )
-        _check_path_loss(cli_scalar(model_args.get("spectral_path_loss")), hparams.get("aux_loss"))
+        _check_path_loss(model_args.get("spectral_path_loss"), hparams.get("aux_loss"))
         # A prediction-only scene without class names takes the checkpoint's (restored later).
         if self.scene.num_classes:
             expected["num_classes"] = self.scene.num_classes
         for key, value in expected.items():
-            given = model_args.get(key)
-            read = cli_scalar(given)  # "--model.init_args.model_args.num_classes 16" gives "16"
+            read = model_args.get(key)
             if read is not None and not (_is_int(read) and read == value):
                 raise ValueError(
-                    f"The task's model_args.{key} is {given!r} but the data give {value} "
+                    f"The task's model_args.{key} is {read!r} but the data give {value} "
                     f"({self.scene.name}, band_route {self.band_route!r}); set {key}: {value}."
                 )
         if "ignore_index" in hparams:
-            self._check_ignore_index(cli_scalar(hparams["ignore_index"]))
+            self._check_ignore_index(hparams["ignore_index"])  # typed: a task init argument
 
     def _check_ignore_index(self, ignore_index: Any) -> None:
         """Raise a ValueError when the task's ``ignore_index`` does not fit the batches."""

@@ -17,7 +17,7 @@ from terratorch_hsi_peft.datamodules.source import SceneLoader
 from terratorch_hsi_peft.datamodules.windows import gather_windows, pixel_major
 from terratorch_hsi_peft.datasets import HyperspectralScene, Split, make_split
 from terratorch_hsi_peft.transforms import BandRoute, BandRouteName, MissingBandPolicy
-from terratorch_hsi_peft.utils.cli_values import cli_scalar
+from terratorch_hsi_peft.utils.cli_values import task_model_args
 
 __all__ = ["HyperspectralPretrainDataModule", "PretrainWindowDataset", "SceneSource"]
 
@@ -353,14 +353,13 @@ class HyperspectralPretrainDataModule(LightningDataModule):
                 f"not {stage!r}."
             )
         module = self.trainer.lightning_module if self.trainer is not None else None
-        model_args = getattr(module, "hparams", {}).get("model_args") or {}
+        model_args = task_model_args(getattr(module, "hparams", None))
         for key, value in (("num_bands", self.num_bands), ("img_size", self.img_size)):
-            given = model_args.get(key)
-            read = cli_scalar(given)  # a dotted CLI override arrives as a string: "12"
+            read = model_args.get(key)
             exact = isinstance(read, int) and not isinstance(read, bool) and read == value
             if read is not None and not exact:
                 raise ValueError(
-                    f"The task's model_args.{key} is {given!r} but the data give {value} "
+                    f"The task's model_args.{key} is {read!r} but the data give {value} "
                     f"(band_route {self.band_route!r}, img_size {self.img_size}); set "
                     f"{key}: {value}."
                 )

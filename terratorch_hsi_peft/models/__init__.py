@@ -1,14 +1,20 @@
-"""PEFT inside TerraTorch: the model factory, the adapter file, merge and unmerge."""
+"""PEFT inside TerraTorch: the model factory, the adapter file, merge and unmerge.
+
+Names with ``model`` (:func:`apply_peft_to_model`, :func:`save_model_adapters`,
+:func:`load_model_adapters`, :func:`merge_model_adapters`) serve a whole TerraTorch model built
+by :class:`PEFTEncoderDecoderFactory` (adapters on ``model.encoder``, necks, decoder and heads in
+the file, either backend); the names without it in :mod:`terratorch_hsi_peft.peft`
+(``apply_peft``, ``save_adapters``, ...) serve any ``nn.Module``.
+"""
 
 from terratorch_hsi_peft.models.adapter_file import (
-    load_adapter_file,
-    save_adapter_file,
+    load_model_adapters,
+    save_model_adapters,
     trained_tensor_names,
 )
-from terratorch_hsi_peft.models.peft_config import PEFT_CONFIG_KEYS, PeftSpec
 from terratorch_hsi_peft.models.peft_factory import PEFTEncoderDecoderFactory
 from terratorch_hsi_peft.models.peft_model import (
-    attach_adapters,
+    apply_peft_to_model,
     has_adapters,
     merge_model_adapters,
     unmerge_model_adapters,
@@ -16,16 +22,14 @@ from terratorch_hsi_peft.models.peft_model import (
 from terratorch_hsi_peft.models.spectral_path import SpectralPathClassifier, SpectralPathModel
 
 __all__ = [
-    "PEFT_CONFIG_KEYS",
     "PEFTEncoderDecoderFactory",
-    "PeftSpec",
     "SpectralPathClassifier",
     "SpectralPathModel",
-    "attach_adapters",
+    "apply_peft_to_model",
     "has_adapters",
-    "load_adapter_file",
+    "load_model_adapters",
     "merge_model_adapters",
-    "save_adapter_file",
+    "save_model_adapters",
     "trained_tensor_names",
     "unmerge_model_adapters",
 ]

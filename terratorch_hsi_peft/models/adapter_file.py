@@ -22,8 +22,8 @@ from terratorch_hsi_peft.peft.io import load_adapters, save_adapters
 __all__ = [
     "AdapterFileParts",
     "adapter_file_parts",
-    "load_adapter_file",
-    "save_adapter_file",
+    "load_model_adapters",
+    "save_model_adapters",
     "trained_tensor_names",
 ]
 
@@ -47,7 +47,7 @@ class AdapterFileParts:
 
 
 def adapter_file_parts(model: nn.Module) -> AdapterFileParts:
-    """Sizes of the two parts of the file :func:`save_adapter_file` writes for ``model``."""
+    """Sizes of the two parts of the file :func:`save_model_adapters` writes for ``model``."""
     _require_plugin_adapters(model)
     state = model.state_dict()
     names = trained_tensor_names(model)
@@ -86,15 +86,15 @@ def trained_tensor_names(model: nn.Module) -> list[str]:
     return sorted(outside | extras)
 
 
-def save_adapter_file(model: nn.Module, path: str | os.PathLike) -> Path:
+def save_model_adapters(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write the adapters and every other trained tensor of ``model`` to ``path`` (atomically)."""
     return save_adapters(model, path, include=trained_tensor_names(model))
 
 
-def load_adapter_file(
+def load_model_adapters(
     model: nn.Module, path: str | os.PathLike, check_base: bool = True
 ) -> list[str]:
-    """Load a file of :func:`save_adapter_file` into a model built with the same settings.
+    """Load a file of :func:`save_model_adapters` into a model built with the same settings.
 
     Args:
         model: the model, built with the settings the file was written with.

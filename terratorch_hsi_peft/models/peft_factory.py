@@ -12,7 +12,7 @@ In a TerraTorch YAML, switching an encoder-decoder pipeline to adapters takes tw
         adapter_path: null                  # start from an adapters.safetensors
         check_base: true                    # its base weights must be this model's
 
-See :mod:`terratorch_hsi_peft.models.peft_config` for the keys and the ``hf`` backend.
+See :mod:`terratorch_hsi_peft.peft.config` for the keys and the ``hf`` backend.
 """
 
 from __future__ import annotations
@@ -31,16 +31,16 @@ from terratorch.models.encoder_decoder_factory import EncoderDecoderFactory
 from terratorch.models.model import Model, ModelFactory
 from torch import nn
 
-from terratorch_hsi_peft.models.adapter_file import load_adapter_file
-from terratorch_hsi_peft.models.peft_config import PeftSpec
-from terratorch_hsi_peft.models.peft_model import attach_adapters
+from terratorch_hsi_peft.models.adapter_file import load_model_adapters
+from terratorch_hsi_peft.models.peft_model import apply_peft_to_model
 from terratorch_hsi_peft.models.spectral_path import with_spectral_path
 from terratorch_hsi_peft.models.summary import peft_summary
+from terratorch_hsi_peft.peft.config import PeftSpec
 from terratorch_hsi_peft.peft.io import ORIGIN_ATTR, carry_origin, random_init_origin
 from terratorch_hsi_peft.peft.registry import find_method, hf_peft_methods
 from terratorch_hsi_peft.registry import register_model_factory
 from terratorch_hsi_peft.terratorch_compat import TerraTorchIncompatibleError, guard_stock_peft
-from terratorch_hsi_peft.utils.cli_values import TEXT_OPTIONS, cli_scalar, cli_scalars
+from terratorch_hsi_peft.utils.cli_values import cli_typed
 
 __all__ = ["PEFTEncoderDecoderFactory"]
 
@@ -93,6 +93,9 @@ class PEFTEncoderDecoderFactory(ModelFactory):
     fine-tuning).
     """
 
+    # Dotted CLI overrides of model_args arrive as strings ("9", "false"): read them as YAML once,
+    # here, so the code below gets typed values ("null" for peft_config: full fine-tuning).
+    @cli_typed(skip=("task", "backbone", "decoder"))
     def build_model(
         self,
         task: str,
@@ -118,7 +121,7 @@ class PEFTEncoderDecoderFactory(ModelFactory):
                 runs, so set it in a copy of the task file (docs/configuration.md).
             peft_config: ``method``, ``backend``, ``replace_qkv``, ``peft_config_kwargs``,
                 ``adapter_path``, ``check_base`` (see
-                :class:`~terratorch_hsi_peft.models.peft_config.PeftSpec`), or the path of a
+                :class:`~terratorch_hsi_peft.peft.config.PeftSpec`), or the path of a
                 YAML file holding them (``configs/methods/<method>.yaml``).
             spectral_path: hidden width of a path from each pixel's spectrum to the head:
                 every pixel for segmentation
@@ -148,13 +151,6 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         """
         if backbone is None:
             raise TypeError(_no_backbone_message(peft_config is not None, sys.argv))
-        # Dotted CLI overrides of model_args arrive as strings ("9", "false"); read them as YAML.
-        kwargs = cli_scalars(kwargs, type(self).__name__, text=TEXT_OPTIONS)
-        peft_config = cli_scalar(peft_config)  # "null": full fine-tuning
-        spectral_path = cli_scalar(spectral_path)
-        spectral_path_bands = cli_scalar(spectral_path_bands)
-        spectral_path_loss = cli_scalar(spectral_path_loss)
-        spectral_path_window = cli_scalar(spectral_path_window)
         if not isinstance(spectral_path_loss, bool):
             raise ValueError(
                 f"spectral_path_loss={spectral_path_loss!r} must be true or false (true: the "
@@ -203,10 +199,10 @@ class PEFTEncoderDecoderFactory(ModelFactory):
             spectral_path_window,
             kwargs,
         )
-        attach_adapters(model, spec)
+        apply_peft_to_model(model, spec)
         _record_origin(model, backbone, kwargs)
         if spec.adapter_path is not None:
-            load_adapter_file(model, spec.adapter_path, check_base=spec.check_base)
+            load_model_adapters(model, spec.adapter_path, check_base=spec.check_base)
         # Lightning's own logger: shown on the console by default, rank zero only.
         rank_zero_info(peft_summary(model))
         return model

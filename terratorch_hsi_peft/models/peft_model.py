@@ -1,6 +1,6 @@
 """Adapters on a built TerraTorch model: what trains, ``freeze_encoder``, merge and unmerge.
 
-A model set up by :func:`attach_adapters` carries ``peft_trainable_encoder_params``: the names
+A model set up by :func:`apply_peft_to_model` carries ``peft_trainable_encoder_params``: the names
 (relative to ``model.encoder``) of the encoder tensors that train, i.e. the adapter factors plus
 whatever the backbone lists in ``trainable_with_adapters`` (e.g. SpectralGPT's learned group
 fusion). Every other encoder tensor is frozen; necks, decoder and heads are left trainable.
@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from terratorch_hsi_peft.models.peft_config import PeftSpec
+from terratorch_hsi_peft.peft.config import PeftSpec
 from terratorch_hsi_peft.peft.inject import (
     adapter_layers,
     apply_peft,
@@ -22,17 +22,17 @@ from terratorch_hsi_peft.peft.inject import (
 )
 from terratorch_hsi_peft.terratorch_compat import override_freeze_encoder
 
-__all__ = ["attach_adapters", "has_adapters", "merge_model_adapters", "unmerge_model_adapters"]
+__all__ = ["apply_peft_to_model", "has_adapters", "merge_model_adapters", "unmerge_model_adapters"]
 
 logger = logging.getLogger(__name__)
 
-#: Attributes of a model set up by :func:`attach_adapters`: the trainable encoder tensor names,
+#: Attributes of a model set up by :func:`apply_peft_to_model`: the trainable encoder tensor names,
 #: and the resolved peft_config (``backend`` plus TerraTorch's keys, defaults filled in).
 TRAINABLE_ATTR = "peft_trainable_encoder_params"
 SPEC_ATTR = "peft_config_resolved"
 
 
-def attach_adapters(model: nn.Module, spec: PeftSpec) -> nn.Module:
+def apply_peft_to_model(model: nn.Module, spec: PeftSpec) -> nn.Module:
     """Put the adapters of ``spec`` on ``model.encoder`` (plugin backend) and freeze its base.
 
     With the ``hf`` backend TerraTorch's factory has already wrapped the encoder in a Hugging Face
@@ -62,7 +62,7 @@ def attach_adapters(model: nn.Module, spec: PeftSpec) -> nn.Module:
 
 
 def has_adapters(model: nn.Module) -> bool:
-    """Whether ``model`` was set up by :func:`attach_adapters`."""
+    """Whether ``model`` was set up by :func:`apply_peft_to_model`."""
     return hasattr(model, TRAINABLE_ATTR)
 
 

@@ -2,10 +2,13 @@
 
 Each method is one module of :mod:`terratorch_hsi_peft.peft.methods` that registers itself
 (:mod:`terratorch_hsi_peft.peft.registry`; :func:`method_names` lists them). The configuration is
-TerraTorch's ``peft_config`` dict. The adapter code itself needs only torch and safetensors
-(Hugging Face peft, when installed, only tells which method names it shares) and works on any
-model; importing it still imports the plugin's top-level package first, which registers the
-plugin with TerraTorch (so TerraTorch and Lightning are loaded too).
+TerraTorch's ``peft_config`` dict, parsed by :class:`PeftSpec` for this module-level API and for
+the model factory alike. These functions serve any module; their counterparts with ``model`` in
+the name (:mod:`terratorch_hsi_peft.models`) serve a whole TerraTorch model. The adapter code
+itself needs only torch and safetensors (Hugging Face peft, when installed, only tells which
+method names it shares) and works on any model; importing it still imports the plugin's
+top-level package first, which registers the plugin with TerraTorch (so TerraTorch and
+Lightning are loaded too).
 
 Example::
 
@@ -19,7 +22,7 @@ Example::
 """
 
 from terratorch_hsi_peft.peft.base import AdapterLinear
-from terratorch_hsi_peft.peft.config import AdapterConfig
+from terratorch_hsi_peft.peft.config import PEFT_CONFIG_KEYS, AdapterConfig, PeftSpec
 from terratorch_hsi_peft.peft.inject import (
     adapter_layers,
     apply_peft,
@@ -43,6 +46,7 @@ from terratorch_hsi_peft.peft.registry import (
 from terratorch_hsi_peft.peft.report import TrainableParameterReport, trainable_parameter_report
 
 __all__ = [
+    "PEFT_CONFIG_KEYS",
     "AdapterConfig",
     "AdapterLinear",
     "AdapterMethod",
@@ -50,6 +54,7 @@ __all__ = [
     "LoKrLinear",
     "LoRALinear",
     "MethodOptions",
+    "PeftSpec",
     "QKVSplit",
     "TrainableParameterReport",
     "adapter_file_bytes",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -21,14 +22,18 @@ __all__ = [
 ]
 
 
-def apply_peft(model: nn.Module, config: Mapping[str, Any] | AdapterConfig) -> nn.Module:
+def apply_peft(
+    model: nn.Module, config: Mapping[str, Any] | str | os.PathLike | AdapterConfig
+) -> nn.Module:
     """Wrap the targeted Linear layers of ``model`` with adapters and freeze everything else.
 
     Args:
         model: any module (modified in place). Every parameter of it that is not an adapter
             factor gets ``requires_grad=False``; modules outside it (e.g. a head) are untouched.
         config: TerraTorch's ``peft_config`` dict (``method``, ``replace_qkv``,
-            ``peft_config_kwargs``) or an :class:`AdapterConfig`.
+            ``peft_config_kwargs``), the path of a method file holding it, or an
+            :class:`AdapterConfig`; parsed as the model factory parses it
+            (:meth:`AdapterConfig.from_peft_config`).
 
     Returns:
         ``model`` itself. The adapted layers' output equals the base layers' until training

@@ -38,7 +38,7 @@ from terratorch_hsi_peft.backbones.pos_embed import (
 )
 from terratorch_hsi_peft.backbones.spectralgpt import SpectralGPTEncoder
 from terratorch_hsi_peft.pretraining.mae import DECODER_PREFIXES, SpectralGPTMAE
-from terratorch_hsi_peft.utils.cli_values import cli_scalar
+from terratorch_hsi_peft.utils.cli_values import task_model_args
 from terratorch_hsi_peft.utils.download import atomic_write
 from terratorch_hsi_peft.utils.finite import check_finite
 
@@ -203,10 +203,10 @@ def export_encoder_from_checkpoint(
             "run of spectralgpt_mae_vit_*."
         )
     kernel = weights["patch_embed.proj.weight"]
-    model_args = content.get("hyper_parameters", {}).get("model_args", {})
+    model_args = task_model_args(content.get("hyper_parameters"))
     args = {
-        # as the run built the model: its default when unset, a number when a CLI override left text
-        "num_bands": cli_scalar(model_args.get("num_bands", _DEFAULT_NUM_BANDS)),
+        # as the run built the model: its default when unset
+        "num_bands": model_args.get("num_bands", _DEFAULT_NUM_BANDS),
         "img_size": math.isqrt(weights["pos_embed_spatial"].shape[1]) * kernel.shape[3],
         "patch_size": kernel.shape[3],
         "t_patch_size": kernel.shape[2],

@@ -17,7 +17,7 @@ from config_helpers import (
     peft_config,
 )
 
-from terratorch_hsi_peft.models import PEFT_CONFIG_KEYS, PeftSpec
+from terratorch_hsi_peft.peft.config import PEFT_CONFIG_KEYS, PeftSpec
 
 PEFT_CALLBACKS = {
     "terratorch_hsi_peft.callbacks.AdapterCheckpoint",

@@ -18,7 +18,7 @@ import yaml
 from config_helpers import REPO_ROOT
 
 from terratorch_hsi_peft.backbones import spectralgpt_vit_base
-from terratorch_hsi_peft.models import PEFT_CONFIG_KEYS
+from terratorch_hsi_peft.peft.config import PEFT_CONFIG_KEYS
 
 PAGE = REPO_ROOT / "docs" / "configuration.md"
 ARCHITECTURE_KEYS = ("embed_dim", "depth", "num_heads")

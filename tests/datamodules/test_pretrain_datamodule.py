@@ -182,8 +182,8 @@ def test_shared_root_and_resized_windows(shared_data):
     ("model_args", "message"),
     [
         ({"num_bands": "12", "img_size": "32"}, None),  # dotted CLI overrides: strings
-        ({"num_bands": "6"}, r"num_bands is '6' but the data give 12"),
-        ({"img_size": "true"}, r"img_size is 'true' but the data give 32"),
+        ({"num_bands": "6"}, r"num_bands is 6 but the data give 12"),
+        ({"img_size": "true"}, r"img_size is True but the data give 32"),
     ],
 )
 def test_setup_reads_cli_strings_as_yaml_scalars(shared_data, model_args, message):

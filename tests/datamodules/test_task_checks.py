@@ -120,7 +120,7 @@ def test_dotted_override_of_the_band_count_is_accepted_and_a_wrong_one_named(fit
     override = "--model.init_args.model_args.backbone_num_bands"
     cli = build_lightning_cli(["fit", "-c", config, override, "3"])
     assert cli.trainer.global_step == 1
-    with pytest.raises(ValueError, match=r"backbone_num_bands is '4' but the data give 3.*: 3\."):
+    with pytest.raises(ValueError, match=r"backbone_num_bands is 4 but the data give 3.*: 3\."):
         build_lightning_cli(["validate", "-c", config, override, "4"])
 
 
@@ -128,8 +128,8 @@ def test_dotted_override_of_the_band_count_is_accepted_and_a_wrong_one_named(fit
     ("given", "message"),
     [
         ({"num_classes": "3", "backbone_num_bands": "5"}, None),
-        ({"num_classes": "4"}, r"num_classes is '4' but the data give 3 .*; set num_classes: 3\."),
-        ({"backbone_num_bands": "true"}, r"backbone_num_bands is 'true' but the data give 5"),
+        ({"num_classes": "4"}, r"num_classes is 4 but the data give 3 .*; set num_classes: 3\."),
+        ({"backbone_num_bands": "true"}, r"backbone_num_bands is True but the data give 5"),
         ({"backbone_num_bands": 5.0}, r"backbone_num_bands is 5.0 but the data give 5"),
     ],
 )

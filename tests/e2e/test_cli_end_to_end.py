@@ -24,7 +24,7 @@ from terratorch_cli import terratorch
 
 from terratorch_hsi_peft.datasets import load_scene, make_split
 from terratorch_hsi_peft.metrics import confusion_matrix, overall_accuracy
-from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory, load_adapter_file
+from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory, load_model_adapters
 
 FIT_STEPS = 3
 
@@ -118,7 +118,7 @@ def test_fit_writes_a_checkpoint_and_one_adapter_file_that_reloads(run_name, req
         if key.startswith("model.encoder.") and key.removeprefix("model.") not in saved
     }
     model.load_state_dict(base, strict=False)
-    loaded = load_adapter_file(model, run.adapters)
+    loaded = load_model_adapters(model, run.adapters)
     assert set(loaded) == set(saved)
     fresh = model.state_dict()
     for key in saved:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from config_helpers import command_args, config_paths, peft_config
 
-from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory, save_adapter_file
+from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory, save_model_adapters
 from terratorch_hsi_peft.models.adapter_file import adapter_file_parts
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +44,6 @@ def test_documented_sizes_are_the_real_ones(row, tmp_path):
     model = PEFTEncoderDecoderFactory().build_model(task=task_kind, **model_args)
     parts = str(adapter_file_parts(model))
     assert parts.startswith(f"adapters {adapters} ") and f"heads {task} " in parts, parts
-    size = save_adapter_file(model, tmp_path / "a.safetensors").stat().st_size
+    size = save_model_adapters(model, tmp_path / "a.safetensors").stat().st_size
     value, unit = total.split()
     assert round(size / (1e3 if unit == "kB" else 1e6), 1) == pytest.approx(float(value)), size

@@ -22,12 +22,13 @@ from lightning.pytorch.callbacks import Callback
 from safetensors import safe_open
 from safetensors.torch import load_file
 from terratorch.cli_tools import build_lightning_cli
+from terratorch.models.encoder_decoder_factory import EncoderDecoderFactory
 from terratorch_cli import terratorch
 from torch.utils.data import DataLoader, Dataset
 
 from terratorch_hsi_peft.callbacks import MergeAdaptersForPredict
 from terratorch_hsi_peft.export import main as export_main
-from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory, load_adapter_file
+from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory, load_model_adapters
 from terratorch_hsi_peft.peft import adapter_layers, get_method, method_names
 from terratorch_hsi_peft.utils import download
 
@@ -197,7 +198,7 @@ def test_prithvi_yaml_switches_to_krona_export_reload_and_merged_predict(
         },
         strict=False,
     )  # the same pretrained backbone (the adapter file refuses other base weights)
-    load_adapter_file(fresh, checkpoint_dir / "adapters.safetensors")
+    load_model_adapters(fresh, checkpoint_dir / "adapters.safetensors")
     model.eval(), fresh.eval()
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
@@ -408,6 +409,36 @@ def test_dotted_command_line_overrides_of_model_args_are_typed(tmp_path, prithvi
         "lora_A",
         "lora_B",
     }
+
+
+def test_cli_strings_reach_the_factory_typed_once(tmp_path, prithvi_args, monkeypatch):
+    # issue 33: the factory's arguments are read as YAML once, where model_args enter, so what
+    # the factory hands on is typed: "null" is no peft_config (full fine-tuning), "0.5" a float,
+    # "[1,2]" a list, "true" a bool.
+    seen = {}
+    original = EncoderDecoderFactory.build_model
+
+    def spy(self, task, backbone, decoder, **kwargs):
+        seen.update(kwargs)
+        kwargs.pop("ignored_flag"), kwargs.pop("ignored_list")  # only to be seen here
+        return original(self, task, backbone, decoder, **kwargs)
+
+    monkeypatch.setattr(EncoderDecoderFactory, "build_model", spy)
+    config = stock_config(tmp_path, prithvi_args, max_steps=1)
+    config["model"]["init_args"]["model_factory"] = "PEFTEncoderDecoderFactory"
+    overrides = {
+        "peft_config": "null",
+        "head_dropout": "0.5",
+        "ignored_list": "[1,2]",
+        "ignored_flag": "true",
+    }
+    args = [a for k, v in overrides.items() for a in (f"--model.init_args.model_args.{k}", v)]
+    cli = fit(config, tmp_path / "typed.yaml", *args)
+    assert seen["ignored_flag"] is True and type(seen["head_dropout"]) is float
+    assert seen["head_dropout"] == 0.5 and seen["ignored_list"] == [1, 2]
+    # "null" (handed over as "None") is no peft_config: the full fine-tuning branch, which passes
+    # no peft_config on, not a method file named "None".
+    assert "peft_config" not in seen and not adapter_layers(cli.model.model)
 
 
 #: Optimizers of the lambda test: (torch.optim class, hyperparameters, steps).

@@ -16,9 +16,9 @@ from terratorch.tasks import SemanticSegmentationTask
 
 from terratorch_hsi_peft.models import (
     PEFTEncoderDecoderFactory,
-    load_adapter_file,
+    load_model_adapters,
     merge_model_adapters,
-    save_adapter_file,
+    save_model_adapters,
     unmerge_model_adapters,
 )
 from terratorch_hsi_peft.peft import adapter_layers, method_names
@@ -243,7 +243,7 @@ def test_adapter_file_reproduces_the_trained_model(tmp_path, prithvi_args, prith
     prithvi_peft["method"] = "KRONA_PLUS"
     trained = build(prithvi_args, prithvi_peft)
     _train_like(trained)
-    path = save_adapter_file(trained, tmp_path / "adapters.safetensors")
+    path = save_model_adapters(trained, tmp_path / "adapters.safetensors")
 
     # the same base weights (seed 0: the backbone is randomly initialised), untrained adapters
     fresh = build(prithvi_args, {**prithvi_peft, "adapter_path": str(path)}, seed=0)
@@ -290,7 +290,7 @@ def test_adapter_file_of_another_random_base_is_refused(
     trained = seeded(0)
     assert trained.encoder.weights_origin == "random init, seed 0"
     _train_like(trained)
-    path = save_adapter_file(trained, tmp_path / "adapters.safetensors")
+    path = save_model_adapters(trained, tmp_path / "adapters.safetensors")
     with pytest.raises(ValueError) as caught:
         seeded(1, adapter_path=str(path))
     message = str(caught.value)
@@ -325,7 +325,7 @@ def test_the_spectralgpt_origin_travels_with_the_weights(
     state = torch.load(tmp_path / "run.ckpt", weights_only=True)["state_dict"]
     resumed.load_state_dict(state)
     assert resumed.encoder.weights_origin == "random init, seed 0"
-    path = save_adapter_file(resumed, tmp_path / "adapters.safetensors")
+    path = save_model_adapters(resumed, tmp_path / "adapters.safetensors")
     with safe_open(path, framework="pt") as f:
         assert f.metadata()["base_weights_origin"] == "random init, seed 0"
     seeded(0, adapter_path=str(path))  # the base it names: loads
@@ -361,20 +361,20 @@ def test_adapter_file_that_does_not_fit_is_refused(
     tmp_path, prithvi_args, prithvi_peft, change, message
 ):
     prithvi_peft["method"] = "KRONA_PLUS"
-    path = save_adapter_file(build(prithvi_args, prithvi_peft), tmp_path / "a.safetensors")
+    path = save_model_adapters(build(prithvi_args, prithvi_peft), tmp_path / "a.safetensors")
     args = {**prithvi_args, "num_classes": change.get("num_classes", 3)}
     config = {**prithvi_peft, "method": change.get("method", "KRONA_PLUS")}
     if "lr_ratio" in change:
         config["peft_config_kwargs"] = {**config["peft_config_kwargs"], "lr_ratio": 4.0}
     other = build(args, config)
     with pytest.raises(ValueError, match=message):
-        load_adapter_file(other, path)
+        load_model_adapters(other, path)
 
 
 def test_adapter_files_need_the_plugin_backend(tmp_path, prithvi_args, prithvi_peft):
     model = build(prithvi_args, {**prithvi_peft, "method": "LORA", "backend": "hf"})
     with pytest.raises(ValueError, match="save_pretrained"):
-        save_adapter_file(model, tmp_path / "a.safetensors")
+        save_model_adapters(model, tmp_path / "a.safetensors")
 
 
 @pytest.mark.cuda

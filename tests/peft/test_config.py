@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 from peft_helpers import peft_config
 from torch import nn
 
 from terratorch_hsi_peft.peft import AdapterConfig, apply_peft, get_method
+from terratorch_hsi_peft.peft.config import PEFT_CONFIG_KEYS, PeftSpec
 from terratorch_hsi_peft.peft.kron import resolve_kron_shapes
 
 
@@ -63,10 +67,10 @@ def test_backend_plugin_is_accepted_as_the_factory_spells_it():
         (
             {"method": "DORA", "peft_config_kwargs": {}},
             ValueError,
-            "use one of KRONA, KRONA_PLUS, .*LORA_PLUS",
+            r"'DORA' is not a plugin method .*use one of \['KRONA', 'KRONA_PLUS', .*'LORA_PLUS'\]",
         ),
         ({"peft_config_kwargs": {"target_modules": ["q"]}}, ValueError, "has no 'method'"),
-        ({"method": "LORA", "kwargs": {}}, TypeError, r"Unknown peft_config keys \['kwargs'\]"),
+        ({"method": "LORA", "kwargs": {}}, TypeError, r"Unknown peft_config key\(s\) \['kwargs'\]"),
         (
             {"method": "LORA", "backend": "hf", "peft_config_kwargs": {"target_modules": ["q"]}},
             ValueError,
@@ -148,3 +152,48 @@ def test_lora_rank_above_the_layer_rank_is_an_error(method):
 def test_lokr_rank_above_the_factor_rank_is_an_error():
     with pytest.raises(ValueError, match=r"r=9 exceeds the 8x8 second factor's maximum rank 8"):
         apply_peft(nn.Sequential(nn.Linear(64, 64)), peft_config("LOKR", ["0"], r=9))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"method": "LORA", "kwargs": {}},
+        {"method": "LORA", "backend": "tf", "peft_config_kwargs": {"target_modules": ["q"]}},
+        {"method": "LORA", "peft_config_kwargs": [["target_modules", "q"]]},
+        peft_config("KRONA", r=4),
+        {"method": "LORA", "peft_config_kwargs": {}},
+    ],
+    ids=["top-level key", "backend", "kwargs type", "method key", "no targets"],
+)
+def test_module_and_factory_routes_share_one_parser(config):
+    # issue 33: apply_peft and PEFTEncoderDecoderFactory parsed peft_config with their own key
+    # lists; now both raise the same error for the same config.
+    with pytest.raises((TypeError, ValueError)) as factory_error:
+        PeftSpec.parse(config)
+    with pytest.raises(type(factory_error.value)) as module_error:
+        AdapterConfig.from_peft_config(config)
+    assert str(module_error.value) == str(factory_error.value)
+
+
+def test_every_factory_key_is_known_to_the_module_route(tmp_path):
+    # One key list: adapter_path and check_base are known keys here too, refused with the fix.
+    adapters = tmp_path / "adapters.safetensors"
+    adapters.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"adapter_path .*call load_adapters\(module, path\)"):
+        AdapterConfig.from_peft_config({**peft_config("LORA"), "adapter_path": str(adapters)})
+    assert PEFT_CONFIG_KEYS == (
+        "method",
+        "backend",
+        "replace_qkv",
+        "peft_config_kwargs",
+        "adapter_path",
+        "check_base",
+    )
+
+
+def test_apply_peft_takes_a_method_file_as_the_factory_does():
+    method_file = Path(__file__).resolve().parents[2] / "configs" / "methods" / "krona_plus.yaml"
+    from_file = AdapterConfig.from_peft_config(method_file)
+    spec = PeftSpec.parse(yaml.safe_load(method_file.read_text()))
+    assert from_file == spec.adapter
+    assert from_file.method.name == "KRONA_PLUS"

@@ -13,7 +13,6 @@ from peft_helpers import ToyViT, peft_config, randomise_adapters
 from torch import nn
 
 from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory
-from terratorch_hsi_peft.models.peft_config import PeftSpec
 from terratorch_hsi_peft.peft import (
     adapter_layers,
     apply_peft,
@@ -22,6 +21,7 @@ from terratorch_hsi_peft.peft import (
     save_adapters,
     unmerge_adapters,
 )
+from terratorch_hsi_peft.peft.config import PeftSpec
 from terratorch_hsi_peft.peft.methods.loha import LoHaLinear
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -11,9 +11,8 @@ import pytest
 from peft_helpers import peft_config
 from torch import nn
 
-from terratorch_hsi_peft.models.peft_config import PeftSpec
 from terratorch_hsi_peft.peft import registry
-from terratorch_hsi_peft.peft.config import AdapterConfig
+from terratorch_hsi_peft.peft.config import AdapterConfig, PeftSpec
 from terratorch_hsi_peft.peft.methods.lora import LoRALinear, LoRAOptions
 from terratorch_hsi_peft.peft.registry import (
     AdapterMethod,

@@ -5,7 +5,7 @@ import logging
 import pytest
 import yaml
 
-from terratorch_hsi_peft.utils.cli_values import cli_scalar, cli_scalars
+from terratorch_hsi_peft.utils.cli_values import cli_scalar, cli_scalars, cli_typed, task_model_args
 
 # Where PyYAML (YAML 1.1) and the YAML 1.2 core schema agree, PyYAML is the reference.
 AGREED = ["9", "-3", "+7", "0", "0.1", "-2.5", "1.5e-4", ".5", "true", "True", "false", "FALSE"]
@@ -36,6 +36,11 @@ def test_strings_that_are_not_core_scalars_stay_strings(text):
     assert cli_scalar(text) == text
 
 
+def test_none_is_the_null_terratorchs_cli_hands_over():
+    # "--model.init_args.model_args.peft_config null" reaches the factory as the string "None".
+    assert cli_scalar("None") is None
+
+
 def test_non_strings_pass_through_untouched():
     values = {"a": 3, "b": [1, "2"], "c": {"d": "false"}, "e": None, "f": 0.5}
     for value in values.values():
@@ -60,3 +65,29 @@ def test_text_options_keep_their_string_unless_null():
         "depth": 2,
         "ckpt_path": 5,  # a non-string is left alone
     }
+
+
+# -- issue 33: read once where the values enter ------------------------------------------------
+
+
+class _Factory:
+    @cli_typed(skip=("task",))
+    def build_model(self, task, flag=False, width=None, **kwargs):
+        return task, flag, width, kwargs
+
+
+def test_cli_typed_reads_every_argument_once_at_the_entry(caplog):
+    with caplog.at_level(logging.INFO, logger="terratorch_hsi_peft.utils.cli_values"):
+        got = _Factory().build_model(
+            "1", flag="true", width="0.5", items=[1, 2], peft_config="null", ckpt_path="2024"
+        )
+    # task is skipped; text keys keep their string; one log line names the entry.
+    assert got == ("1", True, 0.5, {"items": [1, 2], "peft_config": None, "ckpt_path": "2024"})
+    assert type(got[2]) is float
+    assert len(caplog.records) == 1 and "_Factory.build_model" in caplog.text
+
+
+def test_task_model_args_types_what_readers_of_the_task_get():
+    hparams = {"model_args": {"num_classes": "3", "spectral_path_loss": "true", "x": "null"}}
+    assert task_model_args(hparams) == {"num_classes": 3, "spectral_path_loss": True, "x": None}
+    assert task_model_args({}) == {} and task_model_args(None) == {}
