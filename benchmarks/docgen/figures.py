@@ -54,7 +54,7 @@ def paper_sizes() -> list[dict[str, Any]]:
     from lightning.pytorch import seed_everything
 
     from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory
-    from terratorch_hsi_peft.models.adapter_file import save_adapter_file
+    from terratorch_hsi_peft.models.adapter_file import save_model_adapters
 
     rows = []
     for method in PAPER_METHODS:
@@ -78,7 +78,7 @@ def paper_sizes() -> list[dict[str, Any]]:
             )
             row["adapters"] = adapters
             with tempfile.TemporaryDirectory() as folder:
-                save_adapter_file(model, Path(folder) / "adapters.safetensors")
+                save_model_adapters(model, Path(folder) / "adapters.safetensors")
                 row["file"] = "adapters.safetensors"
                 row["bytes"] = sum(f.stat().st_size for f in Path(folder).iterdir())
         rows.append(row)

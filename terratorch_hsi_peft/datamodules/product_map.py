@@ -32,7 +32,7 @@ from terratorch_hsi_peft.datamodules.scene import tile_grid
 from terratorch_hsi_peft.datamodules.windows import gather_windows, pixel_major
 from terratorch_hsi_peft.products.base import SensorProduct, Window
 from terratorch_hsi_peft.transforms import BandRoute
-from terratorch_hsi_peft.utils.cli_values import cli_scalar
+from terratorch_hsi_peft.utils.cli_values import task_model_args
 
 __all__ = ["MAP_KEYS", "MapBlock", "ProductMapDataModule", "ProductWindowDataset"]
 
@@ -421,8 +421,7 @@ class ProductMapDataModule(LightningDataModule):
 
     def _check_task_bands(self) -> None:
         module = self.trainer.lightning_module if self.trainer is not None else None
-        hparams = getattr(module, "hparams", None) or {}
-        given = cli_scalar((hparams.get("model_args") or {}).get("backbone_num_bands"))
+        given = task_model_args(getattr(module, "hparams", None)).get("backbone_num_bands")
         # The encoder reads the routed bands; appended spectra (if any) go to the spectral path.
         if given is not None and given != self.route.num_routed:
             raise ValueError(
