@@ -167,8 +167,11 @@ def test_block_wise_map_equals_the_in_memory_map_on_the_product_grid(
 
     path = tmp_path / "flight_class_map.tif"
     assert writer.written == [path]
-    with rasterio.open(path) as written, rasterio.open(fake.extra["binary"]) as source:
-        assert written.crs == source.crs and written.transform == source.transform
+    # The product's grid as the plugin reads it: a bare rasterio.open of the ENVI binary fails
+    # once TerraTorch's CLI has set GDAL_DISABLE_READDIR_ON_OPEN in this process.
+    with rasterio.open(path) as written, open_product(fake.path) as source:
+        grid = source.metadata
+        assert written.crs == grid.crs and written.transform == grid.transform
         assert written.block_shapes == [(16, 16)] and written.compression.value == "DEFLATE"
         assert written.nodata == 0
         assert written.tags()["class_2"] == "b"

@@ -11,6 +11,8 @@ import pytest
 import rasterio
 from terratorch_cli import REPO_ROOT, terratorch
 
+from terratorch_hsi_peft.products import open_product
+
 pytestmark = pytest.mark.slow
 
 _FAKES = REPO_ROOT / "tests" / "data" / "make_fake_products.py"
@@ -104,8 +106,10 @@ def test_terratorch_predict_maps_an_envi_product_in_one_and_in_two_ddp_processes
         path = out / "flight_class_map.tif"
         assert f"Map of flight written: {path}" in output
         assert sorted(p.name for p in out.iterdir()) == [path.name]  # no part file left
-        with rasterio.open(path) as written, rasterio.open(product.extra["binary"]) as source:
-            assert written.crs == source.crs and written.transform == source.transform
+        # the product's grid as the plugin reads it (see test_product_map.py)
+        with rasterio.open(path) as written, open_product(product.path) as source:
+            grid = source.metadata
+            assert written.crs == grid.crs and written.transform == grid.transform
             assert written.block_shapes == [(16, 16)]
             maps[name] = written.read(1)
     assert (maps["one"][product.nodata_mask] == 0).all()
