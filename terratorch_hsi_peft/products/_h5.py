@@ -1,10 +1,41 @@
-"""What the h5py readers share: selecting bands in any order from an HDF5 dataset."""
+"""What the h5py readers share: the open file, and selecting bands in any order."""
 
 from __future__ import annotations
 
+import abc
+import os
+
+import h5py
 import numpy as np
 
-__all__ = ["band_selection"]
+from terratorch_hsi_peft.products.base import ProductMetadata, SensorProduct
+
+__all__ = ["H5Product", "band_selection"]
+
+
+class H5Product(SensorProduct):
+    """A product in one HDF5 file, kept open with h5py (``self._file``) until :meth:`close`.
+
+    Subclasses implement :meth:`_read_metadata`; the file is closed again if it fails, so a
+    refused file leaves no open handle.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(path)
+        self._file = h5py.File(self.path, "r")
+        try:
+            self.metadata = self._read_metadata()
+        except Exception:
+            self._file.close()
+            raise
+
+    @abc.abstractmethod
+    def _read_metadata(self) -> ProductMetadata:
+        """The product's metadata, read from ``self._file``."""
+
+    def close(self) -> None:
+        """Close the HDF5 file."""
+        self._file.close()
 
 
 def band_selection(bands: np.ndarray) -> tuple[slice | list[int], np.ndarray]:

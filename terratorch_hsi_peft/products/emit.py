@@ -29,7 +29,6 @@ Sources: emit-sds/emit-sds-l2a ``output_conversion.py``; emit-sds/emit-utils
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import h5py
@@ -37,8 +36,8 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
-from terratorch_hsi_peft.products._h5 import band_selection
-from terratorch_hsi_peft.products.base import ProductMetadata, SensorProduct, Window
+from terratorch_hsi_peft.products._h5 import H5Product, band_selection
+from terratorch_hsi_peft.products.base import ProductMetadata, Window
 
 __all__ = ["EmitProduct", "emit_orthorectify"]
 
@@ -49,19 +48,10 @@ def _sorted_read(dataset: h5py.Dataset, rows: slice, cols: slice, bands: np.ndar
     return dataset[rows, cols, selection][:, :, reorder]
 
 
-class EmitProduct(SensorProduct):
+class EmitProduct(H5Product):
     """An EMIT L2A reflectance NetCDF, kept open with h5py; windows of the swath."""
 
     format_name = "emit"
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        super().__init__(path)
-        self._file = h5py.File(self.path, "r")
-        try:
-            self.metadata = self._read_metadata()
-        except Exception:
-            self._file.close()
-            raise
 
     def _read_metadata(self) -> ProductMetadata:
         f = self._file
@@ -109,10 +99,6 @@ class EmitProduct(SensorProduct):
         rows, cols = window.slices()
         block = _sorted_read(self._file["reflectance"], rows, cols, bands)
         return np.ascontiguousarray(block.transpose(2, 0, 1))
-
-    def close(self) -> None:
-        """Close the HDF5 file."""
-        self._file.close()
 
 
 def emit_orthorectify(

@@ -31,15 +31,13 @@ Sources: lbusett/prismaread ``R/pr_*.R``; EnMAP-Box/enmap-box
 
 from __future__ import annotations
 
-import os
-
 import h5py
 import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
-from terratorch_hsi_peft.products._h5 import band_selection
-from terratorch_hsi_peft.products.base import ProductMetadata, SensorProduct, Window
+from terratorch_hsi_peft.products._h5 import H5Product, band_selection
+from terratorch_hsi_peft.products.base import ProductMetadata, Window
 
 __all__ = ["PRISMA_CUBES", "PrismaProduct"]
 
@@ -59,19 +57,10 @@ def _attr(f: h5py.File, name: str, where: str) -> np.ndarray:
     return np.ravel(value.decode() if isinstance(value, bytes) else value)
 
 
-class PrismaProduct(SensorProduct):
+class PrismaProduct(H5Product):
     """A PRISMA L2D product, kept open with h5py; bands sorted by ascending wavelength."""
 
     format_name = "prisma"
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        super().__init__(path)
-        self._file = h5py.File(self.path, "r")
-        try:
-            self.metadata = self._read_metadata()
-        except Exception:
-            self._file.close()
-            raise
 
     def _read_metadata(self) -> ProductMetadata:
         f, where = self._file, str(self.path)
@@ -164,7 +153,3 @@ class PrismaProduct(SensorProduct):
         empty = (values == floor[:, None, None]).all(axis=0)
         values[:, empty] = np.nan
         return values
-
-    def close(self) -> None:
-        """Close the HDF5 file."""
-        self._file.close()
