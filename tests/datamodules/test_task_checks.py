@@ -152,7 +152,7 @@ def test_setup_reads_cli_strings_as_yaml_scalars(given, message):
         ),
     ],
 )
-def test_appended_spectra_and_the_models_spectral_path_bands_must_agree(append, given, message):
+def test_appended_spectra_and_the_paths_bands_must_agree(append, given, message):
     dm = HyperspectralSceneDataModule(
         scene=_scene(), band_route="pca", num_components=3, append_spectra=append, tile_size=8
     )
