@@ -220,11 +220,20 @@ class SpectralPathClassifier(_SpectralPath, ScalarOutputModel):
     Args:
         model: the ``ScalarOutputModel`` built by ``EncoderDecoderFactory`` (classification or
             scalar regression; no auxiliary heads).
-        in_channels, spec: as for :class:`SpectralPathModel` (``spec.window`` 1: the patch is
-            the neighbourhood).
+        in_channels, spec: as for :class:`SpectralPathModel`.
+
+    Raises:
+        ValueError: ``spec.window`` other than 1 (the path reads the patch's centre pixel; the
+            patch is the neighbourhood).
     """
 
     def __init__(self, model: ScalarOutputModel, in_channels: int, spec: SpectralPathSpec) -> None:
+        if spec.window != 1:
+            raise ValueError(
+                f"spectral_path.window={spec.window!r} averages a segmentation model's path "
+                "over neighbouring pixels; a classification model's path reads the patch's "
+                "centre pixel only. Remove window from model_args.spectral_path."
+            )
         width = self._adopt(model, ScalarOutputModel, in_channels, spec)
         self.spectral_path = nn.Sequential(
             nn.Linear(spec.bands or in_channels, spec.width),
@@ -307,18 +316,7 @@ def centre(x: torch.Tensor) -> torch.Tensor:
 def with_spectral_path(
     model: Model, in_channels: int, spec: SpectralPathSpec
 ) -> SpectralPathModel | SpectralPathClassifier:
-    """The spectral-path wrapper of ``model``'s kind (pixel-wise or scalar output).
-
-    Raises:
-        ValueError: ``spec.window`` other than 1 for a classification model (its path reads
-            the patch's centre pixel; the patch is the neighbourhood).
-    """
+    """The spectral-path wrapper of ``model``'s kind (pixel-wise or scalar output)."""
     if isinstance(model, ScalarOutputModel):
-        if spec.window != 1:
-            raise ValueError(
-                f"spectral_path.window={spec.window!r} averages a segmentation model's path "
-                "over neighbouring pixels; a classification model's path reads the patch's "
-                "centre pixel only. Remove window from model_args.spectral_path."
-            )
         return SpectralPathClassifier(model, in_channels, spec)
     return SpectralPathModel(model, in_channels, spec)

@@ -22,6 +22,7 @@ This module imports neither torch nor TerraTorch: the datamodules read it withou
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -144,18 +145,6 @@ class SpectralPathSpec:
             raise ValueError(_flat_keys_message(model_args, flat))
         return cls.from_config(model_args.get("spectral_path"))
 
-    def as_config(self) -> dict[str, Any]:
-        """The mapping to write in ``model_args.spectral_path`` (only what differs from the
-        defaults besides ``width``)."""
-        config: dict[str, Any] = {"width": self.width}
-        if self.bands is not None:
-            config["bands"] = self.bands
-        if self.loss:
-            config["loss"] = True
-        if self.window != 1:
-            config["window"] = self.window
-        return config
-
 
 def _yaml_scalar(value: Any) -> str:
     if isinstance(value, bool):
@@ -175,7 +164,13 @@ def _flat_keys_message(model_args: Mapping[str, Any], flat: list[str]) -> str:
         "settings are one mapping, model_args.spectral_path: {width, bands, loss, window} "
         "(docs/configuration.md)."
     )
-    if width is None and all(values[key] in (None, False, 1) for key in values):
+    defaults = {field.name: field.default for field in dataclasses.fields(SpectralPathSpec)}
+    # Each at its default, compared with its type (True == 1 would pass for window's 1).
+    unset = all(
+        type(value) is type(defaults[key]) and value == defaults[key]
+        for key, value in values.items()
+    )
+    if width is None and unset:
         they = "they set" if len(flat) > 1 else "it sets"
         return f"{head} spectral_path is unset, so {they} nothing: remove {', '.join(flat)}."
     entries = {"width": _yaml_scalar(width) if width is not None else "<hidden width, e.g. 64>"}
