@@ -255,7 +255,7 @@ class HyperspectralDataModule(LightningDataModule):
         hparams = getattr(module, "hparams", None) or {}
         model_args = task_model_args(hparams)
         expected = {"backbone_num_bands": self.num_bands}
-        # The spectral path's appended spectra: both sides agree, or neither has them.
+        # The spectral path against the appended spectra and the task's aux_loss.
         check_spectral_path_data(
             model_args,
             hparams.get("aux_loss"),
