@@ -34,7 +34,7 @@ from terratorch_hsi_peft.callbacks import (
 )
 from terratorch_hsi_peft.datamodules import HyperspectralPatchDataModule
 from terratorch_hsi_peft.datasets import HyperspectralScene
-from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory
+from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory, cli_arguments
 from terratorch_hsi_peft.terratorch_compat import TESTED_VERSIONS, TerraTorchIncompatibleError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +107,20 @@ def test_stock_peft_guard_when_build_model_no_longer_calls_it(monkeypatch):
         terratorch_compat.guard_stock_peft(lambda original: original)
 
 
+def test_cli_check_without_terratorch_cli_class(monkeypatch):
+    monkeypatch.delattr(cli_tools, "MyLightningCLI")
+    message = rf"no MyLightningCLI.parse_arguments.*{VERSIONS}"
+    with pytest.raises(TerraTorchIncompatibleError, match=message):
+        terratorch_compat.check_cli_arguments(lambda argv: None)
+
+
+def test_cli_check_when_parse_arguments_takes_other_arguments(monkeypatch):
+    monkeypatch.setattr(cli_tools.MyLightningCLI, "parse_arguments", lambda self, args: None)
+    message = rf"parse_arguments takes \(self, args\), not \(self, parser, args\).*{VERSIONS}"
+    with pytest.raises(TerraTorchIncompatibleError, match=message):
+        terratorch_compat.check_cli_arguments(lambda argv: None)
+
+
 @pytest.mark.parametrize("broken", ["missing", "wrong type"])
 def test_metrics_callback_without_the_task_metric_collections(broken):
     task = tiny_task()
@@ -142,6 +156,9 @@ def test_every_touch_point_holds_on_the_installed_terratorch():
     assert "freeze_encoder" not in vars(model)
     # guard_stock_peft ran when the plugin was imported
     assert getattr(encoder_decoder_factory.get_peft_backbone, "_refuses_plugin_methods", False)
+    # check_cli_arguments too
+    check = cli_tools.MyLightningCLI.parse_arguments._plugin_check
+    assert check is cli_arguments.misplaced_config_message
     task = tiny_task()
     val, tests = terratorch_compat.task_metric_collections(task, "test")
     assert val is task.val_metrics and tests == list(task.test_metrics)

@@ -18,7 +18,6 @@ See :mod:`terratorch_hsi_peft.peft.config` for the keys and the ``hf`` backend.
 from __future__ import annotations
 
 import functools
-import itertools
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +31,7 @@ from terratorch.models.model import Model, ModelFactory
 from torch import nn
 
 from terratorch_hsi_peft.models.adapter_file import load_model_adapters
+from terratorch_hsi_peft.models.cli_arguments import config_files
 from terratorch_hsi_peft.models.peft_model import apply_peft_to_model
 from terratorch_hsi_peft.models.spectral_path import with_spectral_path
 from terratorch_hsi_peft.models.summary import peft_summary
@@ -235,9 +235,7 @@ def _no_backbone_message(has_peft_config: bool, argv: Sequence[str]) -> str:
 def _last_config_setting_model_args(argv: Sequence[str]) -> str | None:
     """The last ``--config``/``-c`` file of ``argv`` that sets ``model.init_args.model_args``."""
     found = None
-    for flag, value in itertools.pairwise(argv):
-        if flag not in ("-c", "--config"):
-            continue
+    for value in config_files(argv):
         try:
             config = yaml.safe_load(Path(value).read_text())
         except (OSError, yaml.YAMLError):  # only a hint is lost
