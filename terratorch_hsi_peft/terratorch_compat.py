@@ -15,6 +15,7 @@ import importlib.metadata
 import inspect
 import sys
 import types
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ __all__ = [
     "TerraTorchIncompatibleError",
     "check_cli_arguments",
     "guard_stock_peft",
+    "install_or_warn",
     "override_freeze_encoder",
     "remove_terratorch_writers",
     "restore_freeze_encoder",
@@ -160,6 +162,15 @@ def override_freeze_encoder(model: nn.Module, replacement: Callable[[nn.Module],
 def restore_freeze_encoder(model: nn.Module) -> None:
     """Undo :func:`override_freeze_encoder`: the model's class method applies again."""
     model.__dict__.pop("freeze_encoder", None)
+
+
+def install_or_warn(install: Callable[[], None], lost: str) -> None:
+    """Run ``install``, a touch point that only improves error messages; where TerraTorch differs,
+    warn with the incompatibility and ``lost`` (what the user goes without) instead of failing."""
+    try:
+        install()
+    except TerraTorchIncompatibleError as err:
+        warnings.warn(f"{err} {lost}", UserWarning, stacklevel=2)
 
 
 def guard_stock_peft(wrap: Callable[[Callable], Callable]) -> None:

@@ -107,6 +107,14 @@ def test_stock_peft_guard_when_build_model_no_longer_calls_it(monkeypatch):
         terratorch_compat.guard_stock_peft(lambda original: original)
 
 
+def test_a_touch_point_that_only_improves_messages_warns_instead_of_failing(monkeypatch):
+    monkeypatch.delattr(cli_tools, "MyLightningCLI")
+    with pytest.warns(UserWarning, match=rf"check_cli_arguments: .*{VERSIONS}.* Until then"):
+        terratorch_compat.install_or_warn(
+            lambda: terratorch_compat.check_cli_arguments(lambda argv: None), "Until then ..."
+        )
+
+
 def test_cli_check_without_terratorch_cli_class(monkeypatch):
     monkeypatch.delattr(cli_tools, "MyLightningCLI")
     message = rf"no MyLightningCLI.parse_arguments.*{VERSIONS}"

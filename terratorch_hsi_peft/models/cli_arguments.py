@@ -15,7 +15,6 @@ one naming the fix.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import yaml
 
 from terratorch_hsi_peft.peft.config import PEFT_CONFIG_KEYS
-from terratorch_hsi_peft.terratorch_compat import TerraTorchIncompatibleError, check_cli_arguments
+from terratorch_hsi_peft.terratorch_compat import check_cli_arguments, install_or_warn
 
 __all__ = ["config_files", "misplaced_config_message"]
 
@@ -128,12 +127,8 @@ def _task_alone_message(path: str) -> str:
     )
 
 
-try:
-    check_cli_arguments(misplaced_config_message)
-except TerraTorchIncompatibleError as err:  # only a clearer message is lost: warn, do not fail
-    warnings.warn(
-        f"{err} Until then a method file given with --config, or a task file without "
-        "configs/base/trainer.yaml, fails with jsonargparse's own error.",
-        UserWarning,
-        stacklevel=1,
-    )
+install_or_warn(
+    lambda: check_cli_arguments(misplaced_config_message),
+    "Until then a method file given with --config, or a task file without "
+    "configs/base/trainer.yaml, fails with jsonargparse's own error.",
+)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import sys
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from terratorch_hsi_peft.peft.config import PeftSpec
 from terratorch_hsi_peft.peft.io import ORIGIN_ATTR, carry_origin, random_init_origin
 from terratorch_hsi_peft.peft.registry import find_method, hf_peft_methods
 from terratorch_hsi_peft.registry import register_model_factory
-from terratorch_hsi_peft.terratorch_compat import TerraTorchIncompatibleError, guard_stock_peft
+from terratorch_hsi_peft.terratorch_compat import guard_stock_peft, install_or_warn
 from terratorch_hsi_peft.utils.cli_values import cli_typed
 
 __all__ = ["PEFTEncoderDecoderFactory"]
@@ -72,15 +71,11 @@ def _refuse_plugin_methods(get_peft_backbone: Callable) -> Callable:
     return guarded
 
 
-try:
-    guard_stock_peft(_refuse_plugin_methods)
-except TerraTorchIncompatibleError as err:  # only a clearer message is lost: warn, do not fail
-    warnings.warn(
-        f"{err} Until then a plugin method under EncoderDecoderFactory fails with TerraTorch's "
-        "own error instead of naming PEFTEncoderDecoderFactory.",
-        UserWarning,
-        stacklevel=1,
-    )
+install_or_warn(
+    lambda: guard_stock_peft(_refuse_plugin_methods),
+    "Until then a plugin method under EncoderDecoderFactory fails with TerraTorch's own error "
+    "instead of naming PEFTEncoderDecoderFactory.",
+)
 
 
 @register_model_factory
