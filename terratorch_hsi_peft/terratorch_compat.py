@@ -10,10 +10,12 @@ run. ``tests/test_terratorch_compat.py`` removes each internal in turn and check
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import inspect
 import sys
 import types
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -26,8 +28,10 @@ __all__ = [
     "TESTED_VERSIONS",
     "TerraTorchIncompatibleError",
     "adopt_stock_model",
+    "check_cli_arguments",
     "crop_pixel_wise_output",
     "guard_stock_peft",
+    "install_or_warn",
     "override_freeze_encoder",
     "pad_stock_input",
     "remove_terratorch_writers",
@@ -163,6 +167,15 @@ def restore_freeze_encoder(model: nn.Module) -> None:
     model.__dict__.pop("freeze_encoder", None)
 
 
+def install_or_warn(install: Callable[[], None], lost: str) -> None:
+    """Run ``install``, a touch point that only improves error messages; where TerraTorch differs,
+    warn with the incompatibility and ``lost`` (what the user goes without) instead of failing."""
+    try:
+        install()
+    except TerraTorchIncompatibleError as err:
+        warnings.warn(f"{err} {lost}", UserWarning, stacklevel=2)
+
+
 def guard_stock_peft(wrap: Callable[[Callable], Callable]) -> None:
     """Replace the function through which ``EncoderDecoderFactory`` applies Hugging Face peft.
 
@@ -189,6 +202,49 @@ def guard_stock_peft(wrap: Callable[[Callable], Callable]) -> None:
             "EncoderDecoderFactory.build_model no longer applies peft through get_peft_backbone",
         )
     module.get_peft_backbone = wrap(original)
+
+
+def check_cli_arguments(check: Callable[[list[str]], str | None]) -> None:
+    """Run ``check`` on the ``terratorch`` command's arguments before TerraTorch parses them.
+
+    Relies on: ``terratorch.cli_tools.MyLightningCLI`` (what ``build_lightning_cli``, the
+    ``terratorch`` command, runs) parses through Lightning's
+    ``LightningCLI.parse_arguments(parser, args)`` (``args`` None: ``sys.argv[1:]``). ``check``
+    gets the arguments (after ``terratorch``) and returns None, or a message that the parser then
+    reports as its own errors are reported (usage, ``error: <message>``, exit status 2).
+
+    Raises:
+        TerraTorchIncompatibleError: no such class, or its ``parse_arguments`` takes other
+            arguments.
+    """
+    from terratorch import cli_tools
+
+    cli = getattr(cli_tools, "MyLightningCLI", None)
+    original = getattr(cli, "parse_arguments", None)
+    if not isinstance(cli, type) or not callable(original):
+        raise _incompatible(
+            "check_cli_arguments", "terratorch.cli_tools has no MyLightningCLI.parse_arguments"
+        )
+    if list(inspect.signature(original).parameters) != ["self", "parser", "args"]:
+        raise _incompatible(
+            "check_cli_arguments",
+            f"MyLightningCLI.parse_arguments takes {inspect.signature(original)}, not "
+            "(self, parser, args)",
+        )
+    if getattr(original, "_plugin_check", None) is not None:  # module reloaded: replace the check
+        original = original.__wrapped__
+
+    @functools.wraps(original)
+    def parse_arguments(self: Any, parser: Any, args: Any) -> None:
+        argv = sys.argv[1:] if args is None else args
+        if isinstance(argv, list | tuple):  # not a dict or Namespace given from Python
+            message = check([str(arg) for arg in argv])
+            if message is not None:
+                parser.error(message)
+        original(self, parser, args)
+
+    parse_arguments._plugin_check = check
+    cli.parse_arguments = parse_arguments
 
 
 def task_metric_collections(

@@ -29,7 +29,24 @@ def terratorch(
 
     ``warnings`` is the subprocess's ``PYTHONWARNINGS`` ("default" to see them in the output).
     """
-    result = subprocess.run(
+    result = _run(args, cwd, timeout, warnings)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    return output
+
+
+def terratorch_fails(args: list[Any], cwd: Path | None = None, timeout: float = 900) -> str:
+    """Run ``terratorch *args``, which must fail; return its output (stdout, then stderr)."""
+    result = _run(args, cwd, timeout, "ignore")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, f"terratorch {args} succeeded:\n{output[-6000:]}"
+    return output
+
+
+def _run(
+    args: list[Any], cwd: Path | None, timeout: float, warnings: str
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [TERRATORCH, *map(str, args)],
         cwd=cwd,
         capture_output=True,
@@ -37,9 +54,6 @@ def terratorch(
         timeout=timeout,
         env={**os.environ, "PYTHONWARNINGS": warnings, "PYTHONPATH": _pythonpath()},
     )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    return output
 
 
 def _pythonpath() -> str:

@@ -40,6 +40,7 @@ from terratorch_hsi_peft.models import (
     PEFTEncoderDecoderFactory,
     SpectralPathClassifier,
     SpectralPathModel,
+    cli_arguments,
 )
 from terratorch_hsi_peft.terratorch_compat import TESTED_VERSIONS, TerraTorchIncompatibleError
 
@@ -111,6 +112,28 @@ def test_stock_peft_guard_when_build_model_no_longer_calls_it(monkeypatch):
     message = rf"no longer applies peft through get_peft_backbone.*{VERSIONS}"
     with pytest.raises(TerraTorchIncompatibleError, match=message):
         terratorch_compat.guard_stock_peft(lambda original: original)
+
+
+def test_a_touch_point_that_only_improves_messages_warns_instead_of_failing(monkeypatch):
+    monkeypatch.delattr(cli_tools, "MyLightningCLI")
+    with pytest.warns(UserWarning, match=rf"check_cli_arguments: .*{VERSIONS}.* Until then"):
+        terratorch_compat.install_or_warn(
+            lambda: terratorch_compat.check_cli_arguments(lambda argv: None), "Until then ..."
+        )
+
+
+def test_cli_check_without_terratorch_cli_class(monkeypatch):
+    monkeypatch.delattr(cli_tools, "MyLightningCLI")
+    message = rf"no MyLightningCLI.parse_arguments.*{VERSIONS}"
+    with pytest.raises(TerraTorchIncompatibleError, match=message):
+        terratorch_compat.check_cli_arguments(lambda argv: None)
+
+
+def test_cli_check_when_parse_arguments_takes_other_arguments(monkeypatch):
+    monkeypatch.setattr(cli_tools.MyLightningCLI, "parse_arguments", lambda self, args: None)
+    message = rf"parse_arguments takes \(self, args\), not \(self, parser, args\).*{VERSIONS}"
+    with pytest.raises(TerraTorchIncompatibleError, match=message):
+        terratorch_compat.check_cli_arguments(lambda argv: None)
 
 
 @pytest.mark.parametrize("broken", ["missing", "wrong type"])
@@ -194,6 +217,9 @@ def test_every_touch_point_holds_on_the_installed_terratorch():
     assert "freeze_encoder" not in vars(model)
     # guard_stock_peft ran when the plugin was imported
     assert getattr(encoder_decoder_factory.get_peft_backbone, "_refuses_plugin_methods", False)
+    # check_cli_arguments too
+    check = cli_tools.MyLightningCLI.parse_arguments._plugin_check
+    assert check is cli_arguments.misplaced_config_message
     task = tiny_task()
     val, tests = terratorch_compat.task_metric_collections(task, "test")
     assert val is task.val_metrics and tests == list(task.test_metrics)

@@ -18,9 +18,7 @@ See :mod:`terratorch_hsi_peft.peft.config` for the keys and the ``hf`` backend.
 from __future__ import annotations
 
 import functools
-import itertools
 import sys
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from terratorch.models.model import Model, ModelFactory
 from torch import nn
 
 from terratorch_hsi_peft.models.adapter_file import load_model_adapters
+from terratorch_hsi_peft.models.cli_arguments import config_files
 from terratorch_hsi_peft.models.peft_model import apply_peft_to_model
 from terratorch_hsi_peft.models.spectral_path import with_spectral_path
 from terratorch_hsi_peft.models.spectral_path_spec import SpectralPathSpec
@@ -40,7 +39,7 @@ from terratorch_hsi_peft.peft.config import PeftSpec
 from terratorch_hsi_peft.peft.io import ORIGIN_ATTR, carry_origin, random_init_origin
 from terratorch_hsi_peft.peft.registry import find_method, hf_peft_methods
 from terratorch_hsi_peft.registry import register_model_factory
-from terratorch_hsi_peft.terratorch_compat import TerraTorchIncompatibleError, guard_stock_peft
+from terratorch_hsi_peft.terratorch_compat import guard_stock_peft, install_or_warn
 from terratorch_hsi_peft.utils.cli_values import cli_typed
 
 __all__ = ["PEFTEncoderDecoderFactory"]
@@ -73,15 +72,11 @@ def _refuse_plugin_methods(get_peft_backbone: Callable) -> Callable:
     return guarded
 
 
-try:
-    guard_stock_peft(_refuse_plugin_methods)
-except TerraTorchIncompatibleError as err:  # only a clearer message is lost: warn, do not fail
-    warnings.warn(
-        f"{err} Until then a plugin method under EncoderDecoderFactory fails with TerraTorch's "
-        "own error instead of naming PEFTEncoderDecoderFactory.",
-        UserWarning,
-        stacklevel=1,
-    )
+install_or_warn(
+    lambda: guard_stock_peft(_refuse_plugin_methods),
+    "Until then a plugin method under EncoderDecoderFactory fails with TerraTorch's own error "
+    "instead of naming PEFTEncoderDecoderFactory.",
+)
 
 
 @register_model_factory
@@ -198,9 +193,7 @@ def _no_backbone_message(has_peft_config: bool, argv: Sequence[str]) -> str:
 def _last_config_setting_model_args(argv: Sequence[str]) -> str | None:
     """The last ``--config``/``-c`` file of ``argv`` that sets ``model.init_args.model_args``."""
     found = None
-    for flag, value in itertools.pairwise(argv):
-        if flag not in ("-c", "--config"):
-            continue
+    for value in config_files(argv):
         try:
             config = yaml.safe_load(Path(value).read_text())
         except (OSError, yaml.YAMLError):  # only a hint is lost

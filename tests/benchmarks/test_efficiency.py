@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from markdown_report import image_links, number, section, tables
 
 from benchmarks.docgen.sections import update_markdown_section
 from benchmarks.efficiency_measure import (
@@ -123,9 +124,18 @@ def test_quick_run_writes_its_section_and_plot(quick_run):
     assert text.startswith("# Results\n\n## Accuracy\n\nkept as it is\n")
     assert text.count("## Efficiency") == 1
     assert text.count("<!-- efficiency:start -->") == text.count("<!-- efficiency:end -->") == 1
-    assert "](img/efficiency.png)" in text
-    assert "python -m benchmarks.efficiency --quick --threads 1" in text
+    body = section(text, "efficiency")
+    assert image_links(body) == ["img/efficiency.png"]
     assert (folder / "img" / "efficiency.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    results = quick_run["results"]
+    assert results["command"].split()[:6] == [
+        "python", "-m", "benchmarks.efficiency", "--quick", "--threads", "1"
+    ]  # fmt: skip
+    # The size table holds each variant's trainable parameters of the JSON.
+    header, rows = tables(body)[0]
+    assert header[:2] == ["method", "trainable parameters"]
+    trainable = {row[0]: number(row[1]) for row in rows}
+    assert trainable == {LABELS[n]: v["trainable"] for n, v in results["variants"].items()}
 
 
 def test_markdown_section_is_replaced_in_place(tmp_path):

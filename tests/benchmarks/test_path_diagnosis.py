@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from markdown_report import number, section, tables
 
 from benchmarks import path_diagnosis
 
@@ -45,8 +46,9 @@ def test_quick_run_writes_the_section(shared_data, tmp_path):
     results_md = tmp_path / "segmentation.md"
     argv = ["--data-root", str(shared_data), "--quick", "--results-md", str(results_md)]
     assert path_diagnosis.main(argv) == 0
-    text = results_md.read_text()
-    assert "<!-- path-diagnosis:start -->" in text
-    assert "| every training pixel of 8 random tiles |" in text
-    for side in path_diagnosis.WINDOWS:
-        assert f"| {side} | " in text
+    (_, batches), (_, neighbours) = tables(section(results_md.read_text(), "path-diagnosis"))
+    # A row per way of batching and one per neighbourhood side, every cell an OA in %.
+    assert len(batches) == 2 and len(batches[0]) == 4
+    assert [number(row[0]) for row in neighbours] == list(path_diagnosis.WINDOWS)
+    for cell in [*(c for row in batches for c in row[1:]), *(row[1] for row in neighbours)]:
+        assert 0 <= number(cell) <= 100

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from markdown_report import image_links, number, section, tables
 
 from benchmarks import pretrain_then_tune as bench
 from benchmarks.hsi_models import QUIET_LOGGERS
@@ -149,37 +150,43 @@ def test_quick_grid_pretrains_tunes_resumes_and_writes_the_section(tmp_path, sha
     assert not backbone.load_report.missing and not backbone.load_report.dropped
 
     # the table: one row per (encoder, method) and per baseline, every score a number
-    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
-    assert len(table) == 2 + 9 + 2
-    for line in table[2:]:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        assert all(CELL.match(c) for c in cells[3:6]), line
+    printed = tables(capsys.readouterr().out)
+    ((_, rows),) = printed
+    assert len(rows) == 9 + 2
+    summary = {(row["encoder"], row["method"]): row for row in bench.summarise(runs)}
+    for cells in rows:
+        assert all(CELL.match(c) for c in cells[3:6]), cells
         assert cells[6] == "1"  # one seed done
+    for run in runs:  # each run's per-class OA, rounded as the table shows it
+        cells = rows[list(summary).index((run["encoder"], run["method"]))]
+        assert number(cells[3]) == pytest.approx(run["oa"], abs=0.051)
     text = results.read_text()
     assert text.startswith("# Results\n\nkept text\n")
-    assert "<!-- pretrain_then_tune:start -->" in text and "transductive" in text
-    assert "Targets of the issue" in text and re.search(r"\*\*(reached|missed)\*\*", text)
+    body = section(text, "pretrain_then_tune")
+    assert tables(body) == printed
+    # the verdicts on the issue's targets that these rows give
+    assert all(line in body for line in bench.targets(list(summary.values())))
+    assert image_links(body) == ["img/pretrain_then_tune.png"]
     assert (results.parent / "img" / "pretrain_then_tune.png").read_bytes()[:8] == PNG_MAGIC
 
     # a second start finds every run done and trains nothing: the same file, the same table
     before = (work / "runs.jsonl").read_text()
     assert bench.main(args) == 0
-    assert (work / "runs.jsonl").read_text() == before
-    assert "0 to go" in capsys.readouterr().err
+    assert (work / "runs.jsonl").read_text() == before  # nothing trained again
+    capsys.readouterr()
     # --report-only rebuilds the section from the runs file alone
     results.write_text("# Results\n")
     assert bench.main([*args, "--report-only"]) == 0
-    assert "<!-- pretrain_then_tune:start -->" in results.read_text()
+    assert tables(section(results.read_text(), "pretrain_then_tune")) == printed
     # ... of the grid asked for: here full fine-tuning only (and the baselines)
     capsys.readouterr()
     only_full = [a for a in args if a not in ("LINEAR_PROBE", "KRONA_PLUS")]
     assert bench.main([*only_full, "--report-only"]) == 0
     out = capsys.readouterr()
-    rows = [line for line in out.out.splitlines() if line.startswith("| ")][1:]
-    assert [row.split("|")[2].strip() for row in rows] == [
+    ((_, rows),) = tables(out.out)
+    assert [cells[1] for cells in rows] == [
         "FULL", "FULL", "FULL", "SVM_RBF", "RANDOM_FOREST"
     ]  # fmt: skip
-    assert "6 runs" in out.err and "left out" in out.err
 
 
 def test_bad_settings_are_refused_with_the_fix(tmp_path, shared_data, capsys):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from markdown_report import number, section, tables
 
 from benchmarks import segmentation_study
 
@@ -128,14 +129,23 @@ def test_quick_run_appends_runs_and_writes_the_section(shared_data, tmp_path):
     stored = [json.loads(line) for line in runs.read_text().splitlines()]
     assert [r["factor"] for r in stored] == ["baseline", "spectral_path+flips"]
     assert all(len(r["per_class"]) == 16 and 0 <= r["oa"] <= 100 for r in stored)
-    text = results_md.read_text()
-    assert "## Segmentation study" in text and "| `spectral_path+flips` |" in text
-    assert "Test accuracy per class" in text
-    rows = text.count("`spectral_path+flips`")
+    body = section(results_md.read_text(), "segmentation-study")
+    (header, rows), (classes, per_class) = tables(body)
+    # A row per factor with its run's OA (one seed), then each class's accuracy per factor.
+    assert header[1] == "spatially disjoint OA"
+    assert [row[0] for row in rows] == ["`baseline`", "`spectral_path+flips`"]
+    assert [number(row[1]) for row in rows] == pytest.approx([r["oa"] for r in stored], abs=0.051)
+    assert classes[1:] == [row[0] for row in rows] and len(per_class) == 16
+    for column, run in enumerate(stored, start=1):
+        for row, value in zip(per_class, run["per_class"], strict=True):
+            if value is None:  # no test pixel of the class
+                assert row[column] == "-"
+            else:
+                assert number(row[column]) == pytest.approx(value, abs=0.51)
     # A second section (e.g. a longer study) from its own runs keeps the first one.
     report_only = [*command, "--report-only", "--section", "seg-long", "--heading", "### Longer"]
     result = subprocess.run(report_only, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr[-4000:]
     text = results_md.read_text()
-    assert "## Segmentation study" in text and "<!-- seg-long:start -->" in text
-    assert text.count("`spectral_path+flips`") == 2 * rows
+    assert section(text, "segmentation-study") == body
+    assert tables(section(text, "seg-long")) == [(header, rows), (classes, per_class)]

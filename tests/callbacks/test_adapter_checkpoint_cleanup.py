@@ -13,79 +13,37 @@ from pathlib import Path
 import pytest
 import yaml
 from terratorch.cli_tools import build_lightning_cli
+from tiny_configs import dummy_segmentation, quiet_trainer
 
 from terratorch_hsi_peft.callbacks import AdapterCheckpoint
 
 SUFFIX = AdapterCheckpoint.SUFFIX
+KRONA = {"method": "KRONA", "peft_config_kwargs": {"target_modules": ["attn.q", "attn.v"]}}
 
 
 def _config(folder: Path, max_steps: int) -> Path:
-    config = {
-        "seed_everything": 0,
-        "trainer": {
-            "accelerator": "cpu",
-            "max_steps": max_steps,
-            "logger": False,
-            "enable_progress_bar": False,
-            "enable_model_summary": False,
-            "limit_val_batches": 0,
-            "default_root_dir": str(folder),
-            "callbacks": [
-                {
-                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                    # Each step is a new best (the latest); the third one deletes the first.
-                    "init_args": {
-                        "dirpath": str(folder / "ckpt"),
-                        "monitor": "step",
-                        "mode": "max",
-                        "save_top_k": 2,
-                        "every_n_train_steps": 1,
-                    },
-                },
-                {"class_path": "terratorch_hsi_peft.callbacks.AdapterCheckpoint"},
-            ],
-        },
-        "data": {
-            "class_path": "terratorch.datamodules.dummy_datamodule.DummyDataModule",
-            "init_args": {
-                "batch_size": 1,
-                "num_workers": 0,
-                "train_samples": 8,
-                "val_samples": 1,
-                "test_samples": 1,
-                "channels": 6,
-                "height": 16,
-                "width": 16,
-                "segmentation": True,
-                "num_classes": 3,
-            },
-        },
-        "model": {
-            "class_path": "terratorch.tasks.SemanticSegmentationTask",
-            "init_args": {
-                "model_factory": "PEFTEncoderDecoderFactory",
-                "loss": "ce",
-                "ignore_index": -1,
-                "model_args": {
-                    "backbone": "spectralgpt_vit_base",
-                    "backbone_num_bands": 6,
-                    "backbone_img_size": 16,
-                    "backbone_depth": 1,
-                    "backbone_embed_dim": 16,
-                    "backbone_num_heads": 2,
-                    "backbone_out_indices": [0],
-                    "necks": [{"name": "ReshapeTokensToImage"}],
-                    "decoder": "FCNDecoder",
-                    "decoder_channels": 8,
-                    "num_classes": 3,
-                    "peft_config": {
-                        "method": "KRONA",
-                        "peft_config_kwargs": {"target_modules": ["attn.q", "attn.v"]},
-                    },
-                },
-            },
+    config = dummy_segmentation(KRONA, decoder_channels=8)
+    config["seed_everything"] = 0
+    checkpoints = {
+        "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+        # Each step is a new best (the latest); the third one deletes the first.
+        "init_args": {
+            "dirpath": str(folder / "ckpt"),
+            "monitor": "step",
+            "mode": "max",
+            "save_top_k": 2,
+            "every_n_train_steps": 1,
         },
     }
+    config["trainer"] = quiet_trainer(
+        max_steps=max_steps,
+        limit_val_batches=0,
+        default_root_dir=str(folder),
+        callbacks=[checkpoints, {"class_path": "terratorch_hsi_peft.callbacks.AdapterCheckpoint"}],
+    )
+    config["data"]["init_args"].update(
+        batch_size=1, num_workers=0, train_samples=8, val_samples=1, test_samples=1, num_classes=3
+    )
     path = folder / f"fit_{max_steps}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -18,6 +18,7 @@ from lightning import Trainer
 from task_stand_in import fit_setup
 from terratorch.cli_tools import build_lightning_cli
 from terratorch.tasks import ClassificationTask, SemanticSegmentationTask
+from tiny_configs import TINY_SPECTRALGPT, class_map_writer, patch_classification, write_config
 
 from terratorch_hsi_peft.callbacks import ClassMapWriter
 from terratorch_hsi_peft.datamodules import (
@@ -26,63 +27,22 @@ from terratorch_hsi_peft.datamodules import (
 )
 from terratorch_hsi_peft.datasets import HyperspectralScene
 
-TINY_BACKBONE = {
-    "backbone": "spectralgpt_vit_base",
-    "backbone_depth": 1,
-    "backbone_embed_dim": 16,
-    "backbone_num_heads": 2,
-    "backbone_num_bands": 3,
-    "backbone_img_size": 8,
+TINY_BACKBONE = {**TINY_SPECTRALGPT, "backbone_num_bands": 3, "backbone_img_size": 8}
+
+SCENE = {
+    "scene": "generic",
+    "scene_options": {
+        "image_path": "cube.npy",
+        "label_path": "labels.npy",
+        "class_names": ["meadow", "forest", "water"],
+        "name": "synthetic",
+    },
+    "split": {"protocol": "per_class", "seed": 0, "train_size": 0.3, "val_size": 0.2},
+    "band_route": "pca",
+    "num_components": 3,
+    "batch_size": 256,
 }
-
-CONFIG = """\
-seed_everything: 0
-trainer:
-  accelerator: cpu
-  devices: 1
-  max_steps: 1
-  limit_val_batches: 1
-  num_sanity_val_steps: 0
-  enable_progress_bar: false
-  enable_model_summary: false
-  logger: false
-  default_root_dir: {folder}/run
-  callbacks: {callbacks}
-data:
-  class_path: terratorch_hsi_peft.datamodules.HyperspectralPatchDataModule
-  init_args:
-    scene: generic
-    root: {folder}
-    scene_options:
-      image_path: cube.npy
-      label_path: labels.npy
-      class_names: [meadow, forest, water]
-      name: synthetic
-    split: {{protocol: per_class, seed: 0, train_size: 0.3, val_size: 0.2}}
-    band_route: pca
-    num_components: 3
-    patch_size: 3
-    img_size: 8
-    batch_size: 256
-model:
-  class_path: terratorch.tasks.ClassificationTask
-  init_args:
-    model_factory: EncoderDecoderFactory
-    model_args:
-      backbone: spectralgpt_vit_base
-      backbone_depth: 1
-      backbone_embed_dim: 16
-      backbone_num_heads: 2
-      backbone_num_bands: 3
-      backbone_img_size: 8
-      backbone_out_indices: [-1]
-      decoder: IdentityDecoder
-      num_classes: 3
-"""
-
-WRITER = (
-    "[{class_path: terratorch_hsi_peft.callbacks.ClassMapWriter, init_args: {file_format: npy}}]"
-)
+WRITER = class_map_writer(file_format="npy")
 
 
 def _scene(size: int = 20, bands: int = 5) -> HyperspectralScene:
@@ -92,10 +52,10 @@ def _scene(size: int = 20, bands: int = 5) -> HyperspectralScene:
     return HyperspectralScene(image, labels, class_names=["a", "b", "c"], name="synthetic")
 
 
-def _config(folder: Path, callbacks: str = WRITER) -> Path:
+def _config(folder: Path, callbacks: tuple[dict, ...] = (WRITER,)) -> Path:
     path = folder / f"config_{len(list(folder.glob('config_*.yaml')))}.yaml"
-    path.write_text(CONFIG.format(folder=folder, callbacks=callbacks))
-    return path
+    data = {**SCENE, "root": str(folder)}
+    return write_config(path, patch_classification(folder, data, 3, list(callbacks)))
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +253,7 @@ def test_patch_classes_are_never_ignored_and_tasks_are_not_swapped():
 
 def test_predict_without_class_map_writer_adds_one_and_says_where_it_wrote(fitted, caplog):
     # As from a config_deploy.yaml: TerraTorch drops trainer.callbacks there.
-    args = ["predict", "-c", str(_config(fitted["folder"], "[]"))]
+    args = ["predict", "-c", str(_config(fitted["folder"], ()))]
     with caplog.at_level(logging.INFO):
         cli = build_lightning_cli([*args, "--ckpt_path", str(fitted["checkpoint"])])
     (writer,) = [cb for cb in cli.trainer.callbacks if isinstance(cb, ClassMapWriter)]
@@ -305,11 +265,8 @@ def test_predict_without_class_map_writer_adds_one_and_says_where_it_wrote(fitte
 
 
 def test_predict_with_a_class_map_writer_keeping_terratorchs_writer_says_what_to_change(fitted):
-    callbacks = (
-        "[{class_path: terratorch_hsi_peft.callbacks.ClassMapWriter, "
-        "init_args: {replace_terratorch_writer: false}}]"
-    )
-    args = ["predict", "-c", str(_config(fitted["folder"], callbacks))]
+    writer = class_map_writer(replace_terratorch_writer=False)
+    args = ["predict", "-c", str(_config(fitted["folder"], (writer,)))]
     with pytest.raises(
         ValueError, match=r"needs the plugin's ClassMapWriter.*Remove replace_terratorch_writer"
     ):

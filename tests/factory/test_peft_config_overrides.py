@@ -10,42 +10,14 @@ from __future__ import annotations
 import pytest
 import yaml
 from terratorch.cli_tools import build_lightning_cli
+from tiny_configs import dummy_segmentation, quiet_trainer
 
+LORA = {"method": "LORA", "peft_config_kwargs": {"target_modules": ["attn.q", "attn.v"], "r": 2}}
 CONFIG = {
-    "trainer": {
-        "accelerator": "cpu",
-        "max_steps": 1,
-        "logger": False,
-        "callbacks": [{"class_path": "terratorch_hsi_peft.callbacks.LoadPlugin"}],
-    },
-    "data": {
-        "class_path": "terratorch.datamodules.dummy_datamodule.DummyDataModule",
-        "init_args": {"channels": 6, "height": 16, "width": 16, "segmentation": True},
-    },
-    "model": {
-        "class_path": "terratorch.tasks.SemanticSegmentationTask",
-        "init_args": {
-            "model_factory": "PEFTEncoderDecoderFactory",
-            "loss": "ce",
-            "ignore_index": -1,
-            "model_args": {
-                "backbone": "spectralgpt_vit_base",
-                "backbone_num_bands": 6,
-                "backbone_img_size": 16,
-                "backbone_depth": 1,
-                "backbone_embed_dim": 16,
-                "backbone_num_heads": 2,
-                "backbone_out_indices": [0],
-                "necks": [{"name": "ReshapeTokensToImage"}],
-                "decoder": "FCNDecoder",
-                "num_classes": 3,
-                "peft_config": {
-                    "method": "LORA",
-                    "peft_config_kwargs": {"target_modules": ["attn.q", "attn.v"], "r": 2},
-                },
-            },
-        },
-    },
+    "trainer": quiet_trainer(
+        callbacks=[{"class_path": "terratorch_hsi_peft.callbacks.LoadPlugin"}]
+    ),
+    **dummy_segmentation(LORA),
 }
 
 

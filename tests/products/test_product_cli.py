@@ -10,54 +10,20 @@ import pytest
 import rasterio
 import torch
 from terratorch_cli import terratorch
+from tiny_configs import class_map_writer, patch_classification, write_config
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """\
-seed_everything: 0
-trainer:
-  accelerator: cpu
-  devices: 1
-  max_steps: 2
-  limit_val_batches: 1
-  num_sanity_val_steps: 0
-  enable_progress_bar: false
-  enable_model_summary: false
-  logger: false
-  default_root_dir: {folder}/run
-  callbacks:
-    - class_path: terratorch_hsi_peft.callbacks.ClassMapWriter
-      init_args:
-        output_dir: {folder}/maps
-data:
-  class_path: terratorch_hsi_peft.datamodules.HyperspectralPatchDataModule
-  init_args:
-    scene: product
-    root: {folder}
-    scene_options:
-      path: product/scene.hdr
-      labels: labels.tif
-      class_names: [meadow, forest, water]
-    split: {{protocol: {protocol}, seed: 0, {split_args}}}
-    band_route: sentinel2
-    patch_size: 3
-    img_size: 8
-    batch_size: 64
-model:
-  class_path: terratorch.tasks.ClassificationTask
-  init_args:
-    model_factory: EncoderDecoderFactory
-    model_args:
-      backbone: spectralgpt_vit_base
-      backbone_depth: 1
-      backbone_embed_dim: 16
-      backbone_num_heads: 2
-      backbone_num_bands: 12
-      backbone_img_size: 8
-      backbone_out_indices: [-1]
-      decoder: IdentityDecoder
-      num_classes: 3
-"""
+SCENE = {
+    "scene": "product",
+    "scene_options": {
+        "path": "product/scene.hdr",
+        "labels": "labels.tif",
+        "class_names": ["meadow", "forest", "water"],
+    },
+    "band_route": "sentinel2",
+    "batch_size": 64,
+}
 
 
 def test_terratorch_fit_and_predict_on_an_envi_product_with_a_label_raster(tmp_path, fake_products):
@@ -65,14 +31,11 @@ def test_terratorch_fit_and_predict_on_an_envi_product_with_a_label_raster(tmp_p
     fake = fake_products.make_envi(tmp_path / "product", "bil", "int16", shape=shape)
     labels = fake_products.fake_labels(shape)
     fake_products.write_label_raster(tmp_path / "labels.tif", labels)
-    config = tmp_path / "fit.yaml"
-    config.write_text(
-        CONFIG.format(
-            folder=tmp_path,
-            protocol="spatially_disjoint",
-            split_args="block_size: 4",
-        )
-    )
+    split = {"protocol": "spatially_disjoint", "seed": 0, "block_size": 4}
+    data = {**SCENE, "root": str(tmp_path), "split": split}
+    writer = class_map_writer(output_dir=str(tmp_path / "maps"))
+    fit = patch_classification(tmp_path, data, 12, [writer], max_steps=2)
+    config = write_config(tmp_path / "fit.yaml", fit)
     output = terratorch(["fit", "-c", config], tmp_path, timeout=600)
     checkpoints = sorted((tmp_path / "run").rglob("*.ckpt"))
     assert checkpoints, output[-2000:]

@@ -10,68 +10,35 @@ import numpy as np
 import pytest
 import rasterio
 from terratorch.cli_tools import build_lightning_cli
+from tiny_configs import class_map_writer, patch_classification, write_config
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """\
-seed_everything: 0
-trainer:
-  accelerator: cpu
-  devices: 1
-  max_steps: 1
-  limit_val_batches: 1
-  num_sanity_val_steps: 0
-  enable_progress_bar: false
-  enable_model_summary: false
-  logger: false
-  default_root_dir: {folder}/run
-  callbacks:
-    - class_path: terratorch_hsi_peft.callbacks.ClassMapWriter
-      init_args:
-        output_dir: {folder}/maps
-data:
-  class_path: terratorch_hsi_peft.datamodules.HyperspectralPatchDataModule
-  init_args:
-{scene}
-    split: {{protocol: per_class, seed: 0, train_size: 0.5, val_size: 0.2}}
-    band_route: sentinel2
-    patch_size: 3
-    img_size: 8
-    batch_size: 64
-model:
-  class_path: terratorch.tasks.ClassificationTask
-  init_args:
-    model_factory: EncoderDecoderFactory
-    model_args:
-      backbone: spectralgpt_vit_base
-      backbone_depth: 1
-      backbone_embed_dim: 16
-      backbone_num_heads: 2
-      backbone_num_bands: 12
-      backbone_img_size: 8
-      backbone_out_indices: [-1]
-      decoder: IdentityDecoder
-      num_classes: 3
-"""
 
-BY_NAME = """\
-    scene: product
-    root: {folder}
-    scene_options: {{path: {path}, labels: labels.tif}}"""
+def by_name(folder: Path, path: Path) -> dict:
+    """The product as ``scene: product`` with ``scene_options``."""
+    return {
+        "scene": "product",
+        "root": str(folder),
+        "scene_options": {"path": str(path), "labels": "labels.tif"},
+    }
 
-BY_CLASS = """\
-    scene:
-      class_path: terratorch_hsi_peft.datasets.ProductScene
-      init_args: {{path: {folder}/{path}, labels: {folder}/labels.tif}}"""
+
+def by_class(folder: Path, path: Path) -> dict:
+    """The product as a ``ProductScene`` ``class_path``."""
+    paths = {"path": str(folder / path), "labels": str(folder / "labels.tif")}
+    return {
+        "scene": {"class_path": "terratorch_hsi_peft.datasets.ProductScene", "init_args": paths}
+    }
 
 
 @pytest.mark.parametrize(
     ("maker", "style"),
     [
-        ("make_emit", BY_NAME),
-        ("make_enmap", BY_CLASS),
-        ("make_prisma", BY_NAME),
-        ("make_geotiff", BY_CLASS),
+        ("make_emit", by_name),
+        ("make_enmap", by_class),
+        ("make_prisma", by_name),
+        ("make_geotiff", by_class),
     ],
     ids=["emit", "enmap", "prisma", "geotiff"],
 )
@@ -85,9 +52,17 @@ def test_fit_and_predict_each_format_through_a_config(tmp_path, fake_products, m
         transform=fake_products.TRANSFORM if georeferenced else None,
     )
     relative = Path(fake.path).relative_to(tmp_path)
-    scene = style.format(folder=tmp_path, path=relative)
-    config = tmp_path / "config.yaml"
-    config.write_text(CONFIG.format(folder=tmp_path, scene=scene))
+    split = {"protocol": "per_class", "seed": 0, "train_size": 0.5, "val_size": 0.2}
+    data = {
+        **style(tmp_path, relative),
+        "split": split,
+        "band_route": "sentinel2",
+        "batch_size": 64,
+    }
+    writer = class_map_writer(output_dir=str(tmp_path / "maps"))
+    config = write_config(
+        tmp_path / "config.yaml", patch_classification(tmp_path, data, 12, [writer])
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cli = build_lightning_cli(["fit", "-c", str(config)])
