@@ -325,6 +325,9 @@ def _fitload_experiment(
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         cli.model.load_state_dict(state)
         logp = _predict_scene(cli.model, cli.datamodule, context)
+    # The datamodule read the draw's split file: the same pixels as every other row.
+    if not np.array_equal(cli.datamodule.split.train, context.split.train):
+        raise RuntimeError(f"{name}: the datamodule's training pixels differ from the draw's")
     context.notes.setdefault("best_epoch", {})[f"{tag}_lr{lr:g}"] = _epoch_of(best)
     return logp
 
@@ -423,7 +426,15 @@ def _quickstart(
     return train
 
 
-ADAPTERS = ("krona_plus", "krona", "lokr", "lora", "lora_plus", "loha")
+#: The adapter methods, by registry name, with the names the papers give them.
+ADAPTERS = {
+    "krona_plus": "KronA+",
+    "krona": "KronA",
+    "lokr": "LoKr",
+    "lora": "LoRA",
+    "lora_plus": "LoRA+",
+    "loha": "LoHa",
+}
 
 ROWS: dict[str, Row] = {
     row.name: row
@@ -479,13 +490,13 @@ ROWS: dict[str, Row] = {
         *[
             Row(
                 f"gpt_mae_{m}",
-                f"SpectralGPT + path, MAE encoder, {m.upper()}",
+                f"SpectralGPT + path, MAE encoder, {label}",
                 "spectralgpt",
                 _quickstart(f"mae_{m}", mae=True, method=m),
                 LR_ADAPTER,
                 needs_mae=True,
             )
-            for m in ADAPTERS
+            for m, label in ADAPTERS.items()
         ],
     ]
 }
