@@ -34,7 +34,7 @@ from terratorch_hsi_peft.datamodules import (
     HyperspectralPatchDataModule,
     HyperspectralSceneDataModule,
 )
-from terratorch_hsi_peft.models.spectral_path import PATH_HEAD
+from terratorch_hsi_peft.models.spectral_path_spec import PATH_HEAD
 from terratorch_hsi_peft.peft import get_method, method_names
 
 __all__ = [
@@ -116,16 +116,16 @@ class Geometry:
         decoder_channels: UNet decoder channels (segmentation formulation).
         patch_size: spatial side of a token (SpectralGPT's 8; 4 gives small inputs more tokens).
         spectral_path: hidden width of the segmentation model's per-pixel spectral path
-            (``model_args.spectral_path``); None: the stock UNet model.
+            (``model_args.spectral_path.width``); None: the stock UNet model.
         full_spectrum: the path reads each pixel's whole z-scored spectrum, which the tile
-            datamodule appends (``append_spectra``, ``model_args.spectral_path_bands``); None:
+            datamodule appends (``append_spectra``, ``model_args.spectral_path.bands``); None:
             it reads the routed bands.
-        path_loss: weight of the path's own loss (``model_args.spectral_path_loss`` and the
+        path_loss: weight of the path's own loss (``model_args.spectral_path.loss`` and the
             task's ``aux_loss: {spectral_path: <weight>}``); None: none.
         path_lr: learning rate of the path's parameters (the task's
             ``lr_overrides: {spectral_path: <lr>}``); None: the task's.
         path_window: side of the neighbourhood the segmentation path's output is averaged over
-            (``model_args.spectral_path_window``); None: each pixel's own.
+            (``model_args.spectral_path.window``); None: each pixel's own.
     """
 
     embed_dim: int
@@ -177,7 +177,7 @@ class Geometry:
 
 #: The shipped segmentation configs' refinements of the spectral path: its own loss's weight
 #: (``aux_loss``), its learning rate (``lr_overrides``) and the neighbourhood its output is
-#: averaged over (``spectral_path_window``).
+#: averaged over (``spectral_path.window``).
 PATH_LOSS_WEIGHT = 1.0
 PATH_LR = 1e-2
 PATH_WINDOW = 5
@@ -263,10 +263,17 @@ def segmentation_model_args(
         "decoder": "UNetDecoder",
         "decoder_channels": list(geometry.decoder_channels),
         "num_classes": num_classes,
-        **({"spectral_path": geometry.spectral_path} if geometry.spectral_path else {}),
-        **({"spectral_path_bands": spectra} if spectra else {}),
-        **({"spectral_path_loss": True} if geometry.path_loss else {}),
-        **({"spectral_path_window": geometry.path_window} if geometry.path_window else {}),
+        **({"spectral_path": path_model_args(geometry, spectra)} if geometry.spectral_path else {}),
+    }
+
+
+def path_model_args(geometry: Geometry, spectra: int) -> dict[str, Any]:
+    """``model_args.spectral_path`` of ``geometry``'s path (``spectra`` appended bands)."""
+    return {
+        "width": geometry.spectral_path,
+        **({"bands": spectra} if spectra else {}),
+        **({"loss": True} if geometry.path_loss else {}),
+        **({"window": geometry.path_window} if geometry.path_window else {}),
     }
 
 

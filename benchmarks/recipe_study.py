@@ -16,11 +16,11 @@ own loss and learning rate; the baseline is the recipe before the study), and ch
 - ``window_15``: 15x15 windows instead of 9x9 (both resized to 16x16);
 - ``spectral_path``: the quickstart's spectral path: the centre pixel's whole spectrum (200
   z-scored bands, appended by the datamodule: ``append_spectra``) through a 64-wide path added
-  before the head (``PEFTEncoderDecoderFactory`` with ``spectral_path: 64``,
-  ``spectral_path_bands: 200``);
+  before the head (``PEFTEncoderDecoderFactory`` with ``spectral_path: {width: 64, bands:
+  200}``);
 - ``path_loss`` (with ``--combined``, after ``spectral_path``): the path's own logits (the
   head applied to the path alone) are an auxiliary output, weighted by the quickstart's
-  ``aux_loss`` (``spectral_path: 1.0``; ``spectral_path_loss: true``);
+  ``aux_loss`` (``spectral_path: 1.0``; ``spectral_path.loss: true``);
 - ``path_lr`` (likewise): the path learns at the quickstart's ``lr_overrides`` rate
   (``spectral_path: 1.0e-2``);
 - ``combined``: the changes named by ``--combined`` together.
@@ -88,7 +88,7 @@ FACTORS = (
 #: Changes that refine the spectral path: only in ``--combined``, after ``spectral_path``.
 PATH_REFINEMENTS = ("path_loss", "path_lr")
 #: The quickstart's spectral path (model_args) and its input (data), kept for the factor.
-PATH_MODEL_ARGS = ("spectral_path", "spectral_path_bands")
+PATH_MODEL_ARGS = ("spectral_path",)
 #: The quickstart's task arguments of its refinements (its loss's weight, its learning rate).
 PATH_TASK_ARGS = ("aux_loss", "lr_overrides")
 #: Largest window of the study: the spatially disjoint splits' leak buffer follows it.
@@ -160,7 +160,8 @@ def configure(
     # Nor the spectral path the quickstart adopted from the study (the spectral_path factor).
     path = {k: task["model_args"].pop(k) for k in PATH_MODEL_ARGS if k in task["model_args"]}
     # Nor the path's own loss and learning rate (kept for the path_loss and path_lr refinements).
-    task["model_args"].pop("spectral_path_loss", None)
+    if "spectral_path" in path:
+        path["spectral_path"] = {k: v for k, v in path["spectral_path"].items() if k != "loss"}
     path.update({k: task.pop(k) for k in PATH_TASK_ARGS if k in task})
     path["append_spectra"] = data.pop("append_spectra", False)
     path["model_factory"], task["model_factory"] = task["model_factory"], "EncoderDecoderFactory"
@@ -213,7 +214,8 @@ def _apply(
                 f"(--combined ... spectral_path {change})."
             )
         if change == "path_loss":
-            task["model_args"] = {**task["model_args"], "spectral_path_loss": True}
+            own_loss = {**task["model_args"]["spectral_path"], "loss": True}
+            task["model_args"] = {**task["model_args"], "spectral_path": own_loss}
             task["aux_loss"] = path["aux_loss"]
         else:
             task["lr_overrides"] = path["lr_overrides"]

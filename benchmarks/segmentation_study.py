@@ -14,22 +14,22 @@ AdamW lr 1e-3, no augmentation, the model after the last step tested) and change
 - ``weight_decay``: AdamW weight decay 0.05 (the shipped configs' value) instead of 0.01;
 - ``class_weights``: the datamodule's inverse-frequency class weights (class imbalance);
 - ``spectral_path``: a per-pixel path (a per-pixel MLP, 32 channels) from the input spectra added to
-  the decoder's output (``model_args.spectral_path: 32``; a decoder with a full-resolution
+  the decoder's output (``model_args.spectral_path: {width: 32}``; a decoder with a full-resolution
   spectral skip);
 - ``full_spectrum``: the spectral path (as ``spectral_path``) reads each pixel's whole z-scored
   spectrum (200 bands), which the datamodule appends after the 12 principal components
-  (``append_spectra: true``, ``model_args.spectral_path_bands: 200``);
+  (``append_spectra: true``, ``model_args.spectral_path.bands: 200``);
 - ``inference_24``: test tiles every 24 pixels instead of 16 (``inference_stride: 24``; the
   training is unchanged, the same seed gives the same model): 2.25x fewer tiles to map a scene,
   each pixel taken at least 4 pixels inside its tile instead of 8;
 - ``path_loss`` (after ``spectral_path`` or ``full_spectrum``): the path's own logits (the
   head applied to the path alone) are an auxiliary output with their own cross-entropy,
-  weighted 1.0 (``model_args.spectral_path_loss: true``, the task's
+  weighted 1.0 (``model_args.spectral_path.loss: true``, the task's
   ``aux_loss: {spectral_path: 1.0}``), so that the path learns to classify on its own;
 - ``path_lr`` (after ``spectral_path`` or ``full_spectrum``): the path's parameters learn at
   1e-2 instead of 1e-3 (the task's ``lr_overrides: {spectral_path: 1.0e-2}``);
 - ``path_window`` (after ``spectral_path`` or ``full_spectrum``): the path's output is averaged
-  over each pixel's 5x5 neighbours (``model_args.spectral_path_window: 5``);
+  over each pixel's 5x5 neighbours (``model_args.spectral_path.window: 5``);
 - ``val_best``: 15% of the training side's labelled pixels held out as validation blocks
   (``val_fraction``), validated every ``--steps // 6`` steps; the weights of lowest validation
   loss are tested (validation and early stopping);

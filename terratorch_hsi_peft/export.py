@@ -50,13 +50,6 @@ __all__ = ["ExportError", "export_merged_checkpoint", "merge_into_stock_model"]
 
 #: Checkpoint entries that belong to training with adapters, not to the merged model.
 _DROPPED = ("optimizer_states", "lr_schedulers", "callbacks")
-#: model_args of PEFTEncoderDecoderFactory's spectral path, which EncoderDecoderFactory lacks.
-_SPECTRAL_PATH_ARGS = (
-    "spectral_path",
-    "spectral_path_bands",
-    "spectral_path_loss",
-    "spectral_path_window",
-)
 
 
 class ExportError(ValueError):
@@ -225,9 +218,9 @@ def _check_no_spectral_path(model_args: dict[str, Any], checkpoint: Path) -> Non
     """Refuse a run with a spectral path: the merged model would need the plugin's factory."""
     if model_args.get("spectral_path") is None:
         return
-    used = {k: model_args[k] for k in _SPECTRAL_PATH_ARGS if k in model_args}
     raise ExportError(
-        f"{checkpoint} is a run with a spectral path (model_args {used}). The path is a module "
+        f"{checkpoint} is a run with a spectral path (model_args.spectral_path: "
+        f"{model_args['spectral_path']}). The path is a module "
         "of this plugin that stock TerraTorch's EncoderDecoderFactory cannot build, so a merged "
         "checkpoint would not load without the plugin. Predict from the run's checkpoint with "
         "the plugin instead (terratorch predict --config <the run's config> --ckpt_path "
@@ -241,10 +234,9 @@ def _stock_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     stock = copy.deepcopy(hparams)
     stock["model_factory"] = "EncoderDecoderFactory"
     stock["model_args"].pop("peft_config")
-    # Unset spectral path arguments (spectral_path: null) build nothing; EncoderDecoderFactory
-    # would fail on them.
-    for name in _SPECTRAL_PATH_ARGS:
-        stock["model_args"].pop(name, None)
+    # An unset spectral path (spectral_path: null) builds nothing; EncoderDecoderFactory would
+    # fail on the key.
+    stock["model_args"].pop("spectral_path", None)
     return stock
 
 

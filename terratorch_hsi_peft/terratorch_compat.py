@@ -25,8 +25,11 @@ from torchmetrics import MetricCollection
 __all__ = [
     "TESTED_VERSIONS",
     "TerraTorchIncompatibleError",
+    "adopt_stock_model",
+    "crop_pixel_wise_output",
     "guard_stock_peft",
     "override_freeze_encoder",
+    "pad_stock_input",
     "remove_terratorch_writers",
     "restore_freeze_encoder",
     "set_loss_class_weights",
@@ -275,3 +278,85 @@ def remove_terratorch_writers(trainer: Trainer) -> int:
     if found:
         trainer.callbacks = [cb for cb in trainer.callbacks if id(cb) not in found]
     return len(found)
+
+
+#: What a copy of each stock model's ``forward`` (the spectral path's, models/spectral_path.py)
+#: runs: the model's attributes and the helpers of ``terratorch.models.utils`` it calls.
+_STOCK_FORWARD_PARTS = {
+    "PixelWiseModel": (
+        ("image_size_out", "patch_size", "padding", "encoder", "neck", "decoder", "head"),
+        ("_check_for_single_channel_and_squeeze",),
+        ("pad_images", "center_crop"),
+    ),
+    "ScalarOutputModel": (
+        ("patch_size", "padding", "encoder", "neck", "decoder", "head"),
+        (),
+        ("pad_images",),
+    ),
+}
+
+
+def adopt_stock_model(wrapper: nn.Module, model: nn.Module, stock: type) -> None:
+    """Give ``wrapper`` every part and setting of ``model``, a ``stock`` model, as its own.
+
+    ``wrapper`` is an instance of a subclass of ``stock`` whose ``__init__`` did not run; it
+    re-implements ``stock.forward`` from the model's parts (the spectral path adds its output
+    before the head) with :func:`pad_stock_input` and, for ``PixelWiseModel``,
+    :func:`crop_pixel_wise_output`.
+
+    Relies on: ``PixelWiseModel`` and ``ScalarOutputModel`` (``stock``) keep everything their
+    ``forward`` uses in instance attributes set by ``__init__`` (public and private: copied
+    whole); their ``forward`` pads with ``terratorch.models.utils.pad_images`` when
+    ``patch_size`` and ``padding`` are set, then runs ``encoder``, ``neck(features,
+    image_size=...)``, ``decoder`` on cloned features and ``head``; ``PixelWiseModel.forward``
+    then squeezes a single channel (``_check_for_single_channel_and_squeeze``) and crops to
+    ``image_size_out`` (``center_crop``).
+
+    Raises:
+        TerraTorchIncompatibleError: ``stock.forward`` no longer uses one of those names,
+            ``terratorch.models.utils`` lacks a helper, or ``model`` lacks an attribute.
+    """
+    from terratorch.models import utils
+
+    touch_point = "adopt_stock_model"
+    attributes, methods, helpers = _STOCK_FORWARD_PARTS[stock.__name__]
+    used = set(_names_used(stock.forward))
+    dropped = [name for name in (*attributes, *methods, *helpers) if name not in used]
+    if dropped:
+        raise _incompatible(
+            touch_point,
+            f"{stock.__name__}.forward no longer uses {dropped}, which the spectral path's copy "
+            "of it runs, so a model with a spectral path would compute another output",
+        )
+    gone = [name for name in helpers if not callable(getattr(utils, name, None))]
+    if gone:
+        raise _incompatible(touch_point, f"terratorch.models.utils has no {gone}")
+    absent = [name for name in (*attributes, *methods) if not hasattr(model, name)]
+    if absent:
+        raise _incompatible(touch_point, f"{type(model).__name__} has no {absent}")
+    nn.Module.__init__(wrapper)
+    bookkeeping = set(vars(nn.Module()))
+    for name, value in vars(model).items():
+        if name not in bookkeeping:
+            object.__setattr__(wrapper, name, value)
+    for name, module in model.named_children():
+        setattr(wrapper, name, module)
+
+
+def pad_stock_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` padded as the stock models' ``forward`` pads it (see :func:`adopt_stock_model`)."""
+    from terratorch.models.utils import pad_images
+
+    if model.patch_size and model.padding is not None:
+        return pad_images(x, model.patch_size, model.padding)
+    return x
+
+
+def crop_pixel_wise_output(
+    model: nn.Module, logits: torch.Tensor, size: Sequence[int]
+) -> torch.Tensor:
+    """``logits`` finished as ``PixelWiseModel.forward`` finishes its mask: a single channel
+    squeezed, centre-cropped to ``size`` (see :func:`adopt_stock_model`)."""
+    from terratorch.models.utils import center_crop
+
+    return center_crop(model._check_for_single_channel_and_squeeze(logits), size)

@@ -20,7 +20,9 @@ import pytest
 import torch
 from terratorch import cli_tools
 from terratorch.models import encoder_decoder_factory
+from terratorch.models import utils as model_utils
 from terratorch.models.encoder_decoder_factory import EncoderDecoderFactory
+from terratorch.models.pixel_wise_model import PixelWiseModel
 from terratorch.models.scalar_output_model import ScalarOutputModel
 from terratorch.tasks import ClassificationTask
 from tiny_task import MODEL_ARGS, cpu_trainer, tiny_task
@@ -34,7 +36,11 @@ from terratorch_hsi_peft.callbacks import (
 )
 from terratorch_hsi_peft.datamodules import HyperspectralPatchDataModule
 from terratorch_hsi_peft.datasets import HyperspectralScene
-from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory
+from terratorch_hsi_peft.models import (
+    PEFTEncoderDecoderFactory,
+    SpectralPathClassifier,
+    SpectralPathModel,
+)
 from terratorch_hsi_peft.terratorch_compat import TESTED_VERSIONS, TerraTorchIncompatibleError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -127,6 +133,52 @@ def test_callbacks_reading_the_task_model_without_it():
         cpu_trainer([AdapterCheckpoint()]).fit(task, _datamodule())
 
 
+#: Necks of tiny segmentation (PixelWiseModel) and classification (ScalarOutputModel) models.
+NECKS = {
+    "segmentation": [{"name": "SelectIndices", "indices": [-1]}, {"name": "ReshapeTokensToImage"}],
+    "classification": [{"name": "AggregateTokens", "pooling": "mean"}],
+}
+
+
+def _path_model(task: str) -> torch.nn.Module:
+    """A model with a spectral path, whose forward copies the stock model's."""
+    args = {**MODEL_ARGS, "necks": NECKS[task]}
+    return PEFTEncoderDecoderFactory().build_model(task, **args, spectral_path=4)
+
+
+@pytest.mark.parametrize(
+    ("task", "remove", "message"),
+    [
+        (
+            "segmentation",
+            lambda m: m.setattr(PixelWiseModel, "forward", lambda self, x: x),
+            r"adopt_stock_model: PixelWiseModel.forward no longer uses \['image_size_out', "
+            r"'patch_size', .*'center_crop'\], which the spectral path's copy of it runs",
+        ),
+        (
+            "segmentation",
+            lambda m: m.delattr(PixelWiseModel, "_check_for_single_channel_and_squeeze"),
+            r"adopt_stock_model: PixelWiseModel has no \['_check_for_single_channel_and_squeeze",
+        ),
+        (
+            "segmentation",
+            lambda m: m.delattr(model_utils, "center_crop"),
+            r"adopt_stock_model: terratorch.models.utils has no \['center_crop'\]",
+        ),
+        (
+            "classification",
+            lambda m: m.setattr(ScalarOutputModel, "forward", lambda self, x: x),
+            r"ScalarOutputModel.forward no longer uses \['patch_size', 'padding', 'encoder', "
+            r"'neck', 'decoder', 'head', 'pad_images'\]",
+        ),
+    ],
+)
+def test_spectral_path_without_the_stock_forward_it_copies(monkeypatch, task, remove, message):
+    remove(monkeypatch)
+    with pytest.raises(TerraTorchIncompatibleError, match=rf"{message}.*{VERSIONS}"):
+        _path_model(task)
+
+
 def test_predict_without_terratorch_custom_writer(monkeypatch):
     monkeypatch.delattr(cli_tools, "CustomWriter")
     message = rf"terratorch.cli_tools has no CustomWriter class.*{VERSIONS}"
@@ -150,6 +202,15 @@ def test_every_touch_point_holds_on_the_installed_terratorch():
     assert task.criterion.weight.tolist() == [1.0, 2.0, 3.0]
     writer = cli_tools.CustomWriter()
     assert terratorch_compat.terratorch_writers([writer, ClassMapWriter()]) == [writer]
+    # adopt_stock_model, pad_stock_input, crop_pixel_wise_output: the spectral path's forward
+    for task, wrapper, shape in [
+        ("segmentation", SpectralPathModel, (2, 3, 8, 8)),
+        ("classification", SpectralPathClassifier, (2, 3)),
+    ]:
+        model = _path_model(task).eval()
+        assert isinstance(model, wrapper)
+        with torch.no_grad():
+            assert model(torch.randn(2, 5, 8, 8)).output.shape == shape
 
 
 @pytest.mark.slow  # a new interpreter imports TerraTorch (about 15 s)

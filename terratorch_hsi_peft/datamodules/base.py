@@ -27,7 +27,7 @@ from terratorch_hsi_peft.datasets import (
     Split,
     make_split,
 )
-from terratorch_hsi_peft.models.spectral_path import PATH_HEAD
+from terratorch_hsi_peft.models.spectral_path_spec import check_spectral_path_data
 from terratorch_hsi_peft.terratorch_compat import terratorch_writers
 from terratorch_hsi_peft.transforms import (
     BandRoute,
@@ -95,7 +95,7 @@ class HyperspectralDataModule(LightningDataModule):
             for the band to be simulated.
         append_spectra: after the routed bands, append every band of the scene, z-scored with
             training statistics, for the model's full-spectrum spectral path (set
-            ``model_args.spectral_path_bands`` to the scene's band count; the encoder still
+            ``model_args.spectral_path.bands`` to the scene's band count; the encoder still
             reads the routed bands). Needs ``pca`` or ``sentinel2``.
         batch_size: samples per batch (also for predict).
         num_workers: DataLoader worker processes (0: cut batches in the main process, usually
@@ -217,7 +217,7 @@ class HyperspectralDataModule(LightningDataModule):
     @property
     def num_spectra(self) -> int:
         """Bands appended after them for the spectral path (``append_spectra``; else 0): set
-        ``model_args.spectral_path_bands`` to it."""
+        ``model_args.spectral_path.bands`` to it."""
         if self._route is not None:
             return self._route.spectra
         return self.scene.num_bands if self.append_spectra else 0
@@ -255,16 +255,15 @@ class HyperspectralDataModule(LightningDataModule):
         hparams = getattr(module, "hparams", None) or {}
         model_args = task_model_args(hparams)
         expected = {"backbone_num_bands": self.num_bands}
-        # The spectral path's appended spectra: both sides agree, or neither has them.
-        read = model_args.get("spectral_path_bands")
-        if (read or 0) != self.num_spectra:
-            raise ValueError(
-                f"The task's model_args.spectral_path_bands is {read!r} but the data append "
-                f"{self.num_spectra} spectral bands (append_spectra: {self.append_spectra}, "
-                f"{self.scene.name}: {self.scene.num_bands} bands); set append_spectra: true and "
-                f"spectral_path_bands: {self.scene.num_bands} together, or neither."
-            )
-        _check_path_loss(model_args.get("spectral_path_loss"), hparams.get("aux_loss"))
+        # The spectral path against the appended spectra and the task's aux_loss.
+        check_spectral_path_data(
+            model_args,
+            hparams.get("aux_loss"),
+            appended=self.num_spectra,
+            scene_bands=self.scene.num_bands,
+            data=f"append_spectra: {self.append_spectra}, "
+            f"{self.scene.name}: {self.scene.num_bands} bands",
+        )
         # A prediction-only scene without class names takes the checkpoint's (restored later).
         if self.scene.num_classes:
             expected["num_classes"] = self.scene.num_classes
@@ -590,25 +589,3 @@ def _is_int(value: Any) -> bool:
 def _already_batched(batch: Any) -> Any:
     """Collate function for datasets whose ``__getitems__`` returns a whole batch."""
     return batch
-
-
-def _check_path_loss(path_loss: Any, aux_loss: Any) -> None:
-    """The spectral path's own loss is on in the model and weighted in the task, or neither.
-
-    Without a weight TerraTorch stops at the first step with an unclear message; a weight
-    without the model's flag would be ignored without a word.
-    """
-    weighted = isinstance(aux_loss, dict) and PATH_HEAD in aux_loss
-    if path_loss and not weighted:
-        raise ValueError(
-            "model_args.spectral_path_loss is true, so the model outputs the spectral path's own "
-            f"logits as the auxiliary head {PATH_HEAD!r}, but the task's aux_loss gives them no "
-            f"weight ({aux_loss!r}); set aux_loss: {{{PATH_HEAD}: 1.0}} in the task's init_args "
-            "or remove spectral_path_loss."
-        )
-    if weighted and not path_loss:
-        raise ValueError(
-            f"The task's aux_loss weights {PATH_HEAD!r}, but the model has no such head "
-            f"(model_args.spectral_path_loss is {path_loss!r}); set spectral_path_loss: true "
-            "(with spectral_path) or remove the aux_loss entry."
-        )

@@ -20,11 +20,13 @@ from terratorch_hsi_peft.models.peft_model import (
     unmerge_model_adapters,
 )
 from terratorch_hsi_peft.models.spectral_path import SpectralPathClassifier, SpectralPathModel
+from terratorch_hsi_peft.models.spectral_path_spec import SpectralPathSpec
 
 __all__ = [
     "PEFTEncoderDecoderFactory",
     "SpectralPathClassifier",
     "SpectralPathModel",
+    "SpectralPathSpec",
     "apply_peft_to_model",
     "has_adapters",
     "load_model_adapters",

@@ -34,6 +34,7 @@ from torch import nn
 from terratorch_hsi_peft.models.adapter_file import load_model_adapters
 from terratorch_hsi_peft.models.peft_model import apply_peft_to_model
 from terratorch_hsi_peft.models.spectral_path import with_spectral_path
+from terratorch_hsi_peft.models.spectral_path_spec import SpectralPathSpec
 from terratorch_hsi_peft.models.summary import peft_summary
 from terratorch_hsi_peft.peft.config import PeftSpec
 from terratorch_hsi_peft.peft.io import ORIGIN_ATTR, carry_origin, random_init_origin
@@ -102,10 +103,7 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         backbone: str | nn.Module | None = None,
         decoder: str | nn.Module | None = None,
         peft_config: dict[str, Any] | str | None = None,
-        spectral_path: int | None = None,
-        spectral_path_bands: int | None = None,
-        spectral_path_loss: bool = False,
-        spectral_path_window: int = 1,
+        spectral_path: dict[str, Any] | int | None = None,
         **kwargs: Any,
     ) -> Model:
         """Build the model of ``EncoderDecoderFactory.build_model`` with adapters.
@@ -123,66 +121,38 @@ class PEFTEncoderDecoderFactory(ModelFactory):
                 ``adapter_path``, ``check_base`` (see
                 :class:`~terratorch_hsi_peft.peft.config.PeftSpec`), or the path of a
                 YAML file holding them (``configs/methods/<method>.yaml``).
-            spectral_path: hidden width of a path from each pixel's spectrum to the head:
+            spectral_path: a path from each pixel's spectrum to the head, as the mapping
+                ``{width, bands, loss, window}`` (``width`` alone: short for ``{width: ...}``;
+                see :class:`~terratorch_hsi_peft.models.spectral_path_spec.SpectralPathSpec`):
                 every pixel for segmentation
                 (:class:`~terratorch_hsi_peft.models.spectral_path.SpectralPathModel`), the
                 patch's centre pixel for classification
-                (:class:`~terratorch_hsi_peft.models.spectral_path.SpectralPathClassifier`); its
-                input bands are ``backbone_num_bands`` (or ``backbone_in_channels``). None: no
+                (:class:`~terratorch_hsi_peft.models.spectral_path.SpectralPathClassifier`).
+                ``width``: its hidden width; ``bands``: it reads this many bands appended after
+                the encoder's (the datamodule's ``append_spectra: true``), else the encoder's
+                input (``backbone_num_bands`` or ``backbone_in_channels`` bands); ``loss``: the
+                model also outputs the path's own logits as the auxiliary head
+                ``spectral_path``, trained by the task's ``aux_loss: {spectral_path: <weight>}``;
+                ``window`` (segmentation only): its output is averaged over each pixel's
+                ``window x window`` neighbours (odd; 1: none), a spatial prior that holds in
+                areas not trained on, refused at the first batch when at least twice a tile's
+                side, warned about when wider than a side (docs/segmentation.md). None: no
                 path, the stock model.
-            spectral_path_bands: the path reads this many bands appended after the encoder's
-                (the datamodule's ``append_spectra: true``; the scene's band count), each
-                pixel's whole z-scored spectrum. None: it reads the encoder's input.
-            spectral_path_loss: the model also outputs the path's own logits (the head applied
-                to the path alone) as the auxiliary head ``spectral_path``, so that the task's
-                ``aux_loss: {spectral_path: <weight>}`` trains the path to classify on its own
-                (docs/segmentation.md).
-            spectral_path_window: segmentation only: the path's output is averaged over each
-                pixel's ``window x window`` neighbours (odd; 1: each pixel's own), a spatial
-                prior that holds in areas not trained on (docs/segmentation.md). At least
-                twice a tile's side makes the path constant along it and is refused at the
-                first batch; wider than a side is warned about (``check_window``).
 
         Raises:
             TypeError: unknown ``peft_config`` or ``peft_config_kwargs`` keys, or no
                 ``backbone`` (a later ``--config`` replaced the task's ``model_args``).
-            ValueError: an unknown method, targets matching no module, or an adapter file that
-                does not fit the model.
+            ValueError: an unknown method, targets matching no module, an adapter file that
+                does not fit the model, or a bad ``spectral_path`` (the flat
+                ``spectral_path_*`` keys of earlier releases included).
         """
         if backbone is None:
             raise TypeError(_no_backbone_message(peft_config is not None, sys.argv))
-        if not isinstance(spectral_path_loss, bool):
-            raise ValueError(
-                f"spectral_path_loss={spectral_path_loss!r} must be true or false (true: the "
-                "model also outputs the path's own logits, weighted by the task's aux_loss)."
-            )
-        if spectral_path_loss and spectral_path is None:
-            raise ValueError(
-                "spectral_path_loss: true trains the spectral path's own logits, but "
-                "spectral_path is unset; set spectral_path (its hidden width, e.g. 64) or remove "
-                "spectral_path_loss."
-            )
-        if spectral_path_window != 1 and spectral_path is None:
-            raise ValueError(
-                f"spectral_path_window={spectral_path_window!r} averages the spectral path's "
-                "output, but spectral_path is unset; set spectral_path (its hidden width, e.g. "
-                "64) or remove spectral_path_window."
-            )
-        if spectral_path_bands is not None and spectral_path is None:
-            raise ValueError(
-                f"spectral_path_bands={spectral_path_bands!r} feeds the spectral path, but "
-                "spectral_path is unset; set spectral_path (its hidden width, e.g. 64) or remove "
-                "spectral_path_bands (and the datamodule's append_spectra)."
-            )
+        path = SpectralPathSpec.from_model_args({"spectral_path": spectral_path, **kwargs})
         factory = EncoderDecoderFactory()
         if peft_config is None:
             return _with_spectral_path(
-                factory.build_model(task, backbone, decoder, **kwargs),
-                spectral_path,
-                spectral_path_bands,
-                spectral_path_loss,
-                spectral_path_window,
-                kwargs,
+                factory.build_model(task, backbone, decoder, **kwargs), path, kwargs
             )
         spec = PeftSpec.parse(peft_config)
         if spec.backend_note is not None:
@@ -191,14 +161,7 @@ class PEFTEncoderDecoderFactory(ModelFactory):
         model = factory.build_model(
             task, backbone, decoder, peft_config=spec.hf_peft_config, **kwargs
         )
-        model = _with_spectral_path(
-            model,
-            spectral_path,
-            spectral_path_bands,
-            spectral_path_loss,
-            spectral_path_window,
-            kwargs,
-        )
+        model = _with_spectral_path(model, path, kwargs)
         apply_peft_to_model(model, spec)
         _record_origin(model, backbone, kwargs)
         if spec.adapter_path is not None:
@@ -250,15 +213,10 @@ def _last_config_setting_model_args(argv: Sequence[str]) -> str | None:
 
 
 def _with_spectral_path(
-    model: Model,
-    channels: int | None,
-    spectra: int | None,
-    path_loss: bool,
-    window: int,
-    kwargs: dict[str, Any],
+    model: Model, spec: SpectralPathSpec | None, kwargs: dict[str, Any]
 ) -> Model:
-    """``model`` with a spectral path of width ``channels`` (None: as is)."""
-    if channels is None:
+    """``model`` with the spectral path ``spec`` (None: as is)."""
+    if spec is None:
         return model
     bands = kwargs.get("backbone_num_bands", kwargs.get("backbone_in_channels"))
     if bands is None:
@@ -268,7 +226,7 @@ def _with_spectral_path(
             "spectral_path needs the number of input bands; set model_args.backbone_num_bands "
             "(or backbone_in_channels) to the bands the datamodule gives."
         )
-    return with_spectral_path(model, bands, channels, spectra, path_loss, window)
+    return with_spectral_path(model, bands, spec)
 
 
 def _record_origin(model: nn.Module, backbone: str | nn.Module, kwargs: dict[str, Any]) -> None:

@@ -9,16 +9,20 @@ spectrum to the decoder's output before the head:
 - :class:`SpectralPathModel` (segmentation): at the input's resolution, for every pixel
   (:class:`PixelMLP`: linear, LayerNorm, GELU, linear over each pixel's channels, i.e. 1x1
   convolutions), optionally averaged over each pixel's ``window x window`` neighbours
-  (``model_args.spectral_path_window``);
+  (``model_args.spectral_path.window``);
 - :class:`SpectralPathClassifier` (classification of the pixel at a patch's centre): for the
   centre pixel (linear, BatchNorm, GELU, linear).
 
-Selected in YAML with ``model_args.spectral_path: <hidden channels>`` under
-``model_factory: PEFTEncoderDecoderFactory`` (any method, or none for full fine-tuning). The
-path reads the encoder's (band-routed) input, or, with ``model_args.spectral_path_bands: <C>``
-and the datamodule's ``append_spectra: true``, each pixel's whole z-scored spectrum appended
-after the routed bands: a 12-component PCA keeps too little of a 200-band spectrum to separate
-the classes (docs/segmentation.md).
+Selected in YAML with ``model_args.spectral_path: {width: <hidden channels>, ...}`` under
+``model_factory: PEFTEncoderDecoderFactory`` (any method, or none for full fine-tuning), parsed
+into a :class:`~terratorch_hsi_peft.models.spectral_path_spec.SpectralPathSpec`. The path reads
+the encoder's (band-routed) input, or, with ``bands: <C>`` and the datamodule's
+``append_spectra: true``, each pixel's whole z-scored spectrum appended after the routed bands:
+a 12-component PCA keeps too little of a 200-band spectrum to separate the classes
+(docs/segmentation.md).
+
+Both wrappers re-implement the stock model's ``forward`` from its parts; what that relies on in
+TerraTorch is checked in :func:`terratorch_hsi_peft.terratorch_compat.adopt_stock_model`.
 """
 
 from __future__ import annotations
@@ -31,11 +35,16 @@ import torch.nn.functional as F
 from terratorch.models.model import Model, ModelOutput
 from terratorch.models.pixel_wise_model import PixelWiseModel
 from terratorch.models.scalar_output_model import ScalarOutputModel
-from terratorch.models.utils import center_crop, pad_images
 from torch import nn
 
+from terratorch_hsi_peft.models.spectral_path_spec import PATH_HEAD, SpectralPathSpec
+from terratorch_hsi_peft.terratorch_compat import (
+    adopt_stock_model,
+    crop_pixel_wise_output,
+    pad_stock_input,
+)
+
 __all__ = [
-    "PATH_HEAD",
     "PixelMLP",
     "SpectralPathClassifier",
     "SpectralPathModel",
@@ -44,44 +53,27 @@ __all__ = [
     "with_spectral_path",
 ]
 
-#: Name of the auxiliary output holding the path's own logits (the task's ``aux_loss`` key).
-PATH_HEAD = "spectral_path"
-
 
 class _SpectralPath:
     """What both wrappers share: checks, adopting the stock model's parts, splitting the input."""
 
     spectral_path: nn.Sequential
+    spec: SpectralPathSpec
     encoder_bands: int
-    spectra: int | None
-    path_logits: bool
 
-    def _adopt(
-        self,
-        model: Model,
-        stock: type,
-        in_channels: int,
-        channels: int,
-        spectra: int | None,
-        path_logits: bool,
-    ) -> int:
+    def _adopt(self, model: Model, stock: type, in_channels: int, spec: SpectralPathSpec) -> int:
         """Check the arguments, take over ``model``'s parts; returns the decoder's width."""
-        checked = [("in_channels", in_channels), ("spectral_path", channels)]
-        if spectra is not None:
-            checked.append(("spectral_path_bands", spectra))
-        for name, value in checked:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(
-                    f"{name}={value!r} must be a positive integer (spectral_path: the hidden "
-                    "width of the per-pixel path, e.g. 32; spectral_path_bands: the bands the "
-                    "datamodule appends with append_spectra; null for none)."
-                )
+        if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
+            raise ValueError(
+                f"in_channels={in_channels!r} must be a positive integer (the bands of the "
+                "encoder's input, model_args.backbone_num_bands)."
+            )
         if not isinstance(model, stock):
             raise ValueError(
                 f"{type(self).__name__} wraps a {stock.__name__}, but the factory built a "
                 f"{type(model).__name__}; remove spectral_path from model_args."
             )
-        if len(model.aux_heads):
+        if len(getattr(model, "aux_heads", ())):
             raise ValueError(
                 "spectral_path does not support auxiliary heads (aux_decoders); remove one of them."
             )
@@ -91,24 +83,17 @@ class _SpectralPath:
                 f"spectral_path needs a decoder with one output (out_channels an int), but "
                 f"{type(model.decoder).__name__} has out_channels={decoder_channels!r}."
             )
-        nn.Module.__init__(self)
         # The stock model's parts and settings (public and private), unchanged.
-        bookkeeping = set(vars(nn.Module()))
-        for name, value in vars(model).items():
-            if name not in bookkeeping:
-                object.__setattr__(self, name, value)
-        for name, module in model.named_children():
-            setattr(self, name, module)
+        adopt_stock_model(self, model, stock)
+        self.spec = spec
         self.encoder_bands = in_channels
-        self.spectra = spectra
-        self.path_logits = bool(path_logits)
         return decoder_channels
 
     def _output(self, output: torch.Tensor, path_logits: Any) -> ModelOutput:
         """The model's output, plus the path's own logits (``path_logits()``) as the auxiliary
         head :data:`PATH_HEAD` in training when asked: they are a training signal only, so
         validation, test and predict cost nothing more."""
-        if not (self.path_logits and self.training):
+        if not (self.spec.loss and self.training):
             return ModelOutput(output=output)
         return ModelOutput(output=output, auxiliary_heads={PATH_HEAD: path_logits()})
 
@@ -118,15 +103,16 @@ class _SpectralPath:
         Raises:
             ValueError: a batch whose channel count is not the routed plus appended bands.
         """
-        if self.spectra is None:
+        spectra = self.spec.bands
+        if spectra is None:
             return x, x
-        expected = self.encoder_bands + self.spectra
+        expected = self.encoder_bands + spectra
         if x.shape[1] != expected:
             raise ValueError(
                 f"The model expects {self.encoder_bands} routed bands followed by "
-                f"{self.spectra} appended spectral bands ({expected} channels), but the batch "
+                f"{spectra} appended spectral bands ({expected} channels), but the batch "
                 f"has {x.shape[1]}. Set the datamodule's append_spectra: true (and "
-                "spectral_path_bands to the scene's band count), or remove spectral_path_bands."
+                "spectral_path.bands to the scene's band count), or remove spectral_path.bands."
             )
         return x[:, : self.encoder_bands], x[:, self.encoder_bands :]
 
@@ -184,58 +170,39 @@ class SpectralPathModel(_SpectralPath, PixelWiseModel):
         model: the ``PixelWiseModel`` built by ``EncoderDecoderFactory`` (segmentation or
             regression; no auxiliary heads).
         in_channels: bands of the encoder's input.
-        channels: hidden width of the path (>= 1).
-        spectra: bands appended after the encoder's for the path alone (the datamodule's
-            ``append_spectra``); None: the path reads the encoder's input.
-        path_logits: also output the path's own logits in training (auxiliary head
-            :data:`PATH_HEAD`).
-        window: side of the neighbourhood the path's output is averaged over (odd, >= 1; 1:
-            each pixel's own). Checked against each tile size met (:func:`check_window`): a
-            window of ``2t - 1`` or more for a side of ``t`` pixels makes the path constant
-            along it and is refused; one wider than ``t`` is warned about.
+        spec: the path's settings: ``width`` (``channels`` above), ``bands`` (``spectra``;
+            None: the path reads the encoder's input), ``loss`` (also output the path's own
+            logits in training, auxiliary head :data:`PATH_HEAD`) and ``window``. The window is
+            checked against each tile size met (:func:`check_window`): ``2t - 1`` or more for a
+            side of ``t`` pixels makes the path constant along it and is refused; wider than
+            ``t`` is warned about.
     """
 
-    def __init__(
-        self,
-        model: PixelWiseModel,
-        in_channels: int,
-        channels: int,
-        spectra: int | None = None,
-        path_logits: bool = False,
-        window: int = 1,
-    ) -> None:
-        width = self._adopt(model, PixelWiseModel, in_channels, channels, spectra, path_logits)
-        if not isinstance(window, int) or isinstance(window, bool) or window < 1 or window % 2 == 0:
-            raise ValueError(
-                f"spectral_path_window={window!r} must be a positive odd integer (the side of "
-                "the neighbourhood the path's output is averaged over, e.g. 5; 1: none)."
-            )
-        self.window = window
-        self.spectral_path = PixelMLP(spectra or in_channels, channels, width)
+    def __init__(self, model: PixelWiseModel, in_channels: int, spec: SpectralPathSpec) -> None:
+        width = self._adopt(model, PixelWiseModel, in_channels, spec)
+        self.spectral_path = PixelMLP(spec.bands or in_channels, spec.width, width)
         self._checked_sizes: set[tuple[int, int]] = set()  # tile sizes check_window passed
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> ModelOutput:
         """``PixelWiseModel.forward`` with the spectral path added to the decoder's output."""
         image_size_out = self.image_size_out or kwargs.get("image_size") or tuple(x.shape[-2:])
-        if self.patch_size and self.padding is not None:
-            x = pad_images(x, self.patch_size, self.padding)
-        x, spectra = self.split_input(x)
+        x, spectra = self.split_input(pad_stock_input(self, x))
         input_size = tuple(x.shape[-2:])
         features = self.neck(self.encoder(x, **kwargs), image_size=input_size)
         decoded = self.decoder([f.clone() for f in features])
         if tuple(decoded.shape[-2:]) != input_size:
             decoded = F.interpolate(decoded, size=input_size, mode="bilinear")
         path = self.spectral_path(spectra)
-        if self.window > 1:
+        window = self.spec.window
+        if window > 1:
             size = (path.shape[-2], path.shape[-1])
             if size not in self._checked_sizes:  # once per tile size: Python ints, no sync
-                check_window(self.window, size)
+                check_window(window, size)
                 self._checked_sizes.add(size)
-            path = window_average(path, self.window)
+            path = window_average(path, window)
 
         def mask(features: torch.Tensor) -> torch.Tensor:
-            logits = self._check_for_single_channel_and_squeeze(self.head(features))
-            return center_crop(logits, image_size_out)
+            return crop_pixel_wise_output(self, self.head(features), image_size_out)
 
         return self._output(mask(decoded + path), lambda: mask(path))
 
@@ -253,23 +220,26 @@ class SpectralPathClassifier(_SpectralPath, ScalarOutputModel):
     Args:
         model: the ``ScalarOutputModel`` built by ``EncoderDecoderFactory`` (classification or
             scalar regression; no auxiliary heads).
-        in_channels, channels, spectra: as for :class:`SpectralPathModel`.
+        in_channels, spec: as for :class:`SpectralPathModel`.
+
+    Raises:
+        ValueError: ``spec.window`` other than 1 (the path reads the patch's centre pixel; the
+            patch is the neighbourhood).
     """
 
-    def __init__(
-        self,
-        model: ScalarOutputModel,
-        in_channels: int,
-        channels: int,
-        spectra: int | None = None,
-        path_logits: bool = False,
-    ) -> None:
-        width = self._adopt(model, ScalarOutputModel, in_channels, channels, spectra, path_logits)
+    def __init__(self, model: ScalarOutputModel, in_channels: int, spec: SpectralPathSpec) -> None:
+        if spec.window != 1:
+            raise ValueError(
+                f"spectral_path.window={spec.window!r} averages a segmentation model's path "
+                "over neighbouring pixels; a classification model's path reads the patch's "
+                "centre pixel only. Remove window from model_args.spectral_path."
+            )
+        width = self._adopt(model, ScalarOutputModel, in_channels, spec)
         self.spectral_path = nn.Sequential(
-            nn.Linear(spectra or in_channels, channels),
-            nn.BatchNorm1d(channels),
+            nn.Linear(spec.bands or in_channels, spec.width),
+            nn.BatchNorm1d(spec.width),
             nn.GELU(),
-            nn.Linear(channels, width),
+            nn.Linear(spec.width, width),
         )
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> ModelOutput:
@@ -277,8 +247,7 @@ class SpectralPathClassifier(_SpectralPath, ScalarOutputModel):
         x, spectra = self.split_input(x)
         # The centre of the patch as given: TerraTorch's padding extends the bottom/right only.
         path = self.spectral_path(centre(spectra))
-        if self.patch_size and self.padding is not None:
-            x = pad_images(x, self.patch_size, self.padding)
+        x = pad_stock_input(self, x)
         features = self.neck(self.encoder(x, **kwargs), image_size=tuple(x.shape[-2:]))
         decoded = self.decoder([f.clone() for f in features])
         return self._output(self.head(decoded + path), lambda: self.head(path))
@@ -320,7 +289,7 @@ def check_window(window: int, size: tuple[int, int]) -> None:
             else f"the same all along the tile's {side}"
         )
         raise ValueError(
-            f"spectral_path_window={window} on {height}x{width} tiles makes the spectral path "
+            f"spectral_path.window={window} on {height}x{width} tiles makes the spectral path "
             f"constant across them ({constant}): from every pixel, a window of {window} reaches "
             f"the whole {side} of {short} pixels ({2 * short - 1} or more does). Use a window "
             f"of at most {short} (e.g. 5), or tiles of at least {window} pixels a side "
@@ -328,7 +297,7 @@ def check_window(window: int, size: tuple[int, int]) -> None:
         )
     if window > short:
         warnings.warn(
-            f"spectral_path_window={window} is wider than the {height}x{width} tiles: every "
+            f"spectral_path.window={window} is wider than the {height}x{width} tiles: every "
             f"pixel averages the path over more than half of the tile's {side}, so it varies "
             f"little across the tile. A window of at most {short} (e.g. 5) keeps it local.",
             UserWarning,
@@ -345,25 +314,9 @@ def centre(x: torch.Tensor) -> torch.Tensor:
 
 
 def with_spectral_path(
-    model: Model,
-    in_channels: int,
-    channels: int,
-    spectra: int | None = None,
-    path_logits: bool = False,
-    window: int = 1,
+    model: Model, in_channels: int, spec: SpectralPathSpec
 ) -> SpectralPathModel | SpectralPathClassifier:
-    """The spectral-path wrapper of ``model``'s kind (pixel-wise or scalar output).
-
-    Raises:
-        ValueError: ``window`` other than 1 for a classification model (its path reads the
-            patch's centre pixel; the patch is the neighbourhood).
-    """
+    """The spectral-path wrapper of ``model``'s kind (pixel-wise or scalar output)."""
     if isinstance(model, ScalarOutputModel):
-        if window != 1:
-            raise ValueError(
-                f"spectral_path_window={window!r} averages a segmentation model's path over "
-                "neighbouring pixels; a classification model's path reads the patch's centre "
-                "pixel only. Remove spectral_path_window."
-            )
-        return SpectralPathClassifier(model, in_channels, channels, spectra, path_logits)
-    return SpectralPathModel(model, in_channels, channels, spectra, path_logits, window)
+        return SpectralPathClassifier(model, in_channels, spec)
+    return SpectralPathModel(model, in_channels, spec)

@@ -17,7 +17,7 @@ Routes:
 
 Any route can also append every input channel, z-scored (``append_spectra``): the model's
 encoder reads the routed bands and a per-pixel spectral path reads the whole spectrum
-(``model_args.spectral_path_bands``, docs/segmentation.md). The appended rows are the
+(``model_args.spectral_path.bands``, docs/segmentation.md). The appended rows are the
 ``"standardize"`` route's, so the result is still one linear map.
 """
 
@@ -148,7 +148,7 @@ class BandRoute:
             raise ValueError(
                 f"band_route {route!r} already gives every band, so append_spectra would only "
                 "repeat them: set append_spectra to false (a spectral path then reads the routed "
-                "bands; leave model_args.spectral_path_bands unset)."
+                "bands; leave model_args.spectral_path.bands unset)."
             )
         if route == "none":
             fitted = cls(route, np.zeros(channels), np.eye(channels), _numbered("band", channels))

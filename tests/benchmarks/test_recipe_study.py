@@ -42,18 +42,14 @@ def test_each_configuration_changes_one_thing(factor):
     assert base_data == {
         k: v for k, v in data.items() if k not in ("train_transform", "append_spectra")
     }
-    path = {"spectral_path": 64, "spectral_path_bands": 200}
-    assert {k: task["model_args"][k] for k in path} == path
-    refinements = {"spectral_path_loss": True}
-    assert {k: task["model_args"][k] for k in refinements} == refinements
+    path = {"width": 64, "bands": 200, "loss": True}  # the path and its own loss
+    assert task["model_args"]["spectral_path"] == path
     assert task["aux_loss"] == {"spectral_path": 1.0}
     assert task["lr_overrides"] == {"spectral_path": 1e-2}
     stock = {
         **{k: v for k, v in task.items() if k not in ("aux_loss", "lr_overrides")},
         "model_factory": "EncoderDecoderFactory",
-        "model_args": {
-            k: v for k, v in task["model_args"].items() if k not in {*path, *refinements}
-        },
+        "model_args": {k: v for k, v in task["model_args"].items() if k != "spectral_path"},
     }
     assert {k: v for k, v in base_task.items() if k != "scheduler_hparams"} == {
         k: v for k, v in stock.items() if k != "scheduler_hparams"
@@ -78,7 +74,7 @@ def test_each_configuration_changes_one_thing(factor):
         added = {
             k: v for k, v in new_task["model_args"].items() if k not in base_task["model_args"]
         }
-        assert added == {"spectral_path": 64, "spectral_path_bands": 200}
+        assert added == {"spectral_path": {"width": 64, "bands": 200}}
 
 
 def test_path_refinements_add_to_the_spectral_path_and_need_it():
@@ -87,7 +83,8 @@ def test_path_refinements_add_to_the_spectral_path_and_need_it():
         "combined", recipe, STEPS, ["spectral_path", "path_loss", "path_lr"]
     )
     _, plain = recipe_study.configure("spectral_path", recipe, STEPS, [])
-    assert path_task["model_args"] == {**plain["model_args"], "spectral_path_loss": True}
+    own_loss = {**plain["model_args"]["spectral_path"], "loss": True}
+    assert path_task["model_args"] == {**plain["model_args"], "spectral_path": own_loss}
     assert path_task["aux_loss"] == {"spectral_path": 1.0}
     assert path_task["lr_overrides"] == {"spectral_path": 1e-2}
     with pytest.raises(ValueError, match="refines the spectral path"):

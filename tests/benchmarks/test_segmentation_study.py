@@ -86,13 +86,13 @@ def test_path_refinements_change_one_thing_of_the_path_and_need_it(refinement, e
         "segmentation", config["geometry"], 3, 4, "FULL", 1e-3, spectra=5, **config["task"]
     )
     if refinement == "path_loss":
-        assert task.hparams["model_args"]["spectral_path_loss"] is True
+        assert task.hparams["model_args"]["spectral_path"]["loss"] is True
         assert task.hparams["aux_loss"] == {"spectral_path": 1.0}
     elif refinement == "path_lr":
         assert task.hparams["lr_overrides"] == {"spectral_path": 1e-2}
     else:
-        assert task.hparams["model_args"]["spectral_path_window"] == 5
-        assert task.model.window == 5
+        assert task.hparams["model_args"]["spectral_path"]["window"] == 5
+        assert task.model.spec.window == 5
 
 
 def test_joined_factors_make_every_change():

@@ -17,6 +17,7 @@ from config_helpers import (
     peft_config,
 )
 
+from terratorch_hsi_peft.models.spectral_path_spec import SpectralPathSpec
 from terratorch_hsi_peft.peft.config import PEFT_CONFIG_KEYS, PeftSpec
 
 PEFT_CALLBACKS = {
@@ -99,10 +100,13 @@ def test_model_matches_data_and_schedule_matches_epochs(name):
     if top_level.get("class_path", "").endswith("CosineAnnealingLR"):
         assert top_level["init_args"]["T_max"] == merged["trainer"]["max_epochs"]
         assert "scheduler" not in task  # the top-level block replaces the task's
+    # Every spectral path parses; it reads appended bands exactly when the data append them.
+    path = SpectralPathSpec.from_model_args(model_args)
+    assert (path is not None and path.bands is not None) == bool(data.get("append_spectra"))
     if "segmentation" in name:
         assert task["ignore_index"] == -1  # the scene datamodule's label of unused pixels
     if name.startswith("indian_pines/segmentation/"):  # the UNet formulation that generalises
-        assert model_args["spectral_path"] > 0
+        assert path is not None
         assert data["train_transform"][0]["class_path"].endswith("RandomFlipRotate")
 
 

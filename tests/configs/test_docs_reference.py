@@ -8,6 +8,7 @@ method registry (``tests/peft/test_registry.py`` keeps it current).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import re
@@ -18,6 +19,7 @@ import yaml
 from config_helpers import REPO_ROOT
 
 from terratorch_hsi_peft.backbones import spectralgpt_vit_base
+from terratorch_hsi_peft.models.spectral_path_spec import SPECTRAL_PATH_KEYS, SpectralPathSpec
 from terratorch_hsi_peft.peft.config import PEFT_CONFIG_KEYS
 
 PAGE = REPO_ROOT / "docs" / "configuration.md"
@@ -114,3 +116,14 @@ def test_backbone_options_and_defaults():
 
 def test_peft_config_keys():
     assert [row[0] for row in tables()["peft_config"]] == list(PEFT_CONFIG_KEYS)
+
+
+def test_spectral_path_keys_and_defaults():
+    rows = tables()["spectral_path"]
+    fields = dataclasses.fields(SpectralPathSpec)
+    assert [row[0] for row in rows] == [f.name for f in fields] == list(SPECTRAL_PATH_KEYS)
+    for (option, default, *_), field in zip(rows, fields, strict=True):
+        if field.default is dataclasses.MISSING:
+            assert default == "required", option
+        else:
+            assert _default(default) == field.default, option

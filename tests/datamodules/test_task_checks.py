@@ -141,13 +141,18 @@ def test_setup_reads_cli_strings_as_yaml_scalars(given, message):
 @pytest.mark.parametrize(
     ("append", "given", "message"),
     [
-        (True, {"spectral_path_bands": "5"}, None),  # a dotted override, read as YAML
-        (True, {}, r"spectral_path_bands is None but the data append 5 spectral bands"),
-        (False, {"spectral_path_bands": 5}, r"spectral_path_bands is 5 but the data append 0"),
-        (True, {"spectral_path_bands": 4}, r"set append_spectra: true and spectral_path_bands: 5"),
+        (True, {"spectral_path": {"width": 8, "bands": "5"}}, None),  # read as YAML
+        (True, {}, r"spectral_path is unset but the data append 5 spectral bands"),
+        (True, {"spectral_path": 8}, r"spectral_path.bands is None but the data append 5 "),
+        (False, {"spectral_path": {"width": 8, "bands": 5}}, r"bands is 5 but the data append 0"),
+        (
+            True,
+            {"spectral_path": {"width": 8, "bands": 4}},
+            r"set append_spectra: true and model_args.spectral_path.bands: 5 together",
+        ),
     ],
 )
-def test_appended_spectra_and_the_models_spectral_path_bands_must_agree(append, given, message):
+def test_appended_spectra_and_the_paths_bands_must_agree(append, given, message):
     dm = HyperspectralSceneDataModule(
         scene=_scene(), band_route="pca", num_components=3, append_spectra=append, tile_size=8
     )
@@ -157,13 +162,13 @@ def test_appended_spectra_and_the_models_spectral_path_bands_must_agree(append, 
 @pytest.mark.parametrize(
     ("given", "aux_loss", "message"),
     [
-        ({"spectral_path_loss": True}, {"spectral_path": 0.5}, None),
-        ({"spectral_path_loss": "true"}, {"spectral_path": 1.0}, None),  # a dotted override
+        ({"loss": True}, {"spectral_path": 0.5}, None),
+        ({"loss": "true"}, {"spectral_path": 1.0}, None),  # a dotted override
         ({}, None, None),
-        ({"spectral_path_loss": True}, None, r"set aux_loss: \{spectral_path: 1.0\}"),
-        ({"spectral_path_loss": True}, {"other": 1.0}, r"aux_loss gives them no weight"),
-        ({}, {"spectral_path": 1.0}, r"set spectral_path_loss: true"),
-        ({"spectral_path_loss": False}, {"spectral_path": 1.0}, r"spectral_path_loss is False"),
+        ({"loss": True}, None, r"set aux_loss: \{spectral_path: 1.0\}"),
+        ({"loss": True}, {"other": 1.0}, r"aux_loss gives them no weight"),
+        ({}, {"spectral_path": 1.0}, r"set model_args.spectral_path.loss: true"),
+        ({"loss": False}, {"spectral_path": 1.0}, r"spectral_path.loss is false\)"),
     ],
 )
 def test_the_paths_own_loss_is_weighted_by_the_task_or_off(given, aux_loss, message):
@@ -172,7 +177,7 @@ def test_the_paths_own_loss_is_weighted_by_the_task_or_off(given, aux_loss, mess
     dm = HyperspectralSceneDataModule(
         scene=_scene(), band_route="pca", num_components=3, append_spectra=True, tile_size=8
     )
-    model_args = {"backbone_num_bands": 3, "spectral_path_bands": 5, **given}
+    model_args = {"backbone_num_bands": 3, "spectral_path": {"width": 8, "bands": 5, **given}}
     fit_setup(dm, model_args, message, aux_loss=aux_loss)
 
 

@@ -1,4 +1,4 @@
-"""append_spectra + spectral_path_bands through the stock tasks: both formulations train, test,
+"""append_spectra + spectral_path.bands through the stock tasks: both formulations train, test,
 save the appended route in their checkpoint and predict a scene from it."""
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ BACKBONE = {
     "backbone_img_size": 8,
     "backbone_patch_size": 4,
     "num_classes": 3,
-    "spectral_path": 8,
-    "spectral_path_bands": BANDS,
+    "spectral_path": {"width": 8, "bands": BANDS},
     "peft_config": {
         "method": "KRONA",
         "peft_config_kwargs": {"target_modules": ["attn.q", "attn.v"]},

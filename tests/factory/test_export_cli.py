@@ -171,11 +171,11 @@ def test_a_run_with_a_spectral_path_is_refused_up_front(tmp_path, capsys):
     config = yaml.safe_load((REPO_ROOT / "configs/indian_pines/segmentation.yaml").read_text())
     model_args = copy.deepcopy(config["model"]["init_args"]["model_args"])
     model_args.setdefault("peft_config", {"method": "KRONA_PLUS"})
-    assert model_args["spectral_path"] == 64
+    assert model_args["spectral_path"]["width"] == 64
     run = fake_run(tmp_path / "run.ckpt", model_args)
     err = export(capsys, run, tmp_path / "merged.ckpt")
-    assert f"{run} is a run with a spectral path (model_args {{'spectral_path': 64," in err
-    assert "'spectral_path_bands': 200" in err
+    path = "{'width': 64, 'bands': 200, 'loss': True, 'window': 5}"
+    assert f"{run} is a run with a spectral path (model_args.spectral_path: {path})" in err
     assert "EncoderDecoderFactory cannot build" in err
     assert f"--ckpt_path {run}), adding the callback" in err
     assert "terratorch_hsi_peft.callbacks.MergeAdaptersForPredict" in err

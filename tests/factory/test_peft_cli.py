@@ -311,9 +311,9 @@ def test_export_replaces_an_output_only_when_asked_and_never_leaves_half_a_file(
     tmp_path, prithvi_args, prithvi_peft, monkeypatch, capsys
 ):
     """A real run: an existing output is kept unless --overwrite; an unwritable folder is named
-    with the fix and keeps no temporary file; unset spectral path arguments (spectral_path: null)
-    are dropped, so stock TerraTorch still loads the merged file without the plugin."""
-    model_args = {**prithvi_args, "spectral_path": None, "spectral_path_loss": False}
+    with the fix and keeps no temporary file; an unset spectral path (spectral_path: null) is
+    dropped, so stock TerraTorch still loads the merged file without the plugin."""
+    model_args = {**prithvi_args, "spectral_path": None}
     config = to_peft(stock_config(tmp_path / "run", model_args), prithvi_peft)
     cli = fit(config, tmp_path / "peft.yaml")
     checkpoint = Path(cli.trainer.checkpoint_callback.best_model_path)

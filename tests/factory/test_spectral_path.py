@@ -12,8 +12,10 @@ from terratorch_hsi_peft.models import (
     PEFTEncoderDecoderFactory,
     SpectralPathClassifier,
     SpectralPathModel,
+    SpectralPathSpec,
 )
-from terratorch_hsi_peft.models.spectral_path import PATH_HEAD, window_average
+from terratorch_hsi_peft.models.spectral_path import window_average
+from terratorch_hsi_peft.models.spectral_path_spec import PATH_HEAD
 
 KRONA = {"method": "KRONA", "peft_config_kwargs": {"target_modules": ["attn.q", "attn.v"]}}
 
@@ -129,9 +131,16 @@ def test_output_at_input_size_when_the_decoder_gives_another():
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"spectral_path": 0}, "must be a positive integer"),
-        ({"spectral_path": True}, "must be a positive integer"),
-        ({"spectral_path": "wide"}, "must be a positive integer"),
+        ({"spectral_path": 0}, r"spectral_path.width=0 must be a positive integer"),
+        ({"spectral_path": {"width": 0}}, r"spectral_path.width=0 must be a positive integer"),
+        ({"spectral_path": True}, r"spectral_path is True; give a mapping"),
+        ({"spectral_path": "wide"}, r"spectral_path is 'wide'; give a mapping"),
+        ({"spectral_path": {"width": 8, "size": 3}}, r"unknown keys \['size'\]"),
+        (  # the flat keys of earlier releases
+            {"spectral_path": 8, "spectral_path_window": 5},
+            r"Write instead \(and remove spectral_path_window\):\n  spectral_path: "
+            r"\{width: 8, window: 5\}",
+        ),
     ],
 )
 def test_bad_spectral_path_is_a_clear_error(changes, message):
@@ -161,8 +170,7 @@ def build_classifier(peft_config: dict | None = None, **changes):
 def test_classifier_path_reads_the_centre_pixels_appended_spectrum(peft_config, side, patch):
     model = build_classifier(
         peft_config,
-        spectral_path=8,
-        spectral_path_bands=10,
+        spectral_path={"width": 8, "bands": 10},
         backbone_img_size=side,
         backbone_patch_size=patch,
     ).eval()
@@ -198,14 +206,16 @@ def test_classifier_path_trains_beside_the_stock_parts():
     assert model.spectral_path[0].weight.grad.abs().sum() > 0
 
 
-def test_cli_string_value_is_read_as_a_number():
+def test_cli_string_values_are_read_as_yaml_scalars():
     assert isinstance(build(spectral_path="8"), SpectralPathModel)
+    given = {"width": "8", "bands": "10", "loss": "true", "window": "5"}
+    assert build(spectral_path=given).spec == SpectralPathSpec(8, 10, True, 5)
 
 
 @pytest.mark.parametrize("peft_config", [None, KRONA], ids=["full", "krona"])
 def test_appended_spectra_feed_the_path_and_routed_bands_the_encoder(peft_config):
     # 6 routed bands for the encoder, then 10 appended bands (append_spectra) for the path.
-    model = build(peft_config, spectral_path=8, spectral_path_bands=10).eval()
+    model = build(peft_config, spectral_path={"width": 8, "bands": 10}).eval()
     assert model.spectral_path[0].in_features == 10
     seen = []
     model.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
@@ -228,7 +238,7 @@ def test_appended_spectra_feed_the_path_and_routed_bands_the_encoder(peft_config
 
 
 def test_batch_without_the_appended_spectra_is_explained():
-    model = build(spectral_path=8, spectral_path_bands=10)
+    model = build(spectral_path={"width": 8, "bands": 10})
     with pytest.raises(ValueError, match=r"6 routed bands followed by 10 appended .*has 6"):
         model(torch.randn(1, 6, 16, 16))
 
@@ -236,8 +246,8 @@ def test_batch_without_the_appended_spectra_is_explained():
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"spectral_path_bands": 10}, "spectral_path is unset"),
-        ({"spectral_path": 8, "spectral_path_bands": 0}, "spectral_path_bands=0 must be"),
+        ({"spectral_path": {"bands": 10}}, r"spectral_path has no width \(\{'bands': 10\}\)"),
+        ({"spectral_path": {"width": 8, "bands": 0}}, r"spectral_path.bands=0 must be"),
     ],
 )
 def test_bad_spectral_path_bands_is_a_clear_error(changes, message):
@@ -248,7 +258,7 @@ def test_bad_spectral_path_bands_is_a_clear_error(changes, message):
 @pytest.mark.parametrize("task", ["segmentation", "classification"])
 def test_the_paths_own_logits_are_its_share_of_the_output(task):
     builder = build if task == "segmentation" else build_classifier
-    model = builder(spectral_path=8, spectral_path_loss=True)
+    model = builder(spectral_path={"width": 8, "loss": True})
     stock = builder(spectral_path=8)
     stock.load_state_dict(model.state_dict())
     x = torch.randn(4, 6, 16, 16)
@@ -271,7 +281,7 @@ def test_the_stock_task_adds_the_weighted_path_loss():
     torch.manual_seed(0)
     task = SemanticSegmentationTask(
         model_factory="PEFTEncoderDecoderFactory",
-        model_args={**UNET_ARGS, "spectral_path": 8, "spectral_path_loss": True},
+        model_args={**UNET_ARGS, "spectral_path": {"width": 8, "loss": True}},
         loss="ce",
         ignore_index=-1,
         aux_loss={PATH_HEAD: 0.5},
@@ -291,8 +301,8 @@ def test_the_stock_task_adds_the_weighted_path_loss():
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"spectral_path_loss": True}, "spectral_path is unset"),
-        ({"spectral_path": 8, "spectral_path_loss": "yes"}, "must be true or false"),
+        ({"spectral_path": {"loss": True}}, "spectral_path has no width"),
+        ({"spectral_path": {"width": 8, "loss": "yes"}}, r"loss='yes' must be true or false"),
     ],
 )
 def test_bad_spectral_path_loss_is_a_clear_error(changes, message):
@@ -301,7 +311,7 @@ def test_bad_spectral_path_loss_is_a_clear_error(changes, message):
 
 
 def test_window_averages_the_path_over_each_pixels_neighbours():
-    model = build(spectral_path=8, spectral_path_window=5).eval()
+    model = build(spectral_path={"width": 8, "window": 5}).eval()
     alone = build(spectral_path=8).eval()
     alone.load_state_dict(model.state_dict())
     for m in (model, alone):
@@ -332,11 +342,15 @@ def test_window_averages_the_path_over_each_pixels_neighbours():
 @pytest.mark.parametrize(
     ("builder", "changes", "message"),
     [
-        ("seg", {"spectral_path": 8, "spectral_path_window": 4}, "positive odd integer"),
-        ("seg", {"spectral_path": 8, "spectral_path_window": 0}, "positive odd integer"),
-        ("seg", {"spectral_path": 8, "spectral_path_window": True}, "positive odd integer"),
-        ("seg", {"spectral_path_window": 5}, "spectral_path is unset"),
-        ("cls", {"spectral_path": 8, "spectral_path_window": 5}, "centre pixel only"),
+        ("seg", {"spectral_path": {"width": 8, "window": 4}}, "window=4 must be a positive odd"),
+        ("seg", {"spectral_path": {"width": 8, "window": 0}}, "window=0 must be a positive odd"),
+        ("seg", {"spectral_path": {"width": 8, "window": True}}, "positive odd integer"),
+        ("seg", {"spectral_path": {"window": 5}}, "spectral_path has no width"),
+        (
+            "cls",
+            {"spectral_path": {"width": 8, "window": 5}},
+            r"centre pixel only. Remove window from model_args.spectral_path",
+        ),
     ],
 )
 def test_bad_spectral_path_window_is_a_clear_error(builder, changes, message):
@@ -364,20 +378,20 @@ def test_window_average_is_constant_over_a_side_exactly_from_twice_its_length(si
 @pytest.mark.parametrize(
     ("window", "size", "message"),
     [
-        (31, (16, 16), r"spectral_path_window=31 on 16x16 tiles makes the spectral path constant "
+        (31, (16, 16), r"spectral_path.window=31 on 16x16 tiles makes the spectral path constant "
          r"across them \(one value per tile\).*whole side of 16 pixels \(31 or more does\).*at "
          r"most 16.*at least 31 pixels a side"),
         (33, (16, 32), r"on 16x32 tiles .* \(the same all along the tile's height\)"),
     ],
 )  # fmt: skip
 def test_a_window_that_makes_the_path_constant_is_refused(window, size, message):
-    model = build(spectral_path=8, spectral_path_window=window).eval()
+    model = build(spectral_path={"width": 8, "window": window}).eval()
     with pytest.raises(ValueError, match=message), torch.no_grad():
         model(torch.randn(1, 6, *size))
 
 
 def test_a_window_wider_than_the_tile_is_warned_about_once_and_still_local():
-    model = build(spectral_path=8, spectral_path_window=29).eval()
+    model = build(spectral_path={"width": 8, "window": 29}).eval()
     model.decoder.register_forward_hook(lambda module, args, out: torch.zeros_like(out))
     x = torch.randn(1, 6, 16, 16)
     warned = pytest.warns(UserWarning, match=r"=29 is wider than the 16x16 tiles.*at most 16")
@@ -388,13 +402,9 @@ def test_a_window_wider_than_the_tile_is_warned_about_once_and_still_local():
         warnings.simplefilter("error")
         with torch.no_grad():
             model(x)  # the same tile size again: checked once
-        model = build(spectral_path=8, spectral_path_window=15).eval()
+        model = build(spectral_path={"width": 8, "window": 15}).eval()
         with torch.no_grad():
             model(x)  # a window no wider than the tile: no warning
-
-
-def test_window_from_the_command_line_is_read_as_a_number():
-    assert build(spectral_path=8, spectral_path_window="5").window == 5
 
 
 def test_a_checkpoint_with_the_former_batchnorm_path_is_refused_clearly():

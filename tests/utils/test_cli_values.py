@@ -88,6 +88,6 @@ def test_cli_typed_reads_every_argument_once_at_the_entry(caplog):
 
 
 def test_task_model_args_types_what_readers_of_the_task_get():
-    hparams = {"model_args": {"num_classes": "3", "spectral_path_loss": "true", "x": "null"}}
-    assert task_model_args(hparams) == {"num_classes": 3, "spectral_path_loss": True, "x": None}
+    hparams = {"model_args": {"num_classes": "3", "backbone_pretrained": "true", "x": "null"}}
+    assert task_model_args(hparams) == {"num_classes": 3, "backbone_pretrained": True, "x": None}
     assert task_model_args({}) == {} and task_model_args(None) == {}
