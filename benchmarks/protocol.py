@@ -209,9 +209,10 @@ def _path_alone(context: Context, lr: float | None) -> np.ndarray:
     kept, as the deep rows' ``ModelCheckpoint`` does.
     """
     from terratorch_hsi_peft.models.spectral_path import PixelMLP
+    from terratorch_hsi_peft.models.spectral_path_spec import SpectralPathSpec
 
     quickstart = load_experiment("quickstart")["model"]["init_args"]
-    width = quickstart["model_args"]["spectral_path"]
+    width = SpectralPathSpec.from_model_args(quickstart["model_args"]).width
     x, y = context.spectra()
     torch.manual_seed(context.draw)
     classes = context.scene.num_classes
@@ -419,7 +420,7 @@ def _quickstart(
         if method is not None:
             method_file = REPO / "configs" / "methods" / f"{method}.yaml"
             model_args["peft_config"] = yaml.safe_load(method_file.read_text())
-        drop = () if path else ("spectral_path", "spectral_path_bands", "spectral_path_loss")
+        drop = () if path else ("spectral_path",)
         task_args = {"freeze_backbone": True} if frozen else None
         return _fitload_experiment(context, "quickstart", tag, lr, model_args, drop, task_args)
 
