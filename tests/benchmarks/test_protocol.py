@@ -161,3 +161,22 @@ def test_a_deep_row_builds_the_shipped_experiment_and_chooses_on_validation(shar
     assert record["chosen"]["val_oa"] == best["val_oa"]
     assert 0 <= record["test"]["oa"] <= 100
     assert record["pixels"]["test"] == len(context.split.test)
+
+
+def test_the_docs_section_is_the_one_the_stored_runs_generate(tmp_path):
+    """Every figure of docs/results.md's protocol section comes from the stored runs file."""
+    results = protocol.REPO / "docs" / "results.md"
+    regenerated = tmp_path / "results.md"
+    regenerated.write_text(results.read_text())
+    runs = protocol.read_runs(protocol.RUNS)
+    assert sum(r["protocol"] == "spatially_disjoint" for r in runs) >= 10 * len(protocol.HEADLINE)
+    protocol_report.write_report(runs, regenerated)
+    assert regenerated.read_text() == results.read_text()
+
+
+def test_every_stored_run_chose_on_validation_and_read_test_once():
+    """Each stored run holds its candidates' validation OA and the choice is their best."""
+    for record in protocol.read_runs(protocol.RUNS):
+        best = max(c["val_oa"] for c in record["candidates"])
+        assert record["chosen"]["val_oa"] == best, (record["row"], record["draw"])
+        assert all("test" not in c for c in record["candidates"])
