@@ -223,8 +223,9 @@ def _report(results: dict[str, Any], root: Path) -> str:
     )
     return f"""
 Indian Pines, {split["protocol"]} split ({settings}): {results["train_pixels"]} training and \
-{results["test_pixels"]} test pixels. This split is spatially leaky (test pixels border training
-pixels): see docs/results.md for the spatially disjoint comparison.
+{results["test_pixels"]} test pixels.
+This split is spatially leaky (test pixels border training pixels): docs/results.md compares
+the models on spatially disjoint splits.
   {"model":<46} {"OA %":>6} {"AA %":>6} {"kappa":>7}
 {table}
 Class map: {", ".join(results["class_map"])}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -180,3 +181,22 @@ def test_every_stored_run_chose_on_validation_and_read_test_once():
         best = max(c["val_oa"] for c in record["candidates"])
         assert record["chosen"]["val_oa"] == best, (record["row"], record["draw"])
         assert all("test" not in c for c in record["candidates"])
+
+
+def test_protocol_figures_quoted_outside_results_are_in_the_generated_section():
+    """A figure quoted beside a link to the protocol section must be one the section holds."""
+    text = (protocol.REPO / "docs" / "results.md").read_text()
+    generated = text[text.index("<!-- protocol:start -->") : text.index("<!-- protocol:end -->")]
+    pages = [protocol.REPO / "README.md", *sorted((protocol.REPO / "docs").glob("*.md"))]
+    quoted = 0
+    for page in pages:
+        if page.name == "results.md":
+            continue
+        for paragraph in re.split(r"\n\s*\n|\n(?=\s*- )", page.read_text()):  # paragraphs, items
+            if "results.md#evaluation-protocol" not in paragraph:
+                continue
+            prose = re.sub(r"`[^`]*`", "", paragraph)  # code spans hold settings, not figures
+            for figure in re.findall(r"[-+]?\d+\.\d\b", prose):
+                quoted += 1
+                assert figure in generated, f"{page.name}: {figure} is not in the protocol section"
+    assert quoted >= 10  # the pages do quote it: the check is not vacuous
