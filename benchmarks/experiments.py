@@ -9,7 +9,8 @@ task, datamodule and trainer with TerraTorch's own ``build_lightning_cli`` (what
 The overrides are dotted keys (:func:`override`); :func:`encoder_size` is the one every timing
 benchmark shares (the encoder's width, depth and heads, with the layers the segmentation neck
 reads spread over the new depth as the shipped files spread them). A benchmark that times a
-model without data builds the task alone (:func:`build_model`).
+model without data builds the task alone (:func:`build_model`), one that times the data
+pipeline the datamodule alone (:func:`build_datamodule`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "EXPERIMENTS",
     "REPO",
     "build",
+    "build_datamodule",
     "build_model",
     "encoder_size",
     "load_experiment",
@@ -160,6 +162,19 @@ def build_model(config: dict[str, Any]) -> Any:
     module, _, name = model["class_path"].rpartition(".")
     task_class = getattr(importlib.import_module(module), name)
     return task_class(**model.get("init_args", {}))
+
+
+def build_datamodule(config: dict[str, Any]) -> Any:
+    """The datamodule of ``config["data"]`` alone: no task, no trainer.
+
+    For benchmarks that time the data pipeline without the experiment's model: the datamodule
+    is ``class_path(**init_args)``, the arguments as the file gives them (the plugin's
+    datamodules take the file's ``split`` and ``train_transform`` as plain dicts and lists).
+    """
+    data = config["data"]
+    module, _, name = data["class_path"].rpartition(".")
+    datamodule_class = getattr(importlib.import_module(module), name)
+    return datamodule_class(**data.get("init_args", {}))
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ import pytest
 from benchmarks.experiments import (
     DELETE,
     EXPERIMENTS,
+    build_datamodule,
     build_model,
     encoder_size,
     load_experiment,
@@ -96,3 +97,13 @@ def test_build_model_is_the_shipped_task_with_the_overrides():
     encoder = task.model.encoder
     assert len(encoder.blocks) == 2 and encoder.blocks[0].attn.q.in_features == 32
     assert task.model.spectral_path is not None  # the quickstart's path, as shipped
+
+
+def test_build_datamodule_is_the_shipped_data_with_the_overrides(tmp_path):
+    config = load_experiment("indian_pines/segmentation/full")
+    override(config, {"data.init_args.root": str(tmp_path), "data.init_args.batch_size": 3})
+    datamodule = build_datamodule(config)
+    assert type(datamodule).__name__ == "HyperspectralSceneDataModule"
+    shipped = load_experiment("indian_pines/segmentation/full")["data"]["init_args"]
+    assert (datamodule.batch_size, datamodule.tile_size) == (3, shipped["tile_size"])
+    assert datamodule.append_spectra is shipped["append_spectra"] is True
