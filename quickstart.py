@@ -152,9 +152,8 @@ def svm_baseline(
     )
     search.fit(spectra[train], classes[train])
     best_c = float(search.best_params_["svc__C"])
-    model = make_pipeline(
-        StandardScaler(), SVC(kernel="rbf", gamma="scale", C=best_c, probability=True, random_state=0)
-    )
+    svc = SVC(kernel="rbf", gamma="scale", C=best_c, probability=True, random_state=0)
+    model = make_pipeline(StandardScaler(), svc)
     model.fit(spectra[train], classes[train])
     proba = np.full((len(spectra), num_classes), 1e-6)
     proba[:, model.classes_] = np.maximum(model.predict_proba(spectra), 1e-6)
@@ -162,7 +161,7 @@ def svm_baseline(
 
 
 def smooth(logp: np.ndarray, window: int) -> np.ndarray:
-    """Average (H, W, C) class log-probabilities over each pixel's ``window x window`` neighbours."""
+    """Average (H, W, C) class log-probabilities over each pixel's ``window``-wide square."""
     from scipy.ndimage import uniform_filter
 
     return logp if window == 1 else uniform_filter(logp, size=(window, window, 1), mode="nearest")
@@ -203,6 +202,7 @@ def _cli(subcommand: str, args: list[str]) -> Any:
 def _report(results: dict[str, Any], root: Path) -> str:
     model, svm = results["spectralgpt_small_full_finetuning"], results["svm_rbf"]
     smoothed = results["svm_rbf_smoothed"]
+    window = smoothed["window"]
     split = results["split"]
     # classes_missing is a fact about the result (empty on Indian Pines; a split warns otherwise).
     shown = {k: v for k, v in split.items() if k not in ("protocol", "classes_missing")}
@@ -211,7 +211,7 @@ def _report(results: dict[str, Any], root: Path) -> str:
     rows = [
         ("SpectralGPT, small, full fine-tuning", model),
         (f"SVM (RBF, standardised spectra, C={svm['C']:g})", svm),
-        (f"SVM + {smoothed['window']} x {smoothed['window']} smoothing (k on validation)", smoothed),
+        (f"SVM + {window} x {window} smoothing (k on validation)", smoothed),
     ]
     table = "\n".join(
         f"  {name:<46} {100 * f['OA']:6.2f} {100 * f['AA']:6.2f} {f['Kappa']:7.4f}"
