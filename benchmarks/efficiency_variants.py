@@ -1,17 +1,22 @@
 """The models the efficiency benchmark compares, and one training step / inference call of each.
 
-Every variant is SpectralGPT (a :class:`SpectralGPTEncoder` with the chosen geometry) plus the
-source paper's classification head as ``configs/paper/`` builds it: the mean of the last layer's
-tokens, then an MLP (Linear -> ReLU -> dropout 0.1 -> Linear; hidden width 256, our choice).
+Every variant is the model of the shipped experiment ``configs/experiments/paper/spectralgpt_b/``
+(:data:`EXPERIMENT`): SpectralGPT plus the source paper's classification head (the mean of the
+last layer's tokens, then an MLP: Linear -> ReLU -> dropout 0.1 -> Linear, hidden width 256),
+built by TerraTorch's ``ClassificationTask`` through the plugin's factory. The overrides are the
+timed geometry's (:class:`TimedGeometry`: the encoder size, bands, input side, head width and
+classes; the full geometry is the file's own) and random weights (speed does not depend on them).
 Variants differ only in what is trained:
 
-- ``full``: every parameter;
+- ``full``: every parameter (the file ``full.yaml``);
 - ``floor``: only the head, but the input requires a gradient, so the backward runs through every
   block down to the input: the cost no adapter on every block can go below;
 - every registered method of this library (``KRONA`` ... ``LORA_PLUS``, from
-  :func:`~terratorch_hsi_peft.peft.method_names`; a new method module adds a variant): its
-  adapters on ``attn.q`` and ``attn.v`` (+ the head), with ``r = alpha = rank`` where it has them;
-- ``peft LoRA`` / ``peft LoKr``: Hugging Face ``peft`` on the same targets (+ the head).
+  :func:`~terratorch_hsi_peft.peft.method_names`; a new method module adds a variant): the
+  experiment with the method's shipped ``configs/methods/<method>.yaml`` as ``peft_config``
+  (adapters on ``attn.q`` and ``attn.v``, + the head), ``r = alpha = rank`` where it has them;
+- ``peft LoRA`` / ``peft LoKr``: Hugging Face ``peft`` on the same targets (+ the head) of the
+  ``full`` model.
 """
 
 from __future__ import annotations
@@ -19,17 +24,24 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+import yaml
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from benchmarks.hsi_models import Geometry
-from terratorch_hsi_peft.backbones.spectralgpt import SpectralGPTEncoder
+from benchmarks.experiments import (
+    REPO,
+    build_model,
+    encoder_size,
+    load_experiment,
+    override,
+    quiet,
+)
 from terratorch_hsi_peft.peft import (
     adapter_file_bytes,
-    apply_peft,
     get_method,
     merge_adapters,
     method_names,
@@ -37,18 +49,23 @@ from terratorch_hsi_peft.peft import (
 )
 
 __all__ = [
+    "EXPERIMENT",
     "FULL_GEOMETRY",
     "OURS",
     "PEFT_VARIANTS",
     "QUICK_GEOMETRY",
     "VARIANTS",
-    "Classifier",
     "TimedGeometry",
     "Variant",
     "autocast",
     "build_variant",
+    "model_config",
 ]
 
+#: The shipped experiment every variant's model is built from (plus the geometry's overrides).
+EXPERIMENT = "paper/spectralgpt_b/full"
+#: The shipped method files (the ``peft_config`` of each of this library's methods).
+METHODS = REPO / "configs" / "methods"
 TARGETS = ["attn.q", "attn.v"]
 #: This library's methods: every registered one.
 OURS = method_names()
@@ -59,14 +76,20 @@ PEFT_VARIANTS = [*OURS, "peft LoRA", "peft LoKr"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class TimedGeometry(Geometry):
-    """The benchmarks' model :class:`Geometry` plus this benchmark's synthetic batch.
+class TimedGeometry:
+    """The model's size and this benchmark's synthetic batch.
 
     Tokens per image: ``bands / 3 * (img_size / patch_size) ** 2``.
     """
 
+    embed_dim: int
+    depth: int
+    num_heads: int
+    img_size: int
+    head_dim: int
     batch: int
     rank: int  # LoRA / LoKr rank
+    patch_size: int = 8
     bands: int = 12
     classes: int = 16
 
@@ -79,12 +102,13 @@ class TimedGeometry(Geometry):
             f"{self.depth} blocks, width {self.embed_dim}, {self.num_heads} heads, {self.bands} "
             f"bands at {self.img_size}x{self.img_size} -> {self.tokens} tokens, batch "
             f"{self.batch}, {self.classes} classes, MLP head {self.embed_dim} -> {self.head_dim} "
-            f"-> {self.classes}; LoRA/LoKr rank {self.rank}"
+            f"-> {self.classes}; LoRA/LoKr rank {self.rank}; model built from "
+            f"configs/experiments/{EXPERIMENT}.yaml + overrides"
         )
 
 
 #: SpectralGPT-B on the source paper's 32x32 input (64 tokens), batch 8, and the paper's MLP head
-#: width (configs/paper/spectralgpt_b.yaml: head_dim_list [256]).
+#: width: the experiment file's own model (configs/paper/spectralgpt_b.yaml: head_dim_list [256]).
 FULL_GEOMETRY = TimedGeometry(
     embed_dim=768, depth=12, num_heads=12, img_size=32, head_dim=256, batch=8, rank=8
 )
@@ -94,33 +118,34 @@ QUICK_GEOMETRY = TimedGeometry(
 )
 
 
-class Classifier(nn.Module):
-    """SpectralGPT encoder + the source paper's head: token mean -> MLP (as ``configs/paper/``).
+def model_config(
+    geometry: TimedGeometry, method: str | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """:data:`EXPERIMENT` with the geometry's overrides; ``method``'s shipped file as peft_config.
 
-    The head is TerraTorch's ``ScalarHead(dim_list=[head_dim], dropout=0.1)`` after
-    ``AggregateTokens`` (mean): Linear -> ReLU -> Dropout -> Linear.
+    ``method``: one of :data:`OURS` (None: full fine-tuning). Its ``r`` and ``alpha`` are set to
+    ``geometry.rank`` where the method has them, so that every method is timed at one rank.
     """
-
-    def __init__(self, geometry: TimedGeometry) -> None:
-        super().__init__()
-        self.encoder = SpectralGPTEncoder(
-            num_bands=geometry.bands,
-            img_size=geometry.img_size,
-            embed_dim=geometry.embed_dim,
-            depth=geometry.depth,
-            num_heads=geometry.num_heads,
-            patch_size=geometry.patch_size,
-            out_indices=[geometry.depth - 1],
-        )
-        self.head = nn.Sequential(
-            nn.Linear(geometry.embed_dim, geometry.head_dim),
-            nn.ReLU(),
-            nn.Dropout(0.1),
-            nn.Linear(geometry.head_dim, geometry.classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x)[-1].mean(dim=1))
+    config = load_experiment(EXPERIMENT)
+    encoder_size(
+        config, geometry.embed_dim, geometry.depth, geometry.num_heads, geometry.patch_size
+    )
+    args = "model.init_args.model_args"
+    changes: dict[str, Any] = {
+        "seed_everything": seed,
+        f"{args}.backbone_pretrained": False,  # random weights: the speed does not depend on them
+        f"{args}.backbone_num_bands": geometry.bands,
+        f"{args}.backbone_img_size": geometry.img_size,
+        f"{args}.head_dim_list": [geometry.head_dim],
+        f"{args}.num_classes": geometry.classes,
+    }
+    if method is not None:
+        peft_config = yaml.safe_load((METHODS / f"{method.lower()}.yaml").read_text())
+        keys = get_method(method).options.option_names()
+        kwargs = peft_config.setdefault("peft_config_kwargs", {})
+        kwargs.update({key: geometry.rank for key in ("r", "alpha") if key in keys})
+        changes[f"{args}.peft_config"] = peft_config
+    return override(config, changes)
 
 
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
@@ -136,7 +161,8 @@ class Variant:
 
     Attributes:
         name: one of :data:`VARIANTS`.
-        model: the classifier (trainable parameters set as the variant requires).
+        model: the experiment's model (TerraTorch's ``ScalarOutputModel``; trainable
+            parameters set as the variant requires).
         optimizer: AdamW over the trainable parameters.
         images: the training batch (requires a gradient for ``floor``).
         labels: class labels of the batch.
@@ -144,7 +170,7 @@ class Variant:
     """
 
     name: str
-    model: Classifier
+    model: nn.Module
     optimizer: torch.optim.Optimizer
     images: torch.Tensor
     labels: torch.Tensor
@@ -156,7 +182,7 @@ class Variant:
         self.optimizer.zero_grad(set_to_none=True)
         self.images.grad = None
         with autocast(self.images.device, bf16):
-            logits = self.model(self.images)
+            logits = self.model(self.images).output
         F.cross_entropy(logits.float(), self.labels).backward()
         self.optimizer.step()
 
@@ -165,7 +191,7 @@ class Variant:
         """Inference on the batch (eval mode, no autograd)."""
         self.model.eval()
         with autocast(self.images.device, bf16):
-            return self.model(self.images.detach())
+            return self.model(self.images.detach()).output
 
     @contextlib.contextmanager
     def merged(self) -> Iterator[None]:
@@ -209,10 +235,15 @@ def build_variant(
     """Build ``name`` on ``device`` with weights, adapters and batch fixed by ``seed``."""
     if name not in VARIANTS:
         raise ValueError(f"Unknown variant {name!r}; use one of {VARIANTS}.")
-    torch.manual_seed(seed)
-    model = Classifier(geometry).to(device)
-    backbone_parameters = sum(p.numel() for p in model.encoder.parameters())
+    with quiet():  # the factory's adapter summary would land in the benchmark's table
+        model = build_model(model_config(geometry, name if name in OURS else None, seed)).model
+    # The encoder without adapters: the factory froze all of it but the adapters of ours.
+    backbone_parameters = sum(
+        p.numel() for p in model.encoder.parameters() if name not in OURS or not p.requires_grad
+    )
+    model = model.to(device)
     _ADAPTERS[name](model.encoder, geometry)
+    torch.manual_seed(seed)
     images = torch.randn(
         geometry.batch, geometry.bands, geometry.img_size, geometry.img_size, device=device
     )
@@ -222,16 +253,6 @@ def build_variant(
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     return Variant(name, model, optimizer, images, labels, backbone_parameters)
-
-
-def _ours(method: str) -> Callable[[nn.Module, TimedGeometry], None]:
-    def adapt(encoder: nn.Module, geometry: TimedGeometry) -> None:
-        kwargs: dict = {"target_modules": TARGETS}
-        keys = get_method(method).options.option_names()
-        kwargs.update({key: geometry.rank for key in ("r", "alpha") if key in keys})
-        apply_peft(encoder, {"method": method, "peft_config_kwargs": kwargs})
-
-    return adapt
 
 
 def _hf_peft(kind: str) -> Callable[[nn.Module, TimedGeometry], None]:
@@ -256,7 +277,7 @@ def _frozen(encoder: nn.Module, geometry: TimedGeometry) -> None:
 _ADAPTERS: dict[str, Callable[[nn.Module, TimedGeometry], None]] = {
     "full": lambda encoder, geometry: None,
     "floor": _frozen,
-    **{method: _ours(method) for method in OURS},
+    **{method: lambda encoder, geometry: None for method in OURS},  # adapted by the factory
     "peft LoRA": _hf_peft("lora"),
     "peft LoKr": _hf_peft("lokr"),
 }

@@ -4,16 +4,20 @@ Maps every one of the 145 x 145 = 21,025 pixels, end to end as a user would: bat
 from the band-routed cube by the plugin's datamodules, moved to the device, run through the
 model, and the predicted classes pasted into the (H, W) class map.
 
-- classification: one ``window x window`` patch per pixel (resized to ``img_size``),
-  ``ClassificationTask`` model, one forward sample per pixel;
-- segmentation: ``tile_size`` tiles every ``tile_size // 2`` pixels (each pixel taken from the
-  tile whose centre is nearest), ``SemanticSegmentationTask`` model with a UNet decoder and
-  the per-pixel spectral path (the accuracy grid's segmentation model).
+- classification: the quickstart's model and data (``configs/experiments/quickstart.yaml``):
+  one ``window x window`` patch per pixel (resized to ``img_size``), ``ClassificationTask``,
+  one forward sample per pixel;
+- segmentation: the shipped ``configs/experiments/indian_pines/segmentation/full.yaml``:
+  ``tile_size`` tiles every ``tile_size // 2`` pixels (each pixel taken from the tile whose
+  centre is nearest), ``SemanticSegmentationTask`` with a UNet decoder and the per-pixel
+  spectral path.
 
-Both use the same SpectralGPT encoder size (the accuracy benchmark's, random init: speed does
-not depend on the weights). Each formulation is timed at the batch size that maps fastest on
-the machine: a sweep over ``--batch-sizes`` (patches) and ``--tile-batch-sizes`` (tiles) runs
-first, the candidates of a formulation taking turns. Then the formulations take turns:
+Both are built from their experiment file (:mod:`benchmarks.experiments`, as ``terratorch``
+builds them) with the same overrides: the SpectralGPT encoder size (:class:`EncoderSize`), the
+classification input side, random weights (speed does not depend on them), the batch size.
+Each formulation is timed at the batch size that maps fastest on the machine: a sweep over
+``--batch-sizes`` (patches) and ``--tile-batch-sizes`` (tiles) runs first, the candidates of a
+formulation taking turns. Then the formulations take turns:
 ``--warmup`` untimed rounds, then ``--repeats`` timed ones, each mapping the scene once per
 formulation. The table gives the median (and min-max) pixels per second; the speed-up is the
 median over rounds of the ratio of two maps run back to back, which a change in the machine's
@@ -29,8 +33,9 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,26 +43,51 @@ import numpy as np
 import torch
 
 from benchmarks.docgen.sections import update_markdown_section
-from benchmarks.hsi_models import (
-    QUICK,
-    SMALL,
-    VIT_BASE,
-    Geometry,
-    build_task,
-    check_data_root,
-    machine_description,
-    predict_patches,
-    predict_tiles,
-    quiet_libraries,
-)
-from terratorch_hsi_peft.datamodules import (
-    HyperspectralPatchDataModule,
-    HyperspectralSceneDataModule,
-)
-from terratorch_hsi_peft.datasets import IndianPines
+from benchmarks.experiments import build, encoder_size, load_experiment, override, quiet
+from benchmarks.machine import machine_description
 from terratorch_hsi_peft.utils import atomic_write
 
 CLASSIFICATION = "classification"
+#: The shipped experiment each formulation's model and data are built from.
+EXPERIMENTS = {
+    CLASSIFICATION: "quickstart",
+    "segmentation": "indian_pines/segmentation/full",
+}
+
+
+@dataclass(frozen=True)
+class EncoderSize:
+    """The overrides both formulations share: the encoder's size and the classification input.
+
+    Attributes:
+        embed_dim, depth, num_heads: encoder width, blocks and attention heads.
+        img_size: classification input side (each pixel's patch is resized to it).
+        patch_size: spatial side of a token.
+    """
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    img_size: int
+    patch_size: int = 8
+
+    def describe(self) -> str:
+        """One line naming the encoder and where the models come from, for the report."""
+        files = " and ".join(f"configs/experiments/{name}.yaml" for name in EXPERIMENTS.values())
+        return (
+            f"SpectralGPT encoder embed_dim {self.embed_dim}, depth {self.depth}, "
+            f"{self.num_heads} heads, {self.patch_size}x{self.patch_size}x3 tubelets, "
+            f"classification patches resized to {self.img_size}x{self.img_size}; models built "
+            f"from {files} + these overrides"
+        )
+
+
+#: The encoder of the CPU accuracy grid, the released ViT-Base, and ``--quick``'s one block.
+SIZES = {
+    "small": EncoderSize(embed_dim=32, depth=2, num_heads=2, img_size=16),
+    "vit_base": EncoderSize(embed_dim=768, depth=12, num_heads=12, img_size=32),
+}
+QUICK = EncoderSize(embed_dim=16, depth=1, num_heads=2, img_size=16)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -126,60 +156,98 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--threads must be >= 1.")
     if args.warmup < 0:
         parser.error("--warmup must be >= 0.")
-    check_data_root(parser, args.data_root)
+    if not (args.data_root / "indian_pines").is_dir():
+        parser.error(
+            f"{args.data_root / 'indian_pines'} does not exist; point --data-root at the folder "
+            "holding indian_pines/Indian_pines_corrected.mat and Indian_pines_gt.mat."
+        )
     if args.quick:
         args.warmup, args.repeats, args.sweep_repeats = 0, 1, 1
     return args
 
 
+@torch.inference_mode()
 def map_scene(formulation: str, task: Any, datamodule: Any, device: torch.device) -> np.ndarray:
-    """The (H, W) class map of the whole scene (class indices)."""
-    if formulation == "classification":
-        predictions, _ = predict_patches(task, datamodule, "predict", device)
-        return predictions.reshape(datamodule.scene.shape)
-    class_map, _ = predict_tiles(task, datamodule, "predict", device)
+    """The (H, W) class map of the whole scene (class indices; -1 where nothing was pasted)."""
+    model = task.model.to(device).eval()
+    loader = datamodule.predict_dataloader()
+    if formulation == CLASSIFICATION:  # one sample per pixel, in the scene's row-major order
+        predictions = []
+        for batch in loader:
+            # The patch datamodule resizes the windows to img_size on the device.
+            batch = datamodule.on_after_batch_transfer(
+                {k: v.to(device) for k, v in batch.items()}, 0
+            )
+            predictions.append(model(batch["image"]).output.argmax(dim=1).cpu())
+        return torch.cat(predictions).numpy().reshape(datamodule.scene.shape)
+    class_map = np.full(datamodule.scene.shape, -1, dtype=np.int64)
+    start = 0
+    for batch in loader:
+        tiles = model(batch["image"].to(device)).output.argmax(dim=1).cpu()
+        datamodule.paste_predictions(class_map, list(range(start, start + len(tiles))), tiles)
+        start += len(tiles)
     return class_map
+
+
+def default_stride() -> int:
+    """The segmentation file's distance between predict tiles: half its tile side."""
+    data = load_experiment(EXPERIMENTS["segmentation"])["data"]["init_args"]
+    return data.get("inference_stride") or max(data["tile_size"] // 2, 1)
+
+
+def experiment_config(
+    formulation: str,
+    data_root: Path,
+    encoder: EncoderSize,
+    batch_size: int,
+    folder: Path,
+    inference_stride: int | None = None,
+) -> dict[str, Any]:
+    """The formulation's shipped experiment (:data:`EXPERIMENTS`) with this benchmark's overrides.
+
+    The encoder's size, the classification input side, random weights, the batch size, the
+    predict tiles' stride (segmentation; None: the file's), the data folder, and a trainer that
+    writes nothing (the benchmark maps with the task's model, without fitting).
+    """
+    config = load_experiment(EXPERIMENTS[formulation])
+    encoder_size(config, encoder.embed_dim, encoder.depth, encoder.num_heads, encoder.patch_size)
+    args = "model.init_args.model_args"
+    changes: dict[str, Any] = {
+        f"{args}.backbone_pretrained": False,
+        "data.init_args.root": str(data_root / "indian_pines"),
+        "data.init_args.batch_size": batch_size,
+        "trainer.default_root_dir": str(folder),
+        "trainer.logger": False,
+        "trainer.callbacks": [],
+    }
+    if formulation == CLASSIFICATION:
+        changes[f"{args}.backbone_img_size"] = encoder.img_size
+        changes["data.init_args.img_size"] = encoder.img_size
+    elif inference_stride is not None:
+        changes["data.init_args.inference_stride"] = inference_stride
+    return override(config, changes)
 
 
 def prepare(
     formulation: str,
-    scene: IndianPines,
-    geometry: Geometry,
+    data_root: Path,
+    encoder: EncoderSize,
     batch_size: int,
     inference_stride: int | None = None,
 ) -> tuple[Any, Any]:
     """The (task, datamodule) of one formulation, band route fitted, ready to map.
 
-    ``batch_size``: patches or tiles per batch. ``inference_stride``: distance between predict
-    tiles (segmentation; None: the default).
+    Built by TerraTorch's CLI from :func:`experiment_config`. ``batch_size``: patches or tiles
+    per batch. ``inference_stride``: distance between predict tiles (segmentation; None: the
+    default).
     """
-    if formulation == "classification":
-        datamodule = HyperspectralPatchDataModule(
-            scene=scene,
-            batch_size=batch_size,
-            patch_size=geometry.window,
-            img_size=geometry.img_size,
+    with tempfile.TemporaryDirectory() as folder, quiet():
+        config = experiment_config(
+            formulation, data_root, encoder, batch_size, Path(folder), inference_stride
         )
-    else:
-        datamodule = HyperspectralSceneDataModule(
-            scene=scene,
-            batch_size=batch_size,
-            tile_size=geometry.tile_size,
-            append_spectra=bool(geometry.full_spectrum),
-            inference_stride=inference_stride,
-        )
-    torch.manual_seed(0)
-    task = build_task(
-        formulation,
-        geometry,
-        datamodule.num_bands,
-        datamodule.num_classes,
-        "FULL",
-        1e-3,
-        spectra=datamodule.num_spectra,
-    )
-    datamodule.routed_cube()  # the band route is fitted once, before any timing
-    return task, datamodule
+        cli = build(config, Path(folder))
+    cli.datamodule.routed_cube()  # the band route is fitted once, before any timing
+    return cli.model, cli.datamodule
 
 
 def timed_map(formulation: str, task: Any, datamodule: Any, device: torch.device) -> float:
@@ -196,20 +264,20 @@ def timed_map(formulation: str, task: Any, datamodule: Any, device: torch.device
     return seconds
 
 
-def routes(geometry: Geometry, args: argparse.Namespace) -> dict[str, tuple[str, int | None]]:
+def routes(args: argparse.Namespace) -> dict[str, tuple[str, int | None]]:
     """The rows to time: label -> (formulation, inference stride)."""
     rows: dict[str, tuple[str, int | None]] = {
         CLASSIFICATION: (CLASSIFICATION, None),
         "segmentation": ("segmentation", None),
     }
     for stride in args.extra_inference_strides:
-        if stride != geometry.tile_size // 2:
+        if stride != default_stride():
             rows[f"segmentation, stride {stride}"] = ("segmentation", stride)
     return rows
 
 
 def sweep_batch_sizes(
-    scene: IndianPines, geometry: Geometry, args: argparse.Namespace, device: torch.device
+    data_root: Path, encoder: EncoderSize, args: argparse.Namespace, device: torch.device
 ) -> dict[str, dict[int, float]]:
     """Median seconds per map of each formulation at each candidate batch size.
 
@@ -221,7 +289,7 @@ def sweep_batch_sizes(
     for formulation, sizes in candidates.items():
         if len(sizes) == 1:
             continue
-        prepared = {size: prepare(formulation, scene, geometry, size) for size in sizes}
+        prepared = {size: prepare(formulation, data_root, encoder, size) for size in sizes}
         seconds: dict[int, list[float]] = {size: [] for size in sizes}
         for index in range(1 + args.sweep_repeats):
             for size, (task, datamodule) in prepared.items():
@@ -253,8 +321,8 @@ def sweep_sentence(sweep: dict[str, dict[int, float]], picks: dict[str, int]) ->
 
 
 def time_formulations(
-    scene: IndianPines,
-    geometry: Geometry,
+    data_root: Path,
+    encoder: EncoderSize,
     args: argparse.Namespace,
     device: torch.device,
     batch_sizes: dict[str, int],
@@ -271,9 +339,9 @@ def time_formulations(
     prepared = {
         label: (
             formulation,
-            *prepare(formulation, scene, geometry, batch_sizes[formulation], stride),
+            *prepare(formulation, data_root, encoder, batch_sizes[formulation], stride),
         )
-        for label, (formulation, stride) in routes(geometry, args).items()
+        for label, (formulation, stride) in routes(args).items()
     }
     seconds: dict[str, list[float]] = {label: [] for label in prepared}
     for index in range(args.warmup + args.repeats):
@@ -281,12 +349,12 @@ def time_formulations(
             elapsed = timed_map(formulation, task, datamodule, device)
             if index >= args.warmup:
                 seconds[label].append(elapsed)
-    pixels = scene.shape[0] * scene.shape[1]
     results = []
     for label, (formulation, _, datamodule) in prepared.items():
+        pixels = datamodule.scene.shape[0] * datamodule.scene.shape[1]
         rates = [pixels / s for s in seconds[label]]
         classifying = formulation == CLASSIFICATION
-        size = geometry.img_size if classifying else geometry.tile_size
+        size = datamodule.img_size if classifying else datamodule.tile_size
         results.append(
             {
                 "formulation": label,
@@ -349,7 +417,7 @@ def speedup_sentences(ratios: dict[str, list[float]], results: list[dict[str, An
 
 def results_section(
     args: argparse.Namespace,
-    geometry: Geometry,
+    encoder: EncoderSize,
     results: list[dict[str, Any]],
     ratios: dict[str, list[float]],
     command: str,
@@ -364,11 +432,11 @@ def results_section(
             "",
             f"- Command: `{command}`",
             f"- Machine: {machine_description()}",
-            f"- Encoder: {geometry.describe()} (same encoder in both formulations; random "
+            f"- Encoder: {encoder.describe()} (same encoder in both formulations; random "
             "weights, which do not change the speed).",
             f"- Batches: {picks[CLASSIFICATION]} patches (classification), "
             f"{picks['segmentation']} tiles (segmentation: predict tiles every "
-            f"{geometry.tile_size // 2} pixels, the default, unless the row says otherwise)"
+            f"{default_stride()} pixels, the default, unless the row says otherwise)"
             + (
                 ", each formulation's fastest in a sweep run first, its candidates taking "
                 f"turns ({args.sweep_repeats} timed maps each; median seconds per map: "
@@ -391,17 +459,15 @@ def results_section(
 def main(argv: list[str] | None = None) -> int:
     """Time both formulations, print the table, write the optional JSON and Markdown section."""
     args = parse_args(argv)
-    quiet_libraries()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    geometry = QUICK if args.quick else {"small": SMALL, "vit_base": VIT_BASE}[args.geometry]
-    scene = IndianPines(args.data_root / "indian_pines")
-    sweep = sweep_batch_sizes(scene, geometry, args, device)
+    encoder = QUICK if args.quick else SIZES[args.geometry]
+    sweep = sweep_batch_sizes(args.data_root, encoder, args, device)
     picks = fastest(sweep, args)
     if sweep:
         print(f"Batch-size sweep, median seconds per map: {sweep_sentence(sweep, picks)}")
-    results, ratios = time_formulations(scene, geometry, args, device, picks)
+    results, ratios = time_formulations(args.data_root, encoder, args, device, picks)
     table = markdown_table(results)
     print(table, flush=True)
     print(speedup_sentences(ratios, results), flush=True)
@@ -412,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
         payload = {
             "command": command,
             "machine": machine_description(),
-            "geometry": asdict(geometry),
+            "geometry": asdict(encoder),
+            "experiments": {k: f"configs/experiments/{v}.yaml" for k, v in EXPERIMENTS.items()},
             "results": results,
             "speedup_per_round": ratios,
             "batch_size_sweep_median_seconds": sweep,
@@ -420,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_write(args.json, "w") as f:
             json.dump(payload, f, indent=1)
     if args.results_md is not None:
-        body = results_section(args, geometry, results, ratios, command, sweep, picks)
+        body = results_section(args, encoder, results, ratios, command, sweep, picks)
         update_markdown_section(args.results_md, "scene-mapping", "## Scene mapping", body)
     return 0
 

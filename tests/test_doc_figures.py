@@ -6,6 +6,7 @@ must equal its output, and the figures quoted in prose elsewhere must equal the 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -64,4 +65,26 @@ def test_quickstart_split_and_step_count_are_the_configs(shared_data):
     assert f"seed 0 ({train:,} pixels)" in quickstart
     assert f"on the other {test:,} labelled pixels" in quickstart
     assert f"{train} training and {test} test pixels" in quickstart  # the sample output
-    assert f"{steps} steps: {batches} batches x {epochs} epochs" in flat("docs/results.md")
+    assert f"{steps} steps: {batches} batches x {epochs} epochs" in quickstart
+
+
+def test_quickstart_figures_quoted_are_the_stored_run():
+    """The README's table and docs/quickstart.md's sample output come from one stored run."""
+    run = json.loads((REPO_ROOT / "benchmarks/results/quickstart_results.json").read_text())
+    assert run["split"]["protocol"] == "per_class"
+    rows = {
+        "spectralgpt_small_full_finetuning": "SpectralGPT, small",
+        "svm_rbf": "SVM, RBF on standardised spectra",
+        "svm_rbf_smoothed": f"SVM + {run['svm_rbf_smoothed']['window']} x",
+    }
+    readme = (REPO_ROOT / "README.md").read_text().splitlines()
+    sample = flat("docs/quickstart.md")
+    for key, start in rows.items():
+        figures = run[key]
+        oa, aa, kappa = 100 * figures["OA"], 100 * figures["AA"], figures["Kappa"]
+        line = next(row for row in readme if row.startswith(f"| {start}"))
+        assert line.endswith(f"| {oa:.2f}% | {aa:.2f}% | {kappa:.4f} |"), line
+        assert f"{oa:.2f} {aa:.2f} {kappa:.4f}" in sample, key
+    # Wherever the per-class figure is quoted, the leak is said and SVM + smoothing is beside it.
+    assert "This split is spatially leaky" in flat("README.md")
+    assert "spatially leaky" in sample

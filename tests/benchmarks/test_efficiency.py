@@ -20,7 +20,15 @@ from benchmarks.efficiency_measure import (
     round_robin,
 )
 from benchmarks.efficiency_report import LABELS
-from benchmarks.efficiency_variants import PEFT_VARIANTS, QUICK_GEOMETRY, VARIANTS, build_variant
+from benchmarks.efficiency_variants import (
+    EXPERIMENT,
+    PEFT_VARIANTS,
+    QUICK_GEOMETRY,
+    VARIANTS,
+    build_variant,
+    model_config,
+)
+from benchmarks.experiments import load_experiment
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -219,3 +227,36 @@ def test_loha_is_an_efficiency_benchmark_variant():
     with variant.merged():
         merged = variant.predict(bf16=False)
     torch.testing.assert_close(merged, variant.predict(bf16=False), rtol=1e-4, atol=1e-5)
+
+
+def test_variants_are_the_shipped_experiment_with_the_geometrys_overrides():
+    """The timed model is configs/experiments/paper/spectralgpt_b/full.yaml + overrides only."""
+    geometry = QUICK_GEOMETRY
+    shipped = load_experiment(EXPERIMENT)["model"]["init_args"]
+    config = model_config(geometry, "LORA")["model"]["init_args"]
+    overridden = {
+        "backbone_pretrained": False,
+        "backbone_embed_dim": geometry.embed_dim,
+        "backbone_depth": geometry.depth,
+        "backbone_num_heads": geometry.num_heads,
+        "backbone_patch_size": geometry.patch_size,
+        "backbone_num_bands": geometry.bands,
+        "backbone_img_size": geometry.img_size,
+        "head_dim_list": [geometry.head_dim],
+        "num_classes": geometry.classes,
+    }
+    args = config.pop("model_args")
+    peft_config = args.pop("peft_config")
+    assert args == {**shipped.pop("model_args"), **overridden}
+    assert config == shipped  # the task's own settings are the file's
+    # The method's shipped file, at the geometry's rank.
+    assert peft_config["method"] == "LORA" and peft_config["backend"] == "plugin"
+    assert peft_config["peft_config_kwargs"] == {
+        "target_modules": ["attn.q", "attn.v"],
+        "r": geometry.rank,
+        "alpha": geometry.rank,
+    }
+    model = build_variant("LORA", geometry, torch.device("cpu")).model
+    assert type(model).__name__ == "ScalarOutputModel"
+    layers = [type(m).__name__ for m in model.head.modules() if not list(m.children())]
+    assert layers == ["Linear", "ReLU", "Dropout", "Linear"]  # the paper's MLP head

@@ -66,7 +66,7 @@ def helps() -> dict[str, dict]:
 
 
 def test_the_studies_are_found():
-    assert {"benchmarks.accuracy", "benchmarks.efficiency", "benchmarks.docgen.methods"} <= set(
+    assert {"benchmarks.protocol", "benchmarks.efficiency", "benchmarks.docgen.methods"} <= set(
         MODULES
     )
 
@@ -92,5 +92,5 @@ def test_no_core_test_imports_a_study():
         and study_import.search(path.read_text())
     ]
     assert offenders == []
-    assert study_import.search("from benchmarks import accuracy")
+    assert study_import.search("from benchmarks import protocol")
     assert not study_import.search("from benchmarks.docgen import figures")

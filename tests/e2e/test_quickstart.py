@@ -33,12 +33,17 @@ def test_quickstart_one_epoch(tmp_path, monkeypatch, shared_data, capsys):
     assert saved == results
     # 10% of each class, a tenth of it held out for validation (102 pixels).
     assert (results["train_pixels"], results["test_pixels"]) == (928, 9219)
+    assert results["val_pixels"] == 102
     model, svm = results["spectralgpt_small_full_finetuning"], results["svm_rbf"]
+    smoothed = results["svm_rbf_smoothed"]
     assert 1 / 16 < model["OA"] <= 1  # one epoch: better than chance, not yet good
     # The SVM on standardised spectra lands near the literature's ~80% OA on this split.
     assert 0.77 < svm["OA"] < 0.83 and svm["C"] in quickstart.SVM_C_GRID
-    for figures in (model, svm):
+    # Smoothing, its window chosen on the validation pixels, helps on this leaky split.
+    assert smoothed["window"] in quickstart.SMOOTHING_WINDOWS and smoothed["OA"] > svm["OA"]
+    for figures in (model, svm, smoothed):
         assert f"{100 * figures['OA']:6.2f}" in printed
+    assert "spatially leaky" in printed
     assert "terratorch fit -c configs/experiments/indian_pines/classification/krona_plus.yaml" in (
         printed
     )
@@ -71,10 +76,33 @@ def test_svm_baseline_fits_on_training_pixels_only():
     classes = np.repeat([0, 1], 60)
     train = np.arange(0, 120, 2)
     test = np.arange(1, 120, 2)
-    predicted, c = quickstart.svm_baseline(spectra, classes, train, test)
-    assert c in quickstart.SVM_C_GRID
+    logp, c = quickstart.svm_baseline(spectra, classes, train, num_classes=3)
+    assert c in quickstart.SVM_C_GRID and logp.shape == (120, 3)
+    np.testing.assert_allclose(np.exp(logp[:, 2]), 1e-6)  # a class with no training pixel
+    predicted = logp.argmax(1)[test]
     assert (predicted == classes[test]).mean() > 0.95
     poisoned = classes.copy()
     poisoned[test] = 1 - poisoned[test]  # wrong test labels must not matter
-    again, _ = quickstart.svm_baseline(spectra, poisoned, train, test)
-    np.testing.assert_array_equal(again, predicted)
+    again, _ = quickstart.svm_baseline(spectra, poisoned, train, num_classes=3)
+    np.testing.assert_array_equal(again, logp)
+
+
+def test_smoothing_window_is_chosen_on_validation_pixels_only():
+    # Left half class 0, right half class 1; per-pixel predictions carry isolated errors that
+    # a 3 x 3 average removes. Validation pixels decide; test labels play no part.
+    rng = np.random.default_rng(0)
+    truth = np.zeros((20, 20), dtype=int)
+    truth[:, 10:] = 1
+    logp = np.log(np.where(np.eye(2)[truth] > 0, 0.9, 0.1))
+    noisy = rng.random((20, 20)) < 0.1
+    logp[noisy] = logp[noisy][:, ::-1]
+    classes = truth.ravel()
+    val = np.arange(0, 400, 3)
+    window = quickstart.choose_window(logp, classes, val)
+    assert window > 1
+    smoothed = quickstart.smooth(logp, 3)
+    # The 3 x 3 mean of a float64 reference, away from the border.
+    reference = np.mean([logp[4 + dy, 5 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], 0)
+    np.testing.assert_allclose(smoothed[4, 5], reference)
+    with pytest.raises(SystemExit, match="no validation pixels"):
+        quickstart.choose_window(logp, classes, np.array([], dtype=int))
