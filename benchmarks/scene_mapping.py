@@ -82,7 +82,7 @@ class EncoderSize:
         )
 
 
-#: The encoder of the CPU accuracy grid, the released ViT-Base, and ``--quick``'s one block.
+#: A small CPU encoder, the released ViT-Base, and ``--quick``'s one block.
 SIZES = {
     "small": EncoderSize(embed_dim=32, depth=2, num_heads=2, img_size=16),
     "vit_base": EncoderSize(embed_dim=768, depth=12, num_heads=12, img_size=32),
@@ -102,7 +102,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--geometry",
         choices=("small", "vit_base"),
         default="small",
-        help="encoder size: the accuracy grid's (small) or the released ViT-Base",
+        help="encoder size: a small CPU one (width 32, 2 blocks) or the released ViT-Base",
     )
     parser.add_argument(
         "--batch-sizes",
