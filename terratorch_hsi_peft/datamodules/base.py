@@ -23,7 +23,7 @@ from terratorch_hsi_peft.datamodules.checks import (
     check_prediction_writer,
     check_task_kind,
 )
-from terratorch_hsi_peft.datamodules.loaders import batch_loader, validation_loader
+from terratorch_hsi_peft.datamodules.loaders import batch_loader, skip_validation
 from terratorch_hsi_peft.datamodules.scene_state import RouteOptions, SceneState
 from terratorch_hsi_peft.datamodules.source import SceneLoader
 from terratorch_hsi_peft.datasets import HyperspectralScene, Split
@@ -247,6 +247,15 @@ class HyperspectralDataModule(LightningDataModule):
         module = self.trainer.lightning_module if self.trainer is not None else None
         if module is not None:
             self._check_task(module)
+        # Drawing the split here changes nothing: a checkpoint's split, restored after setup,
+        # still replaces it.
+        if stage == "fit" and len(self.split.val) == 0:
+            skip_validation(
+                self.trainer,
+                type(self).__name__,
+                f"the split holds no validation pixels ({self.split.protocol}, "
+                f"{_validation_setting(self.split)})",
+            )
         if stage == "predict" and self.trainer is not None:
             check_prediction_writer(self.trainer, type(self).__name__)
 
@@ -342,9 +351,9 @@ class HyperspectralDataModule(LightningDataModule):
         """Batches around training pixels, reshuffled every epoch."""
         return batch_loader(self._dataset("train"), self.batch_size, self.num_workers, True)
 
-    def val_dataloader(self) -> torch.utils.data.DataLoader | list:
-        """Batches around validation pixels; none (``[]``, the loop is skipped) without them."""
-        return validation_loader(self._dataset("val"), self.batch_size, self.num_workers)
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        """Batches around validation pixels (a fit skips validation when the split has none)."""
+        return batch_loader(self._dataset("val"), self.batch_size, self.num_workers)
 
     def test_dataloader(self) -> torch.utils.data.DataLoader:
         """Batches around test pixels."""
@@ -389,6 +398,12 @@ class HyperspectralDataModule(LightningDataModule):
             ValueError: the state is not one this datamodule writes (damaged or foreign).
         """
         self.scene_state.load_state_dict(state_dict)
+
+
+def _validation_setting(split: Split) -> str:
+    """The split parameter that sets its validation share, as a config would write it."""
+    key = "val_fraction" if split.protocol == "spatially_disjoint" else "val_size"
+    return f"{key}: {split.params.get(key)}"
 
 
 def _is_int(value: Any) -> bool:

@@ -11,8 +11,9 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 
-__all__ = ["Interpolation", "batch_loader", "resize_windows", "validation_loader"]
+__all__ = ["Interpolation", "batch_loader", "resize_windows", "skip_validation"]
 
 #: Resize modes of the windows.
 Interpolation = Literal["bilinear", "bicubic", "nearest"]
@@ -42,15 +43,22 @@ def batch_loader(
     )
 
 
-def validation_loader(
-    dataset: torch.utils.data.Dataset, batch_size: int, num_workers: int
-) -> torch.utils.data.DataLoader | list:
-    """:func:`batch_loader` of the validation samples, or no loader (``[]``) when there are
-    none (``val_size: 0``, ``val_fraction: 0``): Lightning then skips the validation loop
-    quietly, where an empty loader makes it warn that the loader's length is zero."""
-    if len(dataset) == 0:
-        return []
-    return batch_loader(dataset, batch_size, num_workers)
+def skip_validation(trainer: Any, owner: str, reason: str) -> None:
+    """Turn the trainer's validation loop off for data without validation samples.
+
+    Lightning would otherwise run it on an empty loader and warn that the loader's length is
+    zero (an empty list instead of a loader warns the same); ``limit_val_batches: 0`` is its
+    own way to train without validation. Called from ``setup("fit")``, before any loop runs.
+
+    Args:
+        trainer: the attached trainer (``None``: nothing to do).
+        owner: the datamodule's name, for the console line.
+        reason: why there is nothing to validate on (the setting that says so).
+    """
+    if trainer is None or trainer.limit_val_batches == 0:
+        return
+    trainer.limit_val_batches = 0
+    rank_zero_info(f"{owner}: {reason}, so the validation loop is skipped.")
 
 
 def resize_windows(

@@ -12,11 +12,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 
 from terratorch_hsi_peft.datamodules.checks import check_model_args
-from terratorch_hsi_peft.datamodules.loaders import (
-    batch_loader,
-    resize_windows,
-    validation_loader,
-)
+from terratorch_hsi_peft.datamodules.loaders import batch_loader, resize_windows, skip_validation
 from terratorch_hsi_peft.datamodules.scene import tile_grid
 from terratorch_hsi_peft.datamodules.scene_state import RouteOptions, SceneState
 from terratorch_hsi_peft.datamodules.source import SceneLoader
@@ -330,7 +326,8 @@ class HyperspectralPretrainDataModule(LightningDataModule):
                 source.scene  # noqa: B018 - loading fetches and verifies missing files
 
     def setup(self, stage: str) -> None:
-        """Check the attached task's ``model_args.num_bands`` and ``img_size`` against the data."""
+        """Check the attached task's ``model_args.num_bands`` and ``img_size`` against the data;
+        a fit without validation windows (``val_fraction: 0``) skips the validation loop."""
         if stage not in ("fit", "validate"):
             raise ValueError(
                 f"HyperspectralPretrainDataModule serves unlabelled windows for fit/validate, "
@@ -342,6 +339,8 @@ class HyperspectralPretrainDataModule(LightningDataModule):
             {"num_bands": self.num_bands, "img_size": self.img_size},
             f"band_route {self.band_route!r}, img_size {self.img_size}",
         )
+        if stage == "fit" and self.val_fraction == 0:
+            skip_validation(self.trainer, type(self).__name__, "val_fraction is 0")
 
     # -- routes, cubes and windows ------------------------------------------------------------
 
@@ -423,9 +422,9 @@ class HyperspectralPretrainDataModule(LightningDataModule):
         """Training windows, reshuffled every epoch."""
         return batch_loader(self._dataset("train"), self.batch_size, self.num_workers, True)
 
-    def val_dataloader(self) -> torch.utils.data.DataLoader | list:
-        """Held-out windows; none (``[]``, the loop is skipped) when ``val_fraction`` is 0."""
-        return validation_loader(self._dataset("val"), self.batch_size, self.num_workers)
+    def val_dataloader(self) -> torch.utils.data.DataLoader:
+        """Held-out windows (a fit skips validation when ``val_fraction`` is 0)."""
+        return batch_loader(self._dataset("val"), self.batch_size, self.num_workers)
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict:
         """Resize the windows to ``img_size`` on the device the batch now lives on."""
