@@ -51,11 +51,12 @@ def skip_validation(trainer: Any, owner: str, reason: str) -> None:
     own way to train without validation. Called from ``setup("fit")``, before any loop runs.
 
     Args:
-        trainer: the attached trainer (``None``: nothing to do).
+        trainer: the attached trainer (``None``, or a stand-in without ``limit_val_batches``:
+            nothing to do).
         owner: the datamodule's name, for the console line.
         reason: why there is nothing to validate on (the setting that says so).
     """
-    if trainer is None or trainer.limit_val_batches == 0:
+    if getattr(trainer, "limit_val_batches", 0) == 0:
         return
     trainer.limit_val_batches = 0
     rank_zero_info(f"{owner}: {reason}, so the validation loop is skipped.")
