@@ -16,7 +16,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import yaml
 from terratorch_cli import terratorch
+from tiny_task import MODEL_ARGS
 
 from terratorch_hsi_peft.datamodules import (
     HyperspectralPatchDataModule,
@@ -26,46 +28,51 @@ from terratorch_hsi_peft.datamodules import (
 from terratorch_hsi_peft.datamodules.scene_state import VALIDATION_SHARE
 from terratorch_hsi_peft.datasets import HyperspectralScene, make_split
 
-CONFIG = """\
-seed_everything: 0
-trainer:
-  accelerator: cpu
-  devices: 1
-  max_epochs: 1
-  num_sanity_val_steps: 0
-  enable_progress_bar: false
-  enable_model_summary: false
-  logger:
-    class_path: lightning.pytorch.loggers.CSVLogger
-    init_args: {{save_dir: {folder}/logs, name: run, version: 0}}
-  default_root_dir: {folder}/run
-data:
-  class_path: terratorch_hsi_peft.datamodules.HyperspectralPatchDataModule
-  init_args:
-    scene: generic
-    root: {folder}
-    scene_options: {{image_path: cube.npy, label_path: labels.npy, name: synthetic}}
-    split: {split}
-    band_route: pca
-    num_components: 3
-    patch_size: 3
-    img_size: 8
-    batch_size: 512
-model:
-  class_path: terratorch.tasks.ClassificationTask
-  init_args:
-    model_factory: EncoderDecoderFactory
-    model_args:
-      backbone: spectralgpt_vit_base
-      backbone_depth: 1
-      backbone_embed_dim: 16
-      backbone_num_heads: 2
-      backbone_num_bands: 3
-      backbone_img_size: 8
-      backbone_out_indices: [-1]
-      decoder: IdentityDecoder
-      num_classes: 3
-"""
+
+def _config(folder: Path, split: dict) -> dict:
+    """A user's own config: a one-epoch CPU fit of the tiny model on a synthetic scene."""
+    return {
+        "seed_everything": 0,
+        "trainer": {
+            "accelerator": "cpu",
+            "devices": 1,
+            "max_epochs": 1,
+            "num_sanity_val_steps": 0,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": f"{folder}/logs", "name": "run", "version": 0},
+            },
+            "default_root_dir": f"{folder}/run",
+        },
+        "data": {
+            "class_path": "terratorch_hsi_peft.datamodules.HyperspectralPatchDataModule",
+            "init_args": {
+                "scene": "generic",
+                "root": str(folder),
+                "scene_options": {
+                    "image_path": "cube.npy",
+                    "label_path": "labels.npy",
+                    "name": "synthetic",
+                },
+                "split": split,
+                "band_route": "pca",
+                "num_components": 3,
+                "patch_size": 3,
+                "img_size": 8,
+                "batch_size": 512,
+            },
+        },
+        "model": {
+            "class_path": "terratorch.tasks.ClassificationTask",
+            "init_args": {
+                "model_factory": "EncoderDecoderFactory",
+                "model_args": {**MODEL_ARGS, "backbone_num_bands": 3},
+            },
+        },
+    }
+
 
 EMPTY_LOADER = "across ranks is zero"
 
@@ -74,13 +81,13 @@ def _labels(size: int = 24) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 4, size=(size, size))
 
 
-def _fit(folder: Path, split: str) -> tuple[str, list[dict[str, str]], dict]:
+def _fit(folder: Path, split: dict) -> tuple[str, list[dict[str, str]], dict]:
     """A one-epoch fit of a user's config; its output, logged rows and datamodule state."""
     labels = _labels()
     np.save(folder / "cube.npy", np.random.default_rng(1).normal(size=(*labels.shape, 5)))
     np.save(folder / "labels.npy", labels)
     config = folder / "config.yaml"
-    config.write_text(CONFIG.format(folder=folder, split=split))
+    config.write_text(yaml.safe_dump(_config(folder, split)))
     output = terratorch(["fit", "-c", config], warnings="default")
     with open(folder / "logs/run/version_0/metrics.csv") as file:
         rows = list(csv.DictReader(file))
@@ -91,7 +98,7 @@ def _fit(folder: Path, split: str) -> tuple[str, list[dict[str, str]], dict]:
 
 @pytest.mark.slow  # runs the terratorch command twice (about 30 s each)
 def test_a_user_config_without_val_size_validates_without_the_empty_loader_warning(tmp_path):
-    output, rows, state = _fit(tmp_path, "{protocol: per_class, seed: 0, train_size: 0.3}")
+    output, rows, state = _fit(tmp_path, {"protocol": "per_class", "seed": 0, "train_size": 0.3})
     assert EMPTY_LOADER not in output
     expected = make_split(_labels(), "per_class", 0, train_size=0.3, val_size=0.1)
     assert torch.equal(state["split"]["val"], torch.from_numpy(expected.val))
@@ -102,7 +109,7 @@ def test_a_user_config_without_val_size_validates_without_the_empty_loader_warni
 
 @pytest.mark.slow
 def test_val_size_zero_skips_the_validation_loop_quietly(tmp_path):
-    split = "{protocol: per_class, seed: 0, train_size: 0.3, val_size: 0}"
+    split = {"protocol": "per_class", "seed": 0, "train_size": 0.3, "val_size": 0}
     output, rows, state = _fit(tmp_path, split)
     assert EMPTY_LOADER not in output
     assert len(state["split"]["val"]) == 0
