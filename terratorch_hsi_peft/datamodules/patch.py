@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from terratorch_hsi_peft.datamodules.base import HyperspectralDataModule
+from terratorch_hsi_peft.datamodules.loaders import Interpolation, resize_windows
 from terratorch_hsi_peft.datamodules.windows import gather_windows, pixel_major
 
 __all__ = ["HyperspectralPatchDataModule", "PixelPatchDataset"]
@@ -112,7 +113,7 @@ class HyperspectralPatchDataModule(HyperspectralDataModule):
         *,
         patch_size: int = 9,
         img_size: int = 32,
-        interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear",
+        interpolation: Interpolation = "bilinear",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -130,11 +131,9 @@ class HyperspectralPatchDataModule(HyperspectralDataModule):
         self._padded: torch.Tensor | None = None
         self._padded_source: torch.Tensor | None = None
 
-    def _split_defaults(self, protocol: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _split_defaults(self, protocol: str) -> dict[str, Any]:
         # The leak buffer of a spatially disjoint split must match the windows the model sees.
-        if protocol == "spatially_disjoint":
-            return {"patch_size": self.patch_size, **params}
-        return params
+        return {"patch_size": self.patch_size} if protocol == "spatially_disjoint" else {}
 
     def _check_ignore_index(self, ignore_index: Any) -> None:
         # Every sample is a labelled pixel: an ignore_index among the classes drops a class.
@@ -176,13 +175,5 @@ class HyperspectralPatchDataModule(HyperspectralDataModule):
         Both run on the device the batch now lives on.
         """
         batch = super().on_after_batch_transfer(batch, dataloader_idx)
-        image = batch["image"]
-        if image.shape[-1] != self.img_size or image.shape[-2] != self.img_size:
-            smooth = self.interpolation != "nearest"
-            batch["image"] = F.interpolate(
-                image,
-                size=(self.img_size, self.img_size),
-                mode=self.interpolation,
-                align_corners=False if smooth else None,
-            )
+        batch["image"] = resize_windows(batch["image"], self.img_size, self.interpolation)
         return batch

@@ -9,13 +9,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 
+from terratorch_hsi_peft.datamodules.checks import check_model_args
+from terratorch_hsi_peft.datamodules.loaders import batch_loader, resize_windows, skip_validation
 from terratorch_hsi_peft.datamodules.scene import tile_grid
+from terratorch_hsi_peft.datamodules.scene_state import RouteOptions, SceneState
 from terratorch_hsi_peft.datamodules.source import SceneLoader
 from terratorch_hsi_peft.datamodules.windows import gather_windows, pixel_major
-from terratorch_hsi_peft.datasets import HyperspectralScene, Split, make_split
+from terratorch_hsi_peft.datasets import HyperspectralScene, Split
 from terratorch_hsi_peft.transforms import BandRoute, BandRouteName, MissingBandPolicy
 from terratorch_hsi_peft.utils.cli_values import task_model_args
 
@@ -23,64 +25,51 @@ __all__ = ["HyperspectralPretrainDataModule", "PretrainWindowDataset", "SceneSou
 
 logger = logging.getLogger(__name__)
 
-_SCENE_KEYS = (
-    "scene",
-    "root",
-    "download",
-    "scene_options",
-    "wavelengths",
-    "split",
-    "split_file",
-    "leave_out_test",
-)
+#: The keys of a ``scenes`` entry: the scene loader's, then the pre-training scene's own.
+_LOADER_KEYS = ("scene", "root", "download", "scene_options")
+_SCENE_KEYS = (*_LOADER_KEYS, "wavelengths", "split", "split_file", "leave_out_test")
 
 
-class SceneSource(SceneLoader):
+class SceneSource:
     """One scene of a pre-training set: where its windows may come from and its band route.
 
-    Args (the keys of one ``scenes`` entry of :class:`HyperspectralPretrainDataModule`):
-        scene: a benchmark scene name (``indian_pines``, ...), ``generic``, or a loaded scene.
-        root: folder of the scene's files (relative ``image_path`` of ``generic`` included).
-        download: fetch missing benchmark files.
-        scene_options: more loader arguments (``image_path``, ``image_key``, ... for
-            ``generic``).
-        wavelengths: band centres in nm (for the ``sentinel2`` route), a list, or
-            ``{start: nm, stop: nm}`` for evenly spaced bands; default: the scene's own.
-        split: the downstream split (``protocol``, ``seed`` and its parameters, as the
-            fine-tuning datamodules take it), or ``split_file``. With a split, the band route is
-            fitted on its training pixels, exactly as the fine-tuning datamodule fits it, and
-            windows touching its test blocks are left out (``leave_out_test``).
-        split_file: a split saved with ``Split.save`` instead of ``split``.
-        leave_out_test: with a split, serve no window that holds a pixel of a test block (the
-            inductive protocol; needs a ``spatially_disjoint`` split: a ``per_class`` split's
-            test pixels are scattered over the whole scene). Set false to pre-train on the
-            whole scene (transductive: test pixels seen without their labels).
+    Built from one ``scenes`` entry of :class:`HyperspectralPretrainDataModule` by
+    :meth:`from_config`, whose keys are:
+
+    - ``scene``: a benchmark scene name (``indian_pines``, ...), ``generic``, or a loaded scene;
+      ``root``: folder of the scene's files (relative ``image_path`` of ``generic`` included);
+      ``download``: fetch missing benchmark files; ``scene_options``: more loader arguments
+      (``image_path``, ``image_key``, ... for ``generic``): as the fine-tuning datamodules take
+      them.
+    - ``wavelengths``: band centres in nm (for the ``sentinel2`` route), a list, or
+      ``{start: nm, stop: nm}`` for evenly spaced bands; default: the scene's own.
+    - ``split``: the downstream split (``protocol``, ``seed`` and its parameters, as the
+      fine-tuning datamodules take it, with the same defaults), or ``split_file``: a split
+      saved with ``Split.save``. With a split, the band route is fitted on its training
+      pixels, exactly as the fine-tuning datamodule fits it, and windows touching its test
+      blocks are left out (``leave_out_test``).
+    - ``leave_out_test`` (default true): with a split, serve no window that holds a pixel of a
+      test block (the inductive protocol; needs a ``spatially_disjoint`` split: a ``per_class``
+      split's test pixels are scattered over the whole scene). Set false to pre-train on the
+      whole scene (transductive: test pixels seen without their labels).
+
+    Args:
+        state: the scene, its split (``None`` without one) and how its route is fitted.
+        leave_out_test: see above.
     """
 
-    def __init__(
-        self,
-        scene: str | HyperspectralScene,
-        root: str | None = None,
-        download: bool = False,
-        scene_options: dict[str, Any] | None = None,
-        wavelengths: list[float] | dict[str, float] | None = None,
-        split: dict[str, Any] | None = None,
-        split_file: str | None = None,
-        leave_out_test: bool = True,
-    ) -> None:
-        super().__init__(scene, root, download, scene_options)
-        if split is not None and split_file is not None:
-            raise ValueError(f"Pre-training scene {scene!r}: give split or split_file, not both.")
-        self.wavelengths_spec = wavelengths
-        self.split_config = None if split is None else dict(split)
-        self.split_file = split_file
+    def __init__(self, state: SceneState, leave_out_test: bool = True) -> None:
+        self.state = state
         self.leave_out_test = leave_out_test
+        self._excluded: np.ndarray | None = None
 
     @classmethod
-    def from_config(cls, entry: Mapping[str, Any] | HyperspectralScene) -> SceneSource:
+    def from_config(
+        cls, entry: Mapping[str, Any] | HyperspectralScene, route: RouteOptions
+    ) -> SceneSource:
         """Build from one ``scenes`` entry (a dict of the keys above, or a loaded scene)."""
         if isinstance(entry, HyperspectralScene):
-            return cls(entry)
+            entry = {"scene": entry}
         if not isinstance(entry, Mapping) or "scene" not in entry:
             raise ValueError(
                 f"Each scenes entry must be a mapping with at least 'scene' (and 'root'), got "
@@ -92,49 +81,44 @@ class SceneSource(SceneLoader):
                 f"scenes entry {entry.get('scene')!r} has unknown keys {unknown}; valid keys: "
                 f"{list(_SCENE_KEYS)}."
             )
-        return cls(**entry)
+        loader = SceneLoader(**{key: entry[key] for key in _LOADER_KEYS if key in entry})
+        state = SceneState(
+            loader,
+            entry.get("split"),
+            entry.get("split_file"),
+            route,
+            entry.get("wavelengths"),
+            owner=f"Pre-training scene {getattr(entry['scene'], 'name', entry['scene'])!r}",
+        )
+        return cls(state, entry.get("leave_out_test", True))
+
+    @property
+    def scene(self) -> HyperspectralScene:
+        """The loaded scene (read once)."""
+        return self.state.scene
 
     @property
     def name(self) -> str:
         """The scene's name."""
         return self.scene.name
 
-    def wavelengths(self) -> np.ndarray | None:
-        """Band centres in nm: the configured ones, else the scene's."""
-        spec = self.wavelengths_spec
-        if isinstance(spec, Mapping):
-            if set(spec) != {"start", "stop"}:
-                raise ValueError(
-                    f"wavelengths of {self.name!r} as a mapping takes exactly start and stop "
-                    f"(nm of the first and last band), got {sorted(spec)}."
-                )
-            return np.linspace(float(spec["start"]), float(spec["stop"]), self.scene.num_bands)
-        if spec is not None:
-            return np.asarray(spec, dtype=np.float64)
-        return self.scene.wavelengths
-
     def split(self) -> Split | None:
         """The configured downstream split, validated against the scene's labels, or None."""
-        if self.split_config is None and self.split_file is None:
-            return None
-        labels = self.scene.labels
-        if labels is None:
+        configured = self.state.split_config is not None or self.state.split_file is not None
+        if configured and self.scene.labels is None:
             raise ValueError(
                 f"Scene {self.name!r} has no labels, so it has no split; drop split/split_file "
                 "from its scenes entry."
             )
-        if self.split_file is not None:
-            split = Split.load(self.split_file)
-        else:
-            config = dict(self.split_config)
-            protocol = config.pop("protocol", "per_class")
-            seed = config.pop("seed", 0)
-            split = make_split(labels, protocol, seed, **config)
-        split.validate(labels)
-        return split
+        return self.state.split
 
-    def excluded(self, split: Split | None) -> np.ndarray:
+    def excluded(self) -> np.ndarray:
         """(H, W) mask of pixels no window may hold: the split's test blocks, or nothing."""
+        if self._excluded is None:
+            self._excluded = self._test_blocks(self.split())
+        return self._excluded
+
+    def _test_blocks(self, split: Split | None) -> np.ndarray:
         height, width = self.scene.shape
         excluded = np.zeros((height, width), dtype=bool)
         if split is None or not self.leave_out_test:
@@ -153,15 +137,20 @@ class SceneSource(SceneLoader):
         test_blocks = np.unique(blocks.reshape(-1)[split.test])
         return np.isin(blocks, test_blocks)
 
-    def fit_route(
-        self, split: Split | None, excluded: np.ndarray, **route_options: Any
-    ) -> BandRoute:
-        """The band route, fitted on the split's training pixels, else on every served pixel."""
-        pixels = self.scene.image.reshape(-1, self.scene.num_bands)
-        fitted_on = split.train if split is not None else np.flatnonzero(~excluded.reshape(-1))
-        return BandRoute.fit(
-            pixels=pixels[fitted_on], wavelengths=self.wavelengths(), **route_options
-        )
+    @property
+    def route(self) -> BandRoute:
+        """The band route: restored from a checkpoint, else fitted on the split's training
+        pixels (as the fine-tuning datamodule fits it), else on every served pixel."""
+        if self.state.fitted_route is None:
+            split, excluded = self.split(), self.excluded()
+            served = np.flatnonzero(~excluded.reshape(-1))
+            self.state.fit_route(split.train if split is not None else served)
+        return self.state.fitted_route
+
+    def routed_cube(self) -> torch.Tensor:
+        """The scene through its band route: a (k, H, W) float32 tensor, built once."""
+        self.route  # noqa: B018 - fits the route on this scene's pixels when none is restored
+        return self.state.routed_cube()
 
 
 class PretrainWindowDataset(torch.utils.data.Dataset):
@@ -276,7 +265,8 @@ class HyperspectralPretrainDataModule(LightningDataModule):
                 "root: ../shared/data/indian_pines}]."
             )
         self.root = root
-        self.sources = [SceneSource.from_config(_rooted(entry, root)) for entry in scenes]
+        route = RouteOptions(band_route, num_components, pca_whiten, missing_bands, min_coverage)
+        self.sources = [SceneSource.from_config(_rooted(entry, root), route) for entry in scenes]
         stride = stride if stride is not None else max(window_size // 2, 1)
         if window_size < 1 or stride < 1 or stride > window_size:
             raise ValueError(
@@ -290,13 +280,6 @@ class HyperspectralPretrainDataModule(LightningDataModule):
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"batch_size={batch_size} must be >= 1, num_workers >= 0.")
         self.band_route = band_route
-        self.route_options = {
-            "route": band_route,
-            "num_components": num_components,
-            "whiten": pca_whiten,
-            "missing_bands": missing_bands,
-            "min_coverage": min_coverage,
-        }
         self.num_components = num_components
         self.window_size = window_size
         self.stride = stride
@@ -305,19 +288,16 @@ class HyperspectralPretrainDataModule(LightningDataModule):
         self.seed = seed
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self._routes: list[BandRoute] | None = None
-        self._cubes: list[torch.Tensor] | None = None
         self._origins: dict[str, torch.Tensor] | None = None
-        self._splits: list[Split | None] | None = None
-        self._excluded: list[np.ndarray] | None = None
 
     # -- what the model config needs ----------------------------------------------------------
 
     @property
     def num_bands(self) -> int:
         """Bands every window has after the band route: the model's ``num_bands``."""
-        if self._routes is not None:
-            return self._routes[0].num_bands_out
+        fitted = self.sources[0].state.fitted_route
+        if fitted is not None:
+            return fitted.num_bands_out
         if self.band_route == "pca":
             return self.num_components
         if self.band_route == "sentinel2":
@@ -342,72 +322,46 @@ class HyperspectralPretrainDataModule(LightningDataModule):
     def prepare_data(self) -> None:
         """Download the files of scenes with ``download: true`` (loading verifies them)."""
         for source in self.sources:
-            if source.download:
+            if source.state.loader.download:
                 source.scene  # noqa: B018 - loading fetches and verifies missing files
 
     def setup(self, stage: str) -> None:
-        """Check the attached task's ``model_args.num_bands`` and ``img_size`` against the data."""
+        """Check the attached task's ``model_args.num_bands`` and ``img_size`` against the data;
+        a fit without validation windows (``val_fraction: 0``) skips the validation loop."""
         if stage not in ("fit", "validate"):
             raise ValueError(
                 f"HyperspectralPretrainDataModule serves unlabelled windows for fit/validate, "
                 f"not {stage!r}."
             )
         module = self.trainer.lightning_module if self.trainer is not None else None
-        model_args = task_model_args(getattr(module, "hparams", None))
-        for key, value in (("num_bands", self.num_bands), ("img_size", self.img_size)):
-            read = model_args.get(key)
-            exact = isinstance(read, int) and not isinstance(read, bool) and read == value
-            if read is not None and not exact:
-                raise ValueError(
-                    f"The task's model_args.{key} is {read!r} but the data give {value} "
-                    f"(band_route {self.band_route!r}, img_size {self.img_size}); set "
-                    f"{key}: {value}."
-                )
+        check_model_args(
+            task_model_args(getattr(module, "hparams", None)),
+            {"num_bands": self.num_bands, "img_size": self.img_size},
+            f"band_route {self.band_route!r}, img_size {self.img_size}",
+        )
+        if stage == "fit" and self.val_fraction == 0:
+            skip_validation(self.trainer, type(self).__name__, "val_fraction is 0")
 
     # -- routes, cubes and windows ------------------------------------------------------------
 
     @property
     def routes(self) -> list[BandRoute]:
         """The fitted band route of every scene (restored from a checkpoint, else fitted)."""
-        if self._routes is None:
-            splits, excluded = self._splits_and_excluded()
-            self._routes = [
-                source.fit_route(split, region, **self.route_options)
-                for source, split, region in zip(self.sources, splits, excluded, strict=True)
-            ]
-            for source, route in zip(self.sources, self._routes, strict=True):
-                logger.info("Pre-training scene %r: %r", source.name, route)
-        self._check_band_counts([route.num_bands_out for route in self._routes])
-        return self._routes
-
-    def _splits_and_excluded(self) -> tuple[list[Split | None], list[np.ndarray]]:
-        if self._splits is None:
-            self._splits = [source.split() for source in self.sources]
-            self._excluded = [
-                source.excluded(split)
-                for source, split in zip(self.sources, self._splits, strict=True)
-            ]
-        return self._splits, self._excluded
+        routes = [source.route for source in self.sources]
+        self._check_band_counts([route.num_bands_out for route in routes])
+        return routes
 
     def routed_cubes(self) -> list[torch.Tensor]:
         """Every scene through its band route: (k, H, W) float32 tensors, built once."""
-        if self._cubes is None:
-            routes = self.routes
-            self._cubes = [
-                route(torch.from_numpy(source.scene.image).permute(2, 0, 1)).contiguous()
-                for source, route in zip(self.sources, routes, strict=True)
-            ]
-        return self._cubes
+        self.routes  # noqa: B018 - every scene's route, checked to give one band count
+        return [source.routed_cube() for source in self.sources]
 
     def window_origins(self) -> dict[str, torch.Tensor]:
         """(N, 3) rows ``(scene, top, left)`` of the ``train`` and ``val`` windows."""
         if self._origins is None:
-            _, excluded_regions = self._splits_and_excluded()
             rows = []
-            for index, (source, excluded) in enumerate(
-                zip(self.sources, excluded_regions, strict=True)
-            ):
-                rows.extend(self._scene_windows(index, source, excluded))
+            for index, source in enumerate(self.sources):
+                rows.extend(self._scene_windows(index, source, source.excluded()))
             if not rows:
                 raise ValueError(
                     "No pre-training window is left: every window holds a test-block pixel. Use "
@@ -459,47 +413,34 @@ class HyperspectralPretrainDataModule(LightningDataModule):
 
     # -- dataloaders ----------------------------------------------------------------------------
 
-    def _loader(self, stage: str, shuffle: bool) -> torch.utils.data.DataLoader:
-        dataset = PretrainWindowDataset(
+    def _dataset(self, stage: str) -> PretrainWindowDataset:
+        return PretrainWindowDataset(
             self.routed_cubes(), self.window_origins()[stage], self.window_size
-        )
-        return torch.utils.data.DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=_already_batched,
-            persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         """Training windows, reshuffled every epoch."""
-        return self._loader("train", shuffle=True)
+        return batch_loader(self._dataset("train"), self.batch_size, self.num_workers, True)
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
-        """Held-out windows (none when ``val_fraction`` is 0)."""
-        return self._loader("val", shuffle=False)
+        """Held-out windows (a fit skips validation when ``val_fraction`` is 0)."""
+        return batch_loader(self._dataset("val"), self.batch_size, self.num_workers)
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict:
         """Resize the windows to ``img_size`` on the device the batch now lives on."""
-        image = batch["image"]
-        if image.shape[-1] != self.img_size:
-            batch_size, _, bands, height, width = image.shape
-            flat = image.reshape(batch_size, bands, height, width)
-            size = (self.img_size, self.img_size)
-            resized = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
-            batch["image"] = resized[:, None]
+        batch["image"] = resize_windows(batch["image"], self.img_size)
         return batch
 
     # -- checkpoint state -----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         """Every scene's fitted band route, saved in every Lightning checkpoint."""
-        if self._routes is None:
+        routes = [source.state.fitted_route for source in self.sources]
+        if any(route is None for route in routes):
             return {}
         return {
             "scenes": [source.name for source in self.sources],
-            "band_routes": [route.state_dict() for route in self._routes],
+            "band_routes": [route.state_dict() for route in routes],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -521,8 +462,8 @@ class HyperspectralPretrainDataModule(LightningDataModule):
                 f"The checkpoint's band routes are for scenes {saved}, this "
                 f"datamodule has {names}; resume with the same scenes in the same order."
             )
-        self._routes = routes
-        self._cubes = None
+        for source, route in zip(self.sources, routes, strict=True):
+            source.state.restore_route(route)
 
 
 def _rooted(entry: Any, root: str | None) -> Any:
@@ -531,7 +472,3 @@ def _rooted(entry: Any, root: str | None) -> Any:
         return entry
     own = entry.get("root")
     return {**entry, "root": root if own is None else str(Path(root).expanduser() / own)}
-
-
-def _already_batched(batch: Any) -> Any:
-    return batch

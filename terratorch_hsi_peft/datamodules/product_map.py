@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 
 from terratorch_hsi_peft.callbacks.geotiff_map_writer import MAP_KEYS
+from terratorch_hsi_peft.datamodules.checks import check_task_kind
+from terratorch_hsi_peft.datamodules.loaders import Interpolation, resize_windows
 from terratorch_hsi_peft.datamodules.scene import tile_grid
 from terratorch_hsi_peft.datamodules.windows import gather_windows, pixel_major
 from terratorch_hsi_peft.products.base import SensorProduct, Window
@@ -225,7 +227,7 @@ class ProductMapDataModule(LightningDataModule):
         inference_stride: int | None = None,
         patch_size: int = 9,
         img_size: int = 32,
-        interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear",
+        interpolation: Interpolation = "bilinear",
         bands: Literal["auto", "good", "all"] = "auto",
         batch_size: int = 64,
         num_workers: int = 0,
@@ -399,15 +401,14 @@ class ProductMapDataModule(LightningDataModule):
         self.product  # noqa: B018 - opening reads the metadata, so a wrong path fails here
         module = self.trainer.lightning_module if self.trainer is not None else None
         if module is not None:
-            mro = {cls.__name__ for cls in type(module).__mro__}
             expected = _TASK_OF[self.formulation]
-            other = [t for t in _TASK_OF.values() if t in mro and t != expected]
-            if other:
-                fits = next(f for f, t in _TASK_OF.items() if t == other[0])
-                raise ValueError(
-                    f"formulation {self.formulation!r} makes batches for {expected}, the task is "
-                    f"{other[0]}: set formulation: {fits}."
-                )
+            check_task_kind(
+                module,
+                expected,
+                {task: formulation for formulation, task in _TASK_OF.items()},
+                f"formulation {self.formulation!r} makes batches for {expected}, the task is "
+                "{task}: set formulation: {fits}.",
+            )
         if self.trainer is not None:
             # Imported here: the writer pulls in rasterio, needed only to predict.
             from terratorch_hsi_peft.callbacks.geotiff_map_writer import GeoTiffMapWriter
@@ -459,16 +460,8 @@ class ProductMapDataModule(LightningDataModule):
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict:
         """Resize patches to ``img_size`` (classification) on the batch's device."""
-        image = batch["image"]
-        size = self.img_size
-        if self.formulation == "classification" and image.shape[-2:] != (size, size):
-            smooth = self.interpolation != "nearest"
-            batch["image"] = F.interpolate(
-                image,
-                size=(size, size),
-                mode=self.interpolation,
-                align_corners=False if smooth else None,
-            )
+        if self.formulation == "classification":
+            batch["image"] = resize_windows(batch["image"], self.img_size, self.interpolation)
         return batch
 
     # -- the block grid -------------------------------------------------------------------------
