@@ -14,7 +14,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from terratorch_hsi_peft.peft import registered_methods
+from terratorch_hsi_peft.adapters import registered_methods
 from terratorch_hsi_peft.utils.download import atomic_write
 
 __all__ = ["LABELS", "PRECISIONS", "markdown", "plot"]

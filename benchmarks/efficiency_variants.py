@@ -12,7 +12,7 @@ Variants differ only in what is trained:
 - ``floor``: only the head, but the input requires a gradient, so the backward runs through every
   block down to the input: the cost no adapter on every block can go below;
 - every registered method of this library (``KRONA`` ... ``LORA_PLUS``, from
-  :func:`~terratorch_hsi_peft.peft.method_names`; a new method module adds a variant): the
+  :func:`~terratorch_hsi_peft.adapters.method_names`; a new method module adds a variant): the
   experiment with the method's shipped ``configs/methods/<method>.yaml`` as ``peft_config``
   (adapters on ``attn.q`` and ``attn.v``, + the head), ``r = alpha = rank`` where it has them;
 - ``peft LoRA`` / ``peft LoKr``: Hugging Face ``peft`` on the same targets (+ the head) of the
@@ -40,7 +40,7 @@ from benchmarks.experiments import (
     override,
     quiet,
 )
-from terratorch_hsi_peft.peft import (
+from terratorch_hsi_peft.adapters import (
     adapter_file_bytes,
     get_method,
     merge_adapters,

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from terratorch_hsi_peft.peft.kron import kron_linear
+from terratorch_hsi_peft.adapters.kron import kron_linear
 
 WIDTH = 768
 

@@ -37,12 +37,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from terratorch_hsi_peft.adapters.base import AdapterLinear
+from terratorch_hsi_peft.adapters.inject import merge_adapters
+from terratorch_hsi_peft.adapters.qkv import QKVSplit
+
 # The backbone loader's diagnosis of a file torch.load refuses (pickled objects, truncation).
 from terratorch_hsi_peft.backbones.checkpoint import _read_failure
 from terratorch_hsi_peft.models.peft_model import SPEC_ATTR, TRAINABLE_ATTR, has_adapters
-from terratorch_hsi_peft.peft.base import AdapterLinear
-from terratorch_hsi_peft.peft.inject import merge_adapters
-from terratorch_hsi_peft.peft.qkv import QKVSplit
 from terratorch_hsi_peft.terratorch_compat import restore_freeze_encoder
 from terratorch_hsi_peft.utils.download import atomic_write
 

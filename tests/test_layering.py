@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "terratorch_hsi_peft"
 #: Lowest first. Parts of one layer do not import each other.
 LAYERS: list[set[str]] = [
     {"utils"},
-    {"peft", "transforms", "products", "metrics", "registry", "terratorch_compat"},
+    {"adapters", "transforms", "products", "metrics", "registry", "terratorch_compat"},
     {"datasets", "backbones"},
     {"pretraining", "models"},
     {"callbacks"},

@@ -2,7 +2,7 @@
 
     python -m benchmarks.docgen.methods            # rewrites the ``methods`` section in place
 
-``tests/peft/test_registry.py`` fails while the section differs from what this writes, so a new
+``tests/adapters/test_registry.py`` fails while the section differs from what this writes, so a new
 method module shows up in the docs by running this module.
 """
 
@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from benchmarks.docgen.sections import update_markdown_section
-from terratorch_hsi_peft.peft.registry import methods_markdown
+from terratorch_hsi_peft.adapters.registry import methods_markdown
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 SECTION = "methods"

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from terratorch_hsi_peft.adapters.io import carry_origin, random_init_origin
 from terratorch_hsi_peft.backbones.layers import Block, PatchEmbed3D, layer_norm
 from terratorch_hsi_peft.backbones.pos_embed import resize_spatial_pos_embed
-from terratorch_hsi_peft.peft.io import carry_origin, random_init_origin
 
 __all__ = ["GROUP_FUSIONS", "SIZES", "SpectralGPTEncoder", "TokenFeatures"]
 

@@ -3,7 +3,7 @@
 Names with ``model`` (:func:`apply_peft_to_model`, :func:`save_model_adapters`,
 :func:`load_model_adapters`, :func:`merge_model_adapters`) serve a whole TerraTorch model built
 by :class:`PEFTEncoderDecoderFactory` (adapters on ``model.encoder``, necks, decoder and heads in
-the file, either backend); the names without it in :mod:`terratorch_hsi_peft.peft`
+the file, either backend); the names without it in :mod:`terratorch_hsi_peft.adapters`
 (``apply_peft``, ``save_adapters``, ...) serve any ``nn.Module``.
 """
 

@@ -1,6 +1,6 @@
 """The small artifact of a PEFT run: every tensor training changes, in one adapter file.
 
-The file is :func:`terratorch_hsi_peft.peft.save_adapters`'s format (safetensors plus metadata,
+The file is :func:`terratorch_hsi_peft.adapters.save_adapters`'s format (safetensors plus metadata,
 checked on loading) written for the whole TerraTorch model: the encoder's adapter factors, the
 backbone's ``trainable_with_adapters`` tensors (e.g. SpectralGPT's learned group fusion) and the
 full state of everything outside the encoder (necks, decoder, heads: parameters and buffers such
@@ -15,9 +15,9 @@ from pathlib import Path
 
 from torch import nn
 
+from terratorch_hsi_peft.adapters.inject import adapter_layers
+from terratorch_hsi_peft.adapters.io import load_adapters, save_adapters
 from terratorch_hsi_peft.models.peft_model import SPEC_ATTR, TRAINABLE_ATTR, has_adapters
-from terratorch_hsi_peft.peft.inject import adapter_layers
-from terratorch_hsi_peft.peft.io import load_adapters, save_adapters
 
 __all__ = [
     "AdapterFileParts",

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from terratorch_hsi_peft.peft.config import PEFT_CONFIG_KEYS
+from terratorch_hsi_peft.adapters.config import PEFT_CONFIG_KEYS
 from terratorch_hsi_peft.terratorch_compat import check_cli_arguments, install_or_warn
 
 __all__ = ["config_files", "misplaced_config_message"]

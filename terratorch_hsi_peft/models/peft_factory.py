@@ -6,13 +6,13 @@ In a TerraTorch YAML, switching an encoder-decoder pipeline to adapters takes tw
     model_args:
       ...                                   # unchanged EncoderDecoderFactory arguments
       peft_config:
-        method: KRONA_PLUS                  # a registered method (peft.registry.method_names())
+        method: KRONA_PLUS                  # a registered method (adapters.registry.method_names())
         replace_qkv: null                   # e.g. qkv for a fused-qkv ViT such as Prithvi
         peft_config_kwargs: {target_modules: [attn.q, attn.v], lr_ratio: 16}
         adapter_path: null                  # start from an adapters.safetensors
         check_base: true                    # its base weights must be this model's
 
-See :mod:`terratorch_hsi_peft.peft.config` for the keys and the ``hf`` backend.
+See :mod:`terratorch_hsi_peft.adapters.config` for the keys and the ``hf`` backend.
 """
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ from terratorch.models.encoder_decoder_factory import EncoderDecoderFactory
 from terratorch.models.model import Model, ModelFactory
 from torch import nn
 
+from terratorch_hsi_peft.adapters.config import PeftSpec
+from terratorch_hsi_peft.adapters.io import ORIGIN_ATTR, carry_origin, random_init_origin
+from terratorch_hsi_peft.adapters.registry import find_method, hf_peft_methods
 from terratorch_hsi_peft.models.adapter_file import load_model_adapters
 from terratorch_hsi_peft.models.cli_arguments import config_files
 from terratorch_hsi_peft.models.peft_model import apply_peft_to_model
 from terratorch_hsi_peft.models.spectral_path import with_spectral_path
 from terratorch_hsi_peft.models.spectral_path_spec import SpectralPathSpec
 from terratorch_hsi_peft.models.summary import peft_summary
-from terratorch_hsi_peft.peft.config import PeftSpec
-from terratorch_hsi_peft.peft.io import ORIGIN_ATTR, carry_origin, random_init_origin
-from terratorch_hsi_peft.peft.registry import find_method, hf_peft_methods
 from terratorch_hsi_peft.registry import register_model_factory
 from terratorch_hsi_peft.terratorch_compat import guard_stock_peft, install_or_warn
 from terratorch_hsi_peft.utils.cli_values import cli_typed
@@ -114,7 +114,7 @@ class PEFTEncoderDecoderFactory(ModelFactory):
                 runs, so set it in a copy of the task file (docs/configuration.md).
             peft_config: ``method``, ``backend``, ``replace_qkv``, ``peft_config_kwargs``,
                 ``adapter_path``, ``check_base`` (see
-                :class:`~terratorch_hsi_peft.peft.config.PeftSpec`), or the path of a
+                :class:`~terratorch_hsi_peft.adapters.config.PeftSpec`), or the path of a
                 YAML file holding them (``configs/methods/<method>.yaml``).
             spectral_path: a path from each pixel's spectrum to the head, as the mapping
                 ``{width, bands, loss, window}`` (``width`` alone: short for ``{width: ...}``;

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from terratorch_hsi_peft.peft.config import PeftSpec
-from terratorch_hsi_peft.peft.inject import (
+from terratorch_hsi_peft.adapters.config import PeftSpec
+from terratorch_hsi_peft.adapters.inject import (
     adapter_layers,
     apply_peft,
     merge_adapters,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.docgen import methods
-from terratorch_hsi_peft.peft.registry import methods_markdown
+from terratorch_hsi_peft.adapters.registry import methods_markdown
 
 
 def section(path: Path, name: str) -> str:

@@ -17,8 +17,8 @@ from config_helpers import (
     peft_config,
 )
 
+from terratorch_hsi_peft.adapters.config import PEFT_CONFIG_KEYS, PeftSpec
 from terratorch_hsi_peft.models.spectral_path_spec import SpectralPathSpec
-from terratorch_hsi_peft.peft.config import PEFT_CONFIG_KEYS, PeftSpec
 
 PEFT_CALLBACKS = {
     "terratorch_hsi_peft.callbacks.AdapterCheckpoint",

@@ -3,7 +3,7 @@
 Each table of the page follows a ``<!-- options: <what> -->`` marker; its first column holds the
 option names, its second the defaults as YAML. They are compared with the signatures (datamodules,
 callbacks) and the backbone factories' defaults. The adapter methods' table is generated from the
-method registry (``tests/peft/test_registry.py`` keeps it current).
+method registry (``tests/adapters/test_registry.py`` keeps it current).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import pytest
 import yaml
 from config_helpers import REPO_ROOT
 
+from terratorch_hsi_peft.adapters.config import PEFT_CONFIG_KEYS
 from terratorch_hsi_peft.backbones import spectralgpt_vit_base
 from terratorch_hsi_peft.models.spectral_path_spec import SPECTRAL_PATH_KEYS, SpectralPathSpec
-from terratorch_hsi_peft.peft.config import PEFT_CONFIG_KEYS
 
 PAGE = REPO_ROOT / "docs" / "configuration.md"
 ARCHITECTURE_KEYS = ("embed_dim", "depth", "num_heads")

@@ -7,8 +7,8 @@ import torch
 import yaml
 from config_helpers import CONFIGS, METHOD_FILES
 
+from terratorch_hsi_peft.adapters import adapter_layers, apply_peft
 from terratorch_hsi_peft.backbones.factories import spectralgpt_vit_base
-from terratorch_hsi_peft.peft import adapter_layers, apply_peft
 
 
 @pytest.mark.parametrize("width", [64, 768, 1024])

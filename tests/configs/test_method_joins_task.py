@@ -21,7 +21,7 @@ from config_helpers import REPO_ROOT, finetuning, offline_args
 from terratorch.cli_tools import build_lightning_cli
 from terratorch_cli import terratorch, terratorch_fails
 
-from terratorch_hsi_peft.peft import adapter_layers
+from terratorch_hsi_peft.adapters import adapter_layers
 
 pytestmark = pytest.mark.slow  # each build imports and parses TerraTorch's CLI (a few s)
 

@@ -26,10 +26,10 @@ from terratorch.models.encoder_decoder_factory import EncoderDecoderFactory
 from terratorch_cli import terratorch
 from torch.utils.data import DataLoader, Dataset
 
+from terratorch_hsi_peft.adapters import adapter_layers, get_method, method_names
 from terratorch_hsi_peft.callbacks import MergeAdaptersForPredict
 from terratorch_hsi_peft.export import main as export_main
 from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory, load_model_adapters
-from terratorch_hsi_peft.peft import adapter_layers, get_method, method_names
 from terratorch_hsi_peft.utils import download
 
 pytestmark = pytest.mark.slow

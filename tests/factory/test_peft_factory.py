@@ -14,6 +14,7 @@ from terratorch.models.encoder_decoder_factory import EncoderDecoderFactory
 from terratorch.registry import MODEL_FACTORY_REGISTRY
 from terratorch.tasks import SemanticSegmentationTask
 
+from terratorch_hsi_peft.adapters import adapter_layers, method_names
 from terratorch_hsi_peft.models import (
     PEFTEncoderDecoderFactory,
     load_model_adapters,
@@ -21,7 +22,6 @@ from terratorch_hsi_peft.models import (
     save_model_adapters,
     unmerge_model_adapters,
 )
-from terratorch_hsi_peft.peft import adapter_layers, method_names
 
 # Also run against the newest TerraTorch on Python 3.12 (make compat).
 pytestmark = pytest.mark.compat

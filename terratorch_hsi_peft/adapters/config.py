@@ -8,7 +8,7 @@ The configuration is the dictionary TerraTorch takes as ``model_args.peft_config
 The plugin adds three keys to TerraTorch's ``{method, replace_qkv, peft_config_kwargs}``:
 
 - ``backend``: ``"plugin"`` (the plugin's registered methods, see
-  :mod:`terratorch_hsi_peft.peft.registry`; case-insensitive, ``+`` for ``_PLUS``) or ``"hf"``
+  :mod:`terratorch_hsi_peft.adapters.registry`; case-insensitive, ``+`` for ``_PLUS``) or ``"hf"``
   (Hugging Face ``peft`` through TerraTorch's own code path). Without it a name only one side
   knows goes to that side. A name both know is resolved as its plugin method declares
   (``hf_peft_name_clash``): ``"plugin"`` (``LORA``, ``LOKR``) means the plugin's, and the model
@@ -27,7 +27,7 @@ gives it; the file is read at each build, relative to the working directory.
 
 :meth:`PeftSpec.parse` is the one parser of it, for both routes: the model factory
 (:class:`~terratorch_hsi_peft.models.PEFTEncoderDecoderFactory`) and the module-level
-:func:`~terratorch_hsi_peft.peft.apply_peft` (through :meth:`AdapterConfig.from_peft_config`,
+:func:`~terratorch_hsi_peft.adapters.apply_peft` (through :meth:`AdapterConfig.from_peft_config`,
 which takes the plugin backend when none is given and refuses what only a model build does:
 ``backend: hf`` and ``adapter_path``). For the plugin backend the spec holds the
 :class:`AdapterConfig` that injection uses as it is; unknown keys and out-of-range values are
@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 import yaml
 
-from terratorch_hsi_peft.peft.registry import (
+from terratorch_hsi_peft.adapters.registry import (
     COMMON_KEYS,
     AdapterMethod,
     MethodOptions,
@@ -120,7 +120,7 @@ class AdapterConfig:
             TypeError: unknown keys (the message lists the valid ones).
             ValueError: an unknown method, an out-of-range value, ``backend: hf`` or an
                 ``adapter_path`` (once the adapters are on,
-                :func:`~terratorch_hsi_peft.peft.load_adapters` loads a file).
+                :func:`~terratorch_hsi_peft.adapters.load_adapters` loads a file).
         """
         spec = PeftSpec.parse(peft_config, default_backend="plugin")
         if spec.adapter is None:

@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
-from terratorch_hsi_peft.peft.config import AdapterConfig
+from terratorch_hsi_peft.adapters.config import AdapterConfig
 from terratorch_hsi_peft.utils.finite import non_finite
 
 __all__ = ["SKETCH_SIZE", "AdapterLinear", "linear_digest", "linear_sketch"]

@@ -12,8 +12,7 @@ from peft import LoHaConfig, inject_adapter_in_model
 from peft_helpers import ToyViT, peft_config, randomise_adapters
 from torch import nn
 
-from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory
-from terratorch_hsi_peft.peft import (
+from terratorch_hsi_peft.adapters import (
     adapter_layers,
     apply_peft,
     load_adapters,
@@ -21,8 +20,9 @@ from terratorch_hsi_peft.peft import (
     save_adapters,
     unmerge_adapters,
 )
-from terratorch_hsi_peft.peft.config import PeftSpec
-from terratorch_hsi_peft.peft.methods.loha import LoHaLinear
+from terratorch_hsi_peft.adapters.config import PeftSpec
+from terratorch_hsi_peft.adapters.methods.loha import LoHaLinear
+from terratorch_hsi_peft.models import PEFTEncoderDecoderFactory
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 METHOD_FILE = REPO_ROOT / "configs" / "methods" / "loha.yaml"

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from terratorch_hsi_peft.peft.inject import adapter_layers
-from terratorch_hsi_peft.peft.io import adapter_file_bytes
+from terratorch_hsi_peft.adapters.inject import adapter_layers
+from terratorch_hsi_peft.adapters.io import adapter_file_bytes
 
 __all__ = ["TrainableParameterReport", "trainable_parameter_report"]
 

@@ -11,10 +11,10 @@ import pytest
 from peft_helpers import peft_config
 from torch import nn
 
-from terratorch_hsi_peft.peft import registry
-from terratorch_hsi_peft.peft.config import AdapterConfig, PeftSpec
-from terratorch_hsi_peft.peft.methods.lora import LoRALinear, LoRAOptions
-from terratorch_hsi_peft.peft.registry import (
+from terratorch_hsi_peft.adapters import registry
+from terratorch_hsi_peft.adapters.config import AdapterConfig, PeftSpec
+from terratorch_hsi_peft.adapters.methods.lora import LoRALinear, LoRAOptions
+from terratorch_hsi_peft.adapters.registry import (
     AdapterMethod,
     MethodOptions,
     get_method,

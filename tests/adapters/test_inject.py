@@ -9,7 +9,7 @@ import torch
 from peft_helpers import peft_config, randomise_adapters
 from torch import nn
 
-from terratorch_hsi_peft.peft import (
+from terratorch_hsi_peft.adapters import (
     QKVSplit,
     adapter_layers,
     apply_peft,

@@ -9,9 +9,9 @@ from typing import Any
 
 from torch import nn
 
-from terratorch_hsi_peft.peft.base import AdapterLinear
-from terratorch_hsi_peft.peft.config import AdapterConfig
-from terratorch_hsi_peft.peft.qkv import split_qkv
+from terratorch_hsi_peft.adapters.base import AdapterLinear
+from terratorch_hsi_peft.adapters.config import AdapterConfig
+from terratorch_hsi_peft.adapters.qkv import split_qkv
 
 __all__ = [
     "adapter_layers",

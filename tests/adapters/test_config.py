@@ -9,9 +9,9 @@ import yaml
 from peft_helpers import peft_config
 from torch import nn
 
-from terratorch_hsi_peft.peft import AdapterConfig, apply_peft, get_method
-from terratorch_hsi_peft.peft.config import PEFT_CONFIG_KEYS, PeftSpec
-from terratorch_hsi_peft.peft.kron import resolve_kron_shapes
+from terratorch_hsi_peft.adapters import AdapterConfig, apply_peft, get_method
+from terratorch_hsi_peft.adapters.config import PEFT_CONFIG_KEYS, PeftSpec
+from terratorch_hsi_peft.adapters.kron import resolve_kron_shapes
 
 
 @pytest.mark.parametrize(

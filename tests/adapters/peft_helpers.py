@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from terratorch_hsi_peft.peft import adapter_layers, get_method, method_names
+from terratorch_hsi_peft.adapters import adapter_layers, get_method, method_names
 
 #: Every registered method: a new method module is tested without editing the tests.
 ALL_METHODS = method_names()

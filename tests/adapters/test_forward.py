@@ -9,8 +9,8 @@ from peft.tuners.lokr.layer import factorization
 from peft_helpers import ALL_METHODS, peft_config, randomise_adapters
 from torch import nn
 
-from terratorch_hsi_peft.peft import apply_peft
-from terratorch_hsi_peft.peft.kron import near_sqrt_factors
+from terratorch_hsi_peft.adapters import apply_peft
+from terratorch_hsi_peft.adapters.kron import near_sqrt_factors
 
 D_IN, D_OUT = 48, 32
 

@@ -12,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from terratorch_hsi_peft.peft import (
+from terratorch_hsi_peft.adapters import (
     adapter_file_bytes,
     adapter_layers,
     apply_peft,
@@ -21,7 +21,7 @@ from terratorch_hsi_peft.peft import (
     save_adapters,
     unmerge_adapters,
 )
-from terratorch_hsi_peft.peft.io import base_fingerprint, base_sketch, carry_origin
+from terratorch_hsi_peft.adapters.io import base_fingerprint, base_sketch, carry_origin
 
 
 class ViTWithHead(nn.Module):

@@ -13,11 +13,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from terratorch_hsi_peft.peft.base import AdapterLinear
-from terratorch_hsi_peft.peft.config import AdapterConfig
-from terratorch_hsi_peft.peft.kron import kron_linear, resolve_kron_shapes
-from terratorch_hsi_peft.peft.lr import apply_lr_ratio
-from terratorch_hsi_peft.peft.registry import (
+from terratorch_hsi_peft.adapters.base import AdapterLinear
+from terratorch_hsi_peft.adapters.config import AdapterConfig
+from terratorch_hsi_peft.adapters.kron import kron_linear, resolve_kron_shapes
+from terratorch_hsi_peft.adapters.lr import apply_lr_ratio
+from terratorch_hsi_peft.adapters.registry import (
     AdapterMethod,
     MethodOptions,
     kron_shape_options,
@@ -72,7 +72,7 @@ class KronALinear(AdapterLinear):
 
     ``zero_factor`` starts at zero (default ``A``), the other factor Kaiming-uniform. For
     ``KRONA_PLUS`` the factor named by ``lr_ratio_factor`` (default: the zero one) gets
-    ``lr_ratio`` times the learning rate (see :mod:`terratorch_hsi_peft.peft.lr`). The training
+    ``lr_ratio`` times the learning rate (see :mod:`terratorch_hsi_peft.adapters.lr`). The training
     forward applies the factors to the reshaped input and never forms the dense update.
     """
 

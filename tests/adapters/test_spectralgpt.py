@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from terratorch_hsi_peft.adapters import apply_peft, save_adapters, trainable_parameter_report
 from terratorch_hsi_peft.backbones.factories import spectralgpt_vit_base
-from terratorch_hsi_peft.peft import apply_peft, save_adapters, trainable_parameter_report
 
 KRONA_PLUS_QV = {
     "method": "KRONA_PLUS",

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from terratorch_hsi_peft.peft.base import AdapterLinear
-from terratorch_hsi_peft.peft.config import AdapterConfig
-from terratorch_hsi_peft.peft.registry import (
+from terratorch_hsi_peft.adapters.base import AdapterLinear
+from terratorch_hsi_peft.adapters.config import AdapterConfig
+from terratorch_hsi_peft.adapters.registry import (
     AdapterMethod,
     MethodOptions,
     alpha_option,

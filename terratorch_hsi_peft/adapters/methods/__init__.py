@@ -1,7 +1,7 @@
 """The adapter methods, one module per method family; each registers its methods on import.
 
 Every module of this package is imported here, so a new method is one new file: its layer, its
-options and a :func:`~terratorch_hsi_peft.peft.registry.register_method` call.
+options and a :func:`~terratorch_hsi_peft.adapters.registry.register_method` call.
 """
 
 import importlib

@@ -7,7 +7,12 @@ import torch
 from peft_helpers import ALL_METHODS, peft_config, randomise_adapters
 from torch import nn
 
-from terratorch_hsi_peft.peft import adapter_layers, apply_peft, merge_adapters, unmerge_adapters
+from terratorch_hsi_peft.adapters import (
+    adapter_layers,
+    apply_peft,
+    merge_adapters,
+    unmerge_adapters,
+)
 
 
 def weights(model: nn.Module) -> dict[str, torch.Tensor]:

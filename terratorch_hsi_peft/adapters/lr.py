@@ -147,7 +147,7 @@ class LrRatio(nn.Module):
             f"others' if {name} behaves like Adam (scale-invariant), {r * r:g} times if like SGD "
             "(linear), and neither if its step depends on the parameter's size (a relative step, "
             "as Adafactor's). Right after building the optimizer, call "
-            f"terratorch_hsi_peft.peft.lr.register_update_rule({name}, 'scale_invariant' or "
+            f"terratorch_hsi_peft.adapters.lr.register_update_rule({name}, 'scale_invariant' or "
             "'linear') and then match_lr_ratio(optimizer).",
             UserWarning,
             stacklevel=2,
@@ -219,7 +219,7 @@ def match_lr_ratio(optimizer: Any) -> int:
             f"with the gradient, so the {len(factors)} lambda factors (lr_ratio) it trains keep "
             "the scale-invariant setting: their learning rate is lr_ratio times the others' if "
             f"{type(optimizer).__name__} behaves like Adam, lr_ratio**2 times if like SGD. Call "
-            "terratorch_hsi_peft.peft.lr.register_update_rule(<optimizer class>, "
+            "terratorch_hsi_peft.adapters.lr.register_update_rule(<optimizer class>, "
             "'scale_invariant' or 'linear') before training to make it exact.",
             stacklevel=2,
         )

@@ -33,8 +33,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from terratorch_hsi_peft.peft.base import SKETCH_SIZE
-from terratorch_hsi_peft.peft.inject import adapter_layers
+from terratorch_hsi_peft.adapters.base import SKETCH_SIZE
+from terratorch_hsi_peft.adapters.inject import adapter_layers
 from terratorch_hsi_peft.utils.download import atomic_write
 from terratorch_hsi_peft.utils.finite import check_finite, listed
 

@@ -1,7 +1,7 @@
 """The adapter-method registry: every method declares itself once, in its own module.
 
-A method module in :mod:`terratorch_hsi_peft.peft.methods` defines its layer (an
-:class:`~terratorch_hsi_peft.peft.base.AdapterLinear`) and its options (a :class:`MethodOptions`
+A method module in :mod:`terratorch_hsi_peft.adapters.methods` defines its layer (an
+:class:`~terratorch_hsi_peft.adapters.base.AdapterLinear`) and its options (a :class:`MethodOptions`
 dataclass: each field is one ``peft_config_kwargs`` key with its type, default, check and meaning),
 then calls :func:`register_method`. Config validation, injection, the model factory's routing,
 the docs' method tables, the test parametrisations and the efficiency benchmark's variants all
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from terratorch_hsi_peft.peft.base import AdapterLinear
+    from terratorch_hsi_peft.adapters.base import AdapterLinear
 
 __all__ = [
     "COMMON_KEYS",
@@ -100,7 +100,7 @@ class AdapterMethod:
             case-insensitive and reads ``+`` as ``_PLUS``.
         label: display name (``"KronA+"``), used in tables.
         summary: one line for the docs' method table.
-        layer: the :class:`~terratorch_hsi_peft.peft.base.AdapterLinear` subclass it puts on
+        layer: the :class:`~terratorch_hsi_peft.adapters.base.AdapterLinear` subclass it puts on
             each target; built as ``layer(base_linear, adapter_config, name=...)``.
         options: its :class:`MethodOptions` dataclass (keys beyond ``target_modules`` and
             ``dropout``).
@@ -142,7 +142,7 @@ def register_method(method: AdapterMethod) -> AdapterMethod:
         TypeError: ``options`` is not a :class:`MethodOptions` dataclass or ``layer`` is not an
             ``AdapterLinear``.
     """
-    from terratorch_hsi_peft.peft.base import AdapterLinear
+    from terratorch_hsi_peft.adapters.base import AdapterLinear
 
     if method.name != normalise_name(method.name) or not method.name:
         raise ValueError(

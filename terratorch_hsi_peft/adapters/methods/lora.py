@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from terratorch_hsi_peft.peft.base import AdapterLinear
-from terratorch_hsi_peft.peft.config import AdapterConfig
-from terratorch_hsi_peft.peft.lr import apply_lr_ratio
-from terratorch_hsi_peft.peft.registry import (
+from terratorch_hsi_peft.adapters.base import AdapterLinear
+from terratorch_hsi_peft.adapters.config import AdapterConfig
+from terratorch_hsi_peft.adapters.lr import apply_lr_ratio
+from terratorch_hsi_peft.adapters.registry import (
     AdapterMethod,
     MethodOptions,
     alpha_option,
@@ -48,7 +48,7 @@ class LoRALinear(AdapterLinear):
 
     Same layout, initialisation and scaling as Hugging Face peft's ``LoraConfig(r, lora_alpha)``.
     For ``LORA_PLUS``, ``lora_B`` gets ``lr_ratio`` times the learning rate
-    (see :mod:`terratorch_hsi_peft.peft.lr`).
+    (see :mod:`terratorch_hsi_peft.adapters.lr`).
     """
 
     def __init__(self, base_layer: nn.Linear, config: AdapterConfig, name: str = "layer") -> None:

@@ -15,9 +15,9 @@ import torch
 from peft_helpers import peft_config, randomise_adapters
 from torch.nn.utils import parametrize
 
-from terratorch_hsi_peft.peft import adapter_layers, apply_peft
-from terratorch_hsi_peft.peft import lr as lr_module
-from terratorch_hsi_peft.peft.lr import LrRatio, match_lr_ratio, register_update_rule
+from terratorch_hsi_peft.adapters import adapter_layers, apply_peft
+from terratorch_hsi_peft.adapters import lr as lr_module
+from terratorch_hsi_peft.adapters.lr import LrRatio, match_lr_ratio, register_update_rule
 
 LAMBDA = 16.0
 EPS = 1e-8  # AdamW's default eps

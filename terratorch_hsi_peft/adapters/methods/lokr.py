@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from terratorch_hsi_peft.peft.base import AdapterLinear
-from terratorch_hsi_peft.peft.config import AdapterConfig
-from terratorch_hsi_peft.peft.kron import kron_linear, resolve_kron_shapes
-from terratorch_hsi_peft.peft.registry import (
+from terratorch_hsi_peft.adapters.base import AdapterLinear
+from terratorch_hsi_peft.adapters.config import AdapterConfig
+from terratorch_hsi_peft.adapters.kron import kron_linear, resolve_kron_shapes
+from terratorch_hsi_peft.adapters.registry import (
     AdapterMethod,
     MethodOptions,
     alpha_option,
