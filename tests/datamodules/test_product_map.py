@@ -390,3 +390,27 @@ def test_memory_does_not_grow_with_the_product(formulation, fakes, product, tmp_
     # not grow with the product: 16x the pixels, the same peak (building every block's sample
     # arrays up front, as before, was 1.4x for tiles and 4.7x for patches here).
     assert big["peak"] < 1.25 * small["peak"], (small, big)
+
+
+def test_two_loader_workers_write_the_same_map(product, tmp_path):
+    fake, _, _, state = product
+    task = _segmentation_task()
+    maps = {}
+    for workers in (0, 2):
+        dm = ProductMapDataModule(
+            str(fake.path),
+            block_size=16,
+            tile_size=8,
+            inference_stride=4,
+            batch_size=7,
+            num_workers=workers,
+        )
+        dm.load_state_dict(state)
+        writer = GeoTiffMapWriter(output_dir=str(tmp_path / str(workers)))
+        _trainer([writer]).predict(task, dm, return_predictions=False)
+        # Each worker reads its own blocks (every other one) and ends with its own partial batch.
+        assert len(dm.predict_dataset) == len(list(dm.predict_dataloader()))
+        with rasterio.open(writer.written[0]) as written:
+            maps[workers] = written.read(1)
+    assert (maps[0][~fake.nodata_mask] > 0).all()
+    np.testing.assert_array_equal(maps[2], maps[0])
