@@ -53,8 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--formulations", nargs="+", default=["segmentation", "classification"])
     parser.add_argument("--in-memory-max", type=float, default=4, help="largest in-memory Mpx")
     parser.add_argument("--classification-max", type=float, default=16, help="largest Mpx")
-    parser.add_argument("--block-size", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=64, help="tiles per batch")
+    # 512-pixel blocks: one tile row and column in 33 is predicted twice (by both blocks it
+    # reaches into), 1 in 17 with 256; the window is read in strips, so its memory stays small.
+    parser.add_argument("--block-size", type=int, default=512)
+    # 16 tiles: the FCN decoder's activations are about 14 MB a 32 x 32 tile (900 MB at 64).
+    parser.add_argument("--batch-size", type=int, default=16, help="tiles per batch")
     parser.add_argument("--patch-batch-size", type=int, default=1024, help="patches per batch")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/product_scale"))
     parser.add_argument("--keep", action="store_true", help="keep the generated products")
