@@ -106,9 +106,10 @@ def _trainer(callbacks, **kwargs) -> Trainer:
     return Trainer(callbacks=callbacks, **{**options, **kwargs})
 
 
-def _in_memory_map(formulation, cube, route, state, task) -> np.ndarray:
+def _in_memory_map(formulation, cube, route, state, task, root: Path) -> np.ndarray:
     """The existing in-memory route's map (class indices) of the cube, nodata pixels fed as the
-    training mean (what the block-wise route feeds them as)."""
+    training mean (what the block-wise route feeds them as). The writer's files go under
+    ``root`` (a test's tmp_path), not into the source tree."""
     image = np.where(np.isnan(cube), route.mean.numpy()[:, None, None], cube)
     scene = HyperspectralScene(image.transpose(1, 2, 0), class_names=CLASSES, name="flight")
     if formulation == "segmentation":
@@ -123,9 +124,7 @@ def _in_memory_map(formulation, cube, route, state, task) -> np.ndarray:
     writer = ClassMapWriter(output_dir=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _trainer([writer], default_root_dir=Path(__file__).parent / "unused").predict(
-            task, dm, return_predictions=False
-        )
+        _trainer([writer], default_root_dir=root).predict(task, dm, return_predictions=False)
     return writer.class_map
 
 
@@ -161,15 +160,15 @@ def test_block_wise_map_equals_the_in_memory_map_on_the_product_grid(
 ):
     fake, cube, route, state = product
     task = make_task()
-    expected = _in_memory_map(formulation, cube, route, state, task)
+    expected = _in_memory_map(formulation, cube, route, state, task, tmp_path / "in_memory")
     with open_product(fake.path) as inner:
         counting = CountingProduct(inner)
         dm = _product_dm(formulation, counting, state, batch_size=7)
-        writer = GeoTiffMapWriter(output_dir=str(tmp_path), probabilities=None)
+        writer = GeoTiffMapWriter(output_dir=str(tmp_path / "map"), probabilities=None)
         # Nothing kept in memory for Lightning to return (it would by default).
         assert _trainer([writer]).predict(task, dm) is None
 
-    path = tmp_path / "flight_class_map.tif"
+    path = tmp_path / "map" / "flight_class_map.tif"
     assert writer.written == [path]
     # The product's grid as the plugin reads it: a bare rasterio.open of the ENVI binary fails
     # once TerraTorch's CLI has set GDAL_DISABLE_READDIR_ON_OPEN in this process.
@@ -195,7 +194,7 @@ def test_block_wise_map_equals_the_in_memory_map_on_the_product_grid(
     # GDAL's block cache kept small: windows read once would only fill it (memory growing with
     # the product: +741 MiB over 1 Mpx in benchmarks/product_scale.py's product, +349 with it).
     assert counting.gdal_cache == {GDAL_CACHE_MB}
-    assert list(tmp_path.iterdir()) == [path]  # no temporary file left
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left
 
 
 def test_probabilities_are_written_block_by_block_beside_the_classes(product, tmp_path):
