@@ -4,7 +4,7 @@ Generates ENVI products (BIL, 224 bands; ``int16`` with gain 1e-4 like an AVIRIS
 file, and ``float32``) of ``--sizes`` megapixels, square, their spectra mixtures of 16 random
 endmembers, written row by row. A PCA band route (12 components) is fitted once on a sample of
 pixels. Then each map runs in a process of its own, so that its peak resident memory
-(``ru_maxrss``) is its own:
+(``VmHWM``) is its own:
 
 - on disk: ``ProductMapDataModule`` reads the product block by block (``--block-size``) and
   ``GeoTiffMapWriter`` writes the tiled GeoTIFF block by block (the time includes the writing);
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import shutil
 import subprocess
@@ -53,15 +54,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--formulations", nargs="+", default=["segmentation", "classification"])
     parser.add_argument("--in-memory-max", type=float, default=4, help="largest in-memory Mpx")
     parser.add_argument("--classification-max", type=float, default=16, help="largest Mpx")
-    parser.add_argument("--block-size", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=64, help="tiles per batch")
+    # 512-pixel blocks: one tile row and column in 33 is predicted twice (by both blocks it
+    # reaches into), 1 in 17 with 256; the window is read in strips, so its memory stays small.
+    parser.add_argument("--block-size", type=int, default=512)
+    # 16 tiles: the FCN decoder's activations are about 14 MB a 32 x 32 tile (900 MB at 64).
+    parser.add_argument("--batch-size", type=int, default=16, help="tiles per batch")
     parser.add_argument("--patch-batch-size", type=int, default=1024, help="patches per batch")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/product_scale"))
     parser.add_argument("--keep", action="store_true", help="keep the generated products")
     parser.add_argument("--results-md", type=Path, help="write the table into this file")
     parser.add_argument("--json", type=Path, help="write the measurements as JSON")
+    parser.add_argument("--plot", type=Path, help="plot px/s and peak RSS against size (PNG)")
     parser.add_argument(
-        "--from-json", type=Path, help="measure nothing: the table of an earlier run's --json"
+        "--from-json",
+        type=Path,
+        nargs="+",
+        help="measure nothing: the table (and plot) of earlier runs' --json files, concatenated",
     )
     parser.add_argument("--child", type=json.loads, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -170,6 +178,24 @@ def build_task(formulation: str) -> Any:
     )
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (MiB): ``VmHWM``, the high-water mark of its own
+    address space.
+
+    Not ``ru_maxrss``: Linux keeps that across ``execve``, and Python starts the child with
+    ``vfork``, so a child's ``ru_maxrss`` starts at its parent's peak (the parent writing the
+    product: 1.9 GiB "before predict" at 1 Mpx float32).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
+
+
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     """Map one product (``spec``): seconds, pixels and this process's peak RSS."""
     import logging
@@ -234,17 +260,24 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         callbacks = [Paste(write_interval="batch")]
     trainer = Trainer(callbacks=callbacks, **options)
     # The process's floor: Python, torch, TerraTorch, the model (and, in memory, the scene).
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    start = time.perf_counter()
+    before = peak_rss_mib()
+    # The machine's 1-minute load around the map: the runs share their cores with other jobs.
+    load_before = os.getloadavg()[0]
+    start, cpu_start = time.perf_counter(), time.process_time()
     trainer.predict(task, dm, return_predictions=False)
     seconds = time.perf_counter() - start
+    # CPU seconds of all its threads: less sensitive to other jobs on the cores than wall time.
+    cpu_seconds = time.process_time() - cpu_start
     height, width = dm.shape if spec["mode"] == "disk" else dm.scene.shape
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "read_seconds": read_seconds,
         "pixels": height * width,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib(),
+        "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_before_predict_mib": before,
+        "load": [load_before, os.getloadavg()[0]],
     }
 
 
@@ -272,12 +305,77 @@ def _mib(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
+def _peak(run: dict[str, Any]) -> str:
+    """Peak RSS; ``*`` marks a run measured with ``ru_maxrss`` (before ``VmHWM`` was used):
+    the larger of its own peak and its parent's, an upper bound."""
+    return f"{run['peak_rss_mib']:,.0f}" + ("" if "ru_maxrss_mib" in run else "*")
+
+
+def _cpu_ratio(disk: dict[str, Any], memory: dict[str, Any] | None) -> str:
+    """Pixels per CPU second on disk over in memory (``-`` if not recorded)."""
+    if not memory or "cpu_seconds" not in disk or "cpu_seconds" not in memory:
+        return "-"
+    return f"{memory['cpu_seconds'] / disk['cpu_seconds']:.2f}"
+
+
+def _load(run: dict[str, Any] | None) -> str:
+    """The machine's 1-minute load average before and after a map (``-`` if not recorded)."""
+    if not run or "load" not in run:
+        return "-"
+    return "{:.1f}-{:.1f}".format(*run["load"])
+
+
+def _order(row: dict[str, Any]) -> tuple:
+    return row["formulation"], row["dtype"], row["mpx"]
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Pixels/s and peak RSS against scene size, one line per formulation, dtype and route."""
+    from matplotlib.figure import Figure
+
+    from terratorch_hsi_peft.utils.download import atomic_write
+
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    speed, memory = fig.subplots(1, 2)
+    lines: dict[tuple[str, str, str], list[tuple[float, float, float]]] = {}
+    for row in sorted(rows, key=_order):
+        for route in ("disk", "memory"):
+            run = row.get(route)
+            if run:
+                key = (row["formulation"], row["dtype"], route)
+                rate = run["pixels"] / run["seconds"]
+                lines.setdefault(key, []).append((row["mpx"], rate, run["peak_rss_mib"] / 1024))
+    for (formulation, dtype, route), points in lines.items():
+        mpx, rate, rss = zip(*points, strict=True)
+        style = {
+            "marker": "o" if formulation == "segmentation" else "s",
+            "linestyle": "-" if route == "disk" else "--",
+            "label": f"{formulation}, {dtype}, {'on disk' if route == 'disk' else 'in memory'}",
+        }
+        speed.plot(mpx, rate, **style)
+        memory.plot(mpx, rss, **style)
+    memory.axhline(1.5e9 / 2**30, color="grey", linewidth=0.8)
+    target = memory.get_yaxis_transform()  # x in axes fraction, y in data
+    memory.text(0.01, 1.5e9 / 2**30, "target 1.5 GB", transform=target, va="bottom", fontsize=7)
+    for ax, label in ((speed, "pixels / s"), (memory, "peak RSS (GiB)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("scene (Mpx, 224 bands)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    memory.set_ylim(bottom=0)
+    memory.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=110)
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| scene | dtype | on disk (GB) | formulation | on-disk px/s | in-memory px/s | "
-        "on-disk / in-memory | on-disk peak RSS (MiB) | of which before predict (MiB) | "
-        "in-memory peak RSS (MiB) | in-memory read (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "on-disk / in-memory | same, by CPU time | on-disk peak RSS (MiB) | "
+        "of which before predict (MiB) | "
+        "in-memory peak RSS (MiB) | in-memory read (s) | load (on disk; in memory) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         disk, memory = row["disk"], row.get("memory")
@@ -288,12 +386,10 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"| {side}x{side} ({row['mpx']:g} Mpx) | {row['dtype']} | {row['gb']:.2f} | "
             f"{row['formulation']} | {rate:,.0f} | "
             + (f"{mem_rate:,.0f} | {rate / mem_rate:.2f} | " if memory else "- | - | ")
-            + f"{disk['peak_rss_mib']:,.0f} | {_mib(disk.get('rss_before_predict_mib'))} | "
-            + (
-                f"{memory['peak_rss_mib']:,.0f} | {memory['read_seconds']:.1f} |"
-                if memory
-                else "- | - |"
-            )
+            + f"{_cpu_ratio(disk, memory)} | "
+            + f"{_peak(disk)} | {_mib(disk.get('rss_before_predict_mib'))} | "
+            + (f"{_peak(memory)} | {memory['read_seconds']:.1f} | " if memory else "- | - | ")
+            + f"{_load(disk)}; {_load(memory)} |"
         )
     return "\n".join(lines)
 
@@ -304,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_child(args.child)))
         return 0
     if args.from_json is not None:
-        write_results(args, json.loads(args.from_json.read_text()), argv)
+        rows = [row for path in args.from_json for row in json.loads(path.read_text())]
+        write_results(args, sorted(rows, key=_order), argv)
         return 0
     args.workdir.mkdir(parents=True, exist_ok=True)
     sizes = [
@@ -342,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
                     "out": folder / f"maps_{formulation}",
                 }
                 row = {"dtype": dtype, "mpx": mpx, "gb": gb, "formulation": formulation}
+                row["command"] = _command(argv)
                 row["disk"] = measure({**spec, "mode": "disk"})
                 if mpx <= args.in_memory_max:
                     row["memory"] = measure({**spec, "mode": "memory"})
@@ -355,25 +453,42 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _command(argv: list[str] | None) -> str:
+    return "python -m benchmarks.product_scale " + " ".join(argv or sys.argv[1:])
+
+
 def write_results(args: argparse.Namespace, rows: list[dict[str, Any]], argv: Any) -> None:
     """Print the table; with ``--results-md``, put it into that file's section."""
     table = markdown_table(rows)
     print(table)
+    if args.plot:
+        plot(rows, args.plot)
     if not args.results_md:
         return
     from benchmarks.docgen.sections import update_markdown_section
 
-    command = "python -m benchmarks.product_scale " + " ".join(argv or sys.argv[1:])
+    # The runs that measured the rows (several with --from-json), then this one.
+    commands = list(dict.fromkeys(row["command"] for row in rows if "command" in row))
+    commands += [c for c in [_command(argv)] if c not in commands]
+    figure = ""
+    if args.plot:
+        img = os.path.relpath(args.plot.resolve(), args.results_md.resolve().parent)
+        figure = f"![Pixels/s and peak RSS against scene size]({img})\n\n"
     body = (
-        f"`{command}`\n\n{table}\n\n"
+        "".join(f"`{command}`\n\n" for command in commands) + f"{table}\n\n{figure}"
         "Each map runs in a process of its own. On disk: `ProductMapDataModule` reads one block "
         "(plus the tiles' or patches' halo) at a time and `GeoTiffMapWriter` writes the tiled "
         "GeoTIFF block by block (its time includes the writing). In memory: the whole product "
         "is read into a scene (the read column), then the scene/patch datamodule maps it into an "
-        "in-memory class map, nothing written. Peak RSS is the process's `ru_maxrss`; the "
-        "column before it is the same process before `predict` (Python, torch, TerraTorch, the "
-        "model): what mapping adds is the difference. Same random-init one-block SpectralGPT "
-        "model, PCA route to 12 bands, 32x32 tiles every 16 pixels, 9x9 patches resized to 16.\n"
+        "in-memory class map, nothing written. Load is the machine's 1-minute load average "
+        "before and after each map (the runs share the cores with other jobs; the ratio by CPU "
+        "time, all threads of the process, is less sensitive to them). Peak RSS is the "
+        "process's own high-water mark (`VmHWM`); the column before it is the same process "
+        "before `predict` (Python, torch, TerraTorch, the model): what mapping adds is the "
+        "difference; * marks runs measured with `ru_maxrss`, which a child started by `vfork` "
+        "inherits from its parent (the benchmark writing the product): an upper bound. Same "
+        "random-init one-block SpectralGPT model, PCA route to 12 bands, 32x32 tiles every 16 "
+        "pixels, 9x9 patches resized to 16.\n"
     )
     update_markdown_section(args.results_md, "product-scale", "## Products on disk", body)
 

@@ -25,19 +25,20 @@ __all__ = ["GeoTiffMapWriter"]
 
 #: Batch keys that say where predictions go (written by ProductMapDataModule); the writer takes
 #: them out before the model runs.
-MAP_KEYS = ("map_block", "map_origin", "map_owned", "map_nodata", "map_chunks")
+MAP_KEYS = ("map_block", "map_origin", "map_owned", "map_blocks", "map_nodata")
 
 
 class GeoTiffMapWriter(BasePredictionWriter):
     """Writes the class map of a product predicted by ``ProductMapDataModule``, block by block.
 
-    Each block's predictions are held until the block is complete, then written into
+    Each block's predictions are held until all its samples are in, then written into
     ``<product>_class_map.tif``: a tiled (``block_size`` tiles), deflate-compressed GeoTIFF with
     the product's CRS and transform, raw labels 1..K (class index + 1), 0 (the nodata value) for
     unclassified pixels (the product's nodata), a colour table and the class names as tags. With
     ``probabilities`` the class probabilities go into ``<product>_probabilities.tif`` (K bands).
-    Only one block per loader process is held in memory; ``trainer.predict`` returns nothing
-    (Lightning would otherwise keep every batch's predictions to return them).
+    Only the blocks a batch reaches into are held in memory (a batch may end one block and start
+    the next); ``trainer.predict`` returns nothing (Lightning would otherwise keep every batch's
+    predictions to return them).
 
     Files are written under a temporary name in the target folder and renamed when the map is
     complete: an interrupted map leaves no file under the final name (and an interrupted run's
@@ -139,29 +140,38 @@ class GeoTiffMapWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        """Paste one batch into its block; write the block once all its batches are in."""
+        """Paste one batch into its blocks; write a block once all its samples are in."""
         place = {k: v.cpu() for k, v in self._pending.popleft().items()}
-        index, count, row, col = place["map_block"].tolist()
-        nodata = place["map_nodata"].numpy()
-        block = self._open_blocks.get(index)
-        if block is None:
+        flat_nodata = place["map_nodata"].numpy()
+        offset = 0
+        for index, count, row, col, height, width in place["map_blocks"].tolist():
+            nodata = flat_nodata[offset : offset + height * width].reshape(height, width)
+            offset += height * width
             block = {"row": row, "col": col, "done": 0, "count": count, "nodata": nodata}
             block["class_map"] = np.full(nodata.shape, -1, dtype=np.int64)
             if self.probabilities:
                 block["probabilities"] = None  # K is known from the first batch
             self._open_blocks[index] = block
         classes = _class_indices(prediction).cpu()
-        _paste(block["class_map"], classes, place, row, col)
-        if self.probabilities:
-            probabilities = _probabilities(prediction).float().cpu()
-            if block["probabilities"] is None:
-                block["probabilities"] = np.full(
-                    (probabilities.shape[1], *nodata.shape), np.nan, np.float32
+        probabilities = _probabilities(prediction).float().cpu() if self.probabilities else None
+        sample_blocks = place["map_block"]
+        # A batch holds the end of one block and the start of the next (or more, for small ones).
+        for index in torch.unique(sample_blocks).tolist():
+            mine = sample_blocks == index
+            block = self._open_blocks[index]
+            part = {"map_origin": place["map_origin"][mine], "map_owned": place["map_owned"][mine]}
+            _paste(block["class_map"], classes[mine], part, block["row"], block["col"])
+            if probabilities is not None:
+                if block["probabilities"] is None:
+                    block["probabilities"] = np.full(
+                        (probabilities.shape[1], *block["nodata"].shape), np.nan, np.float32
+                    )
+                _paste(
+                    block["probabilities"], probabilities[mine], part, block["row"], block["col"]
                 )
-            _paste(block["probabilities"], probabilities, place, row, col)
-        block["done"] += 1
-        if block["done"] == block["count"]:
-            self._write_block(self._open_blocks.pop(index))
+            block["done"] += int(mine.sum())
+            if block["done"] == block["count"]:
+                self._write_block(self._open_blocks.pop(index))
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Write unfinished blocks, then (rank zero) assemble the ranks' files and rename."""

@@ -36,12 +36,14 @@ from terratorch_hsi_peft.products.base import SensorProduct, Window
 from terratorch_hsi_peft.transforms import BandRoute
 from terratorch_hsi_peft.utils.cli_values import task_model_args
 
-__all__ = ["MAP_KEYS", "MapBlock", "ProductMapDataModule", "ProductWindowDataset"]
+__all__ = ["MAP_KEYS", "BlockGrid", "MapBlock", "ProductMapDataModule", "ProductWindowDataset"]
 
 logger = logging.getLogger(__name__)
 
 #: GDAL's block cache while a product is read window by window (MB).
 GDAL_CACHE_MB = 64
+#: A block's window is read and routed in strips of about this many MB of float32.
+READ_STRIP_MB = 16
 
 #: The training datamodule whose checkpoint state holds each formulation's band route.
 _TRAINED_WITH = {
@@ -77,48 +79,157 @@ class MapBlock:
     owned_by_sample: np.ndarray
 
 
-class ProductWindowDataset(torch.utils.data.IterableDataset):
-    """Batches of one rank's blocks, each block read from disk once (one window at a time).
+@dataclass(frozen=True)
+class BlockGrid:
+    """The blocks a product is cut into and the samples (tiles or patches) of each.
 
-    Yields dicts with ``image`` (B, k, s, s) and the :data:`MAP_KEYS`: ``map_block`` (4,) the
-    block's index, its number of batches and the owned window's row and column; ``map_origin``
-    (B, 2) each sample's top-left scene pixel; ``map_owned`` (B, 4) the scene pixels each
-    prediction fills; ``map_nodata`` (h, w) bool over the owned window; ``map_chunks`` (2,) the
-    batch's number within its block and the block's batch count.
+    Blocks are built when asked for (:meth:`block`): a block's sample arrays are 48 bytes a
+    sample, a whole product's a patch per pixel, so holding every block up front would grow
+    with the product (800 MB at 16 Mpx for the classification route).
+    """
+
+    height: int
+    width: int
+    block_size: int
+    formulation: str
+    tile_size: int
+    inference_stride: int
+    patch_size: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) of the product."""
+        return self.height, self.width
+
+    def num_blocks(self) -> int:
+        """How many blocks the product is cut into."""
+        return math.ceil(self.height / self.block_size) * math.ceil(self.width / self.block_size)
+
+    def num_samples(self, index: int) -> int:
+        """The number of samples of block ``index`` (without building their arrays)."""
+        rows, cols = self._axes(self._owned(index))
+        return len(rows[0]) * len(cols[0])
+
+    def _owned(self, index: int) -> Window:
+        per_row = math.ceil(self.width / self.block_size)
+        r0, c0 = (index // per_row) * self.block_size, (index % per_row) * self.block_size
+        size = self.block_size
+        return Window(r0, c0, min(size, self.height - r0), min(size, self.width - c0))
+
+    def _axes(self, owned: Window) -> tuple[tuple, tuple]:
+        axis = self._tile_axis if self.formulation == "segmentation" else self._patch_axis
+        return axis(self.height, owned.row, owned.height), axis(self.width, owned.col, owned.width)
+
+    def block(self, index: int) -> MapBlock:
+        """Block ``index`` with the window it reads and its samples."""
+        owned = self._owned(index)
+        rows, cols = self._axes(owned)
+        (r_starts, r_own, r_read, r_pad), (c_starts, c_own, c_read, c_pad) = rows, cols
+        i, j = np.meshgrid(np.arange(len(r_starts)), np.arange(len(c_starts)), indexing="ij")
+        i, j = i.ravel(), j.ravel()
+        return MapBlock(
+            index=index,
+            owned=owned,
+            read=Window(r_read[0], c_read[0], r_read[1] - r_read[0], c_read[1] - c_read[0]),
+            pad=(*r_pad, *c_pad),
+            origins=np.stack([r_starts[i], c_starts[j]], axis=1),
+            owned_by_sample=np.stack([r_own[i, 0], r_own[i, 1], c_own[j, 0], c_own[j, 1]], axis=1),
+        )
+
+    def _tile_axis(self, length: int, start: int, size: int):
+        """Tiles of the global grid whose owned pixels meet ``start..start + size`` on one axis.
+
+        The grid is the in-memory datamodule's (over the axis padded up to one tile), so each
+        pixel is predicted by the same tile as there.
+        """
+        t = self.tile_size
+        padded = max(length, t)
+        if padded - length >= length:
+            raise ValueError(
+                f"tile_size={t} is more than twice the product's size {self.shape}; lower it."
+            )
+        starts, lo, hi = tile_grid(padded, t, self.inference_stride)
+        own_lo = np.maximum(starts + lo, start)
+        own_hi = np.minimum(starts + hi, start + size)
+        keep = own_lo < own_hi
+        starts, own = starts[keep], np.stack([own_lo[keep], own_hi[keep]], axis=1)
+        read_lo, read_hi = int(starts.min()), int(starts.max()) + t
+        pad = (0, max(read_hi - length, 0))
+        return starts, own, (read_lo, min(read_hi, length)), pad
+
+    def _patch_axis(self, length: int, start: int, size: int):
+        """Every pixel of ``start..start + size`` on one axis, with the patch radius around it
+        (reflect-padded where it leaves the product, as the patch datamodule pads the scene)."""
+        radius = self.patch_size // 2
+        if radius >= length:
+            raise ValueError(
+                f"patch_size={self.patch_size} needs a product larger than {radius} pixels on "
+                f"each side (reflect padding); it is {self.shape}."
+            )
+        centres = np.arange(start, start + size)
+        own = np.stack([centres, centres + 1], axis=1)
+        read_lo, read_hi = start - radius, start + size + radius
+        pad = (max(-read_lo, 0), max(read_hi - length, 0))
+        return centres - radius, own, (max(read_lo, 0), min(read_hi, length)), pad
+
+
+class ProductWindowDataset(torch.utils.data.IterableDataset):
+    """Full batches over one rank's blocks, each block read from disk once (one window at a time).
+
+    Samples are taken block after block and batched across blocks, so every batch but the last
+    of a loader process holds ``batch_size`` samples (the in-memory datamodules' batches are full
+    too; a partial batch per block would mean more, smaller model calls).
+
+    Yields dicts with ``image`` (B, k, s, s) and the :data:`MAP_KEYS`: ``map_block`` (B,) the
+    block each sample belongs to; ``map_origin`` (B, 2) each sample's top-left scene pixel;
+    ``map_owned`` (B, 4) the scene pixels each prediction fills; ``map_blocks`` (n, 6) the
+    blocks whose first samples are in this batch (index, sample count, owned row, column,
+    height, width) and ``map_nodata`` their nodata masks over the owned windows, flattened and
+    concatenated (bool).
 
     Args:
         open_product: a picklable callable returning the opened product (called in each loader
             worker, as file handles are not shared between processes).
         close: close the product at the end of each pass (``False`` for a product the caller
             opened and keeps).
-        blocks: the blocks of this rank, in order.
+        grid: the product's block grid.
+        blocks: the block numbers of this rank, in order (each built when read).
         size: the side of a sample (tile or patch) in pixels.
         route: the fitted band route.
         bands: 0-based product bands the route reads.
         batch_size: samples per batch at most.
+        num_workers: the loader processes sharing the blocks (for the batch count only).
     """
 
     def __init__(
         self,
         open_product: Callable[[], SensorProduct],
-        blocks: list[MapBlock],
+        grid: BlockGrid,
+        blocks: range | list[int],
         size: int,
         route: BandRoute,
         bands: np.ndarray,
         batch_size: int,
         close: bool = True,
+        num_workers: int = 0,
     ) -> None:
         self.open_product = open_product
         self.close = close
-        self.blocks = blocks
+        self.grid = grid
+        self.blocks = list(blocks)
         self.size = size
         self.route = route
         self.bands = np.asarray(bands, dtype=np.int64)
         self.batch_size = batch_size
+        self.num_workers = num_workers
         self._offsets = torch.arange(size)
 
     def __len__(self) -> int:
-        return sum(math.ceil(len(b.origins) / self.batch_size) for b in self.blocks)
+        shares = max(self.num_workers, 1)
+        return sum(
+            math.ceil(sum(map(self.grid.num_samples, self.blocks[w::shares])) / self.batch_size)
+            for w in range(shares)
+        )
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = torch.utils.data.get_worker_info()
@@ -128,8 +239,7 @@ class ProductWindowDataset(torch.utils.data.IterableDataset):
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
             product = self.open_product()
             try:
-                for block in mine:
-                    yield from self._batches(product, block)
+                yield from self._batches(product, mine)
             finally:
                 if self.close:
                     product.close()
@@ -137,48 +247,94 @@ class ProductWindowDataset(torch.utils.data.IterableDataset):
     def read_block(self, product: SensorProduct, block: MapBlock) -> tuple[torch.Tensor, Any]:
         """The block's routed window, pixel-major (k, h, w), and its nodata mask over ``owned``.
 
+        The window is read and routed in strips of about :data:`READ_STRIP_MB` of float32 (all
+        the product's bands of a 544-pixel-wide window are 0.5 MB a row): only the routed
+        bands of the whole window are held at once.
+
         A pixel is nodata when any band the route reads is NaN there (the product's nodata
         value); its values are replaced by the training mean, which the route maps to zero, so
         that tiles around it see no NaN.
         """
-        raw = torch.from_numpy(product.read(block.read, self.bands))
-        missing = torch.isnan(raw)
-        nodata = missing.any(dim=0)
-        if missing.any():
-            mean = self.route.mean.to(raw.dtype)[:, None, None].expand_as(raw)
-            raw = torch.where(missing, mean, raw)
-        routed = self.route(raw)
+        window = block.read
+        per_row = len(self.bands) * window.width * 4
+        step = max(1, READ_STRIP_MB * 2**20 // per_row)
+        routed_strips, nodata_strips = [], []
+        for top in range(window.row, window.row + window.height, step):
+            rows = min(step, window.row + window.height - top)
+            strip = Window(top, window.col, rows, window.width)
+            raw = torch.from_numpy(product.read(strip, self.bands))
+            missing = torch.isnan(raw)
+            nodata_strips.append(missing.any(dim=0))
+            if nodata_strips[-1].any():
+                mean = self.route.mean.to(raw.dtype)[:, None, None].expand_as(raw)
+                raw = torch.where(missing, mean, raw)
+            del missing
+            routed_strips.append(self.route(raw))
+            del raw
+        routed = torch.cat(routed_strips, dim=1)
+        nodata = torch.cat(nodata_strips, dim=0)
+        del routed_strips
         top, bottom, left, right = block.pad
         if any(block.pad):
             routed = F.pad(routed[None], (left, right, top, bottom), mode="reflect")[0]
-        r0 = block.owned.row - block.read.row
-        c0 = block.owned.col - block.read.col
+        r0 = block.owned.row - window.row
+        c0 = block.owned.col - window.col
         owned_nodata = nodata[r0 : r0 + block.owned.height, c0 : c0 + block.owned.width]
         return pixel_major(routed), owned_nodata
 
     def _batches(
-        self, product: SensorProduct, block: MapBlock
+        self, product: SensorProduct, blocks: list[int]
     ) -> Iterator[dict[str, torch.Tensor]]:
-        cube, nodata = self.read_block(product, block)
-        # Scene pixel (row, col) sits at (row - top, col - left) of the padded window.
-        top = block.read.row - block.pad[0]
-        left = block.read.col - block.pad[2]
-        origins = torch.as_tensor(block.origins, dtype=torch.int64)
-        owned = torch.as_tensor(block.owned_by_sample, dtype=torch.int64)
-        count = math.ceil(len(origins) / self.batch_size)
-        head = torch.tensor([block.index, count, block.owned.row, block.owned.col])
-        for chunk in range(count):
-            part = slice(chunk * self.batch_size, (chunk + 1) * self.batch_size)
-            rows = (origins[part, 0] - top)[:, None] + self._offsets
-            cols = (origins[part, 1] - left)[:, None] + self._offsets
-            yield {
-                "image": gather_windows(cube, rows, cols),
-                "map_block": head,
-                "map_origin": origins[part],
-                "map_owned": owned[part],
-                "map_nodata": nodata,
-                "map_chunks": torch.tensor([chunk, count]),
-            }
+        """Fill batches block after block; a block's window is freed once its samples are cut."""
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("image", *MAP_KEYS)}
+        filled = 0
+        for index in blocks:
+            block = self.grid.block(index)
+            cube, nodata = self.read_block(product, block)
+            owned = block.owned
+            parts["map_blocks"].append(
+                torch.tensor(
+                    [[block.index, len(block.origins), owned.row, owned.col, *nodata.shape]]
+                )
+            )
+            parts["map_nodata"].append(nodata.reshape(-1))
+            # Scene pixel (row, col) sits at (row - top, col - left) of the padded window.
+            top = block.read.row - block.pad[0]
+            left = block.read.col - block.pad[2]
+            origins = torch.as_tensor(block.origins, dtype=torch.int64)
+            owned_by_sample = torch.as_tensor(block.owned_by_sample, dtype=torch.int64)
+            start = 0
+            while start < len(origins):
+                part = slice(start, start + self.batch_size - filled)
+                rows = (origins[part, 0] - top)[:, None] + self._offsets
+                cols = (origins[part, 1] - left)[:, None] + self._offsets
+                parts["image"].append(gather_windows(cube, rows, cols))
+                parts["map_origin"].append(origins[part])
+                parts["map_owned"].append(owned_by_sample[part])
+                parts["map_block"].append(torch.full((len(rows),), block.index))
+                filled += len(rows)
+                start += len(rows)
+                if filled == self.batch_size:
+                    yield _join(parts)
+                    filled = 0
+            del cube, block, origins, owned_by_sample  # before the next window is read
+        if filled:
+            yield _join(parts)
+
+
+def _join(parts: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """One batch from the parts gathered so far (emptied for the next batch)."""
+    batch = {}
+    for key, tensors in parts.items():
+        if not tensors:  # no block starts in this batch
+            tensors.append(
+                torch.zeros((0, 6), dtype=torch.int64)
+                if key == "map_blocks"
+                else torch.zeros(0, dtype=torch.bool)
+            )
+        batch[key] = tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+        tensors.clear()
+    return batch
 
 
 class ProductMapDataModule(LightningDataModule):
@@ -444,12 +600,14 @@ class ProductMapDataModule(LightningDataModule):
             close = True
         self.predict_dataset = ProductWindowDataset(
             opener,
-            self.blocks_of_rank(rank, world),
+            self.grid,
+            self.rank_blocks(world)[rank],
             self.tile_size if self.formulation == "segmentation" else self.patch_size,
             self.route,
             self.route_bands(),
             self.batch_size,
             close,
+            self.num_workers,
         )
         return torch.utils.data.DataLoader(
             self.predict_dataset,
@@ -466,10 +624,23 @@ class ProductMapDataModule(LightningDataModule):
 
     # -- the block grid -------------------------------------------------------------------------
 
+    @property
+    def grid(self) -> BlockGrid:
+        """The product's block grid, with the samples of each block."""
+        height, width = self.shape
+        return BlockGrid(
+            height,
+            width,
+            self.block_size,
+            self.formulation,
+            self.tile_size,
+            self.inference_stride,
+            self.patch_size,
+        )
+
     def num_blocks(self) -> int:
         """How many blocks the product is cut into."""
-        height, width = self.shape
-        return math.ceil(height / self.block_size) * math.ceil(width / self.block_size)
+        return self.grid.num_blocks()
 
     def rank_blocks(self, world: int) -> list[range]:
         """The block numbers of each rank: contiguous runs, as even as possible."""
@@ -478,68 +649,12 @@ class ProductMapDataModule(LightningDataModule):
         return [range(bounds[r], bounds[r + 1]) for r in range(world)]
 
     def blocks_of_rank(self, rank: int = 0, world: int = 1) -> list[MapBlock]:
-        """The blocks rank ``rank`` of ``world`` predicts."""
+        """The blocks rank ``rank`` of ``world`` predicts (the loader builds them one at a time)."""
         return [self.block(i) for i in self.rank_blocks(world)[rank]]
 
     def block(self, index: int) -> MapBlock:
         """Block ``index`` with the window it reads and its samples."""
-        height, width = self.shape
-        per_row = math.ceil(width / self.block_size)
-        r0, c0 = (index // per_row) * self.block_size, (index % per_row) * self.block_size
-        owned = Window(r0, c0, min(self.block_size, height - r0), min(self.block_size, width - c0))
-        if self.formulation == "segmentation":
-            rows = self._tile_axis(height, owned.row, owned.height)
-            cols = self._tile_axis(width, owned.col, owned.width)
-        else:
-            rows = self._patch_axis(height, owned.row, owned.height)
-            cols = self._patch_axis(width, owned.col, owned.width)
-        (r_starts, r_own, r_read, r_pad), (c_starts, c_own, c_read, c_pad) = rows, cols
-        i, j = np.meshgrid(np.arange(len(r_starts)), np.arange(len(c_starts)), indexing="ij")
-        i, j = i.ravel(), j.ravel()
-        return MapBlock(
-            index=index,
-            owned=owned,
-            read=Window(r_read[0], c_read[0], r_read[1] - r_read[0], c_read[1] - c_read[0]),
-            pad=(*r_pad, *c_pad),
-            origins=np.stack([r_starts[i], c_starts[j]], axis=1),
-            owned_by_sample=np.stack([r_own[i, 0], r_own[i, 1], c_own[j, 0], c_own[j, 1]], axis=1),
-        )
-
-    def _tile_axis(self, length: int, start: int, size: int):
-        """Tiles of the global grid whose owned pixels meet ``start..start + size`` on one axis.
-
-        The grid is the in-memory datamodule's (over the axis padded up to one tile), so each
-        pixel is predicted by the same tile as there.
-        """
-        t = self.tile_size
-        padded = max(length, t)
-        if padded - length >= length:
-            raise ValueError(
-                f"tile_size={t} is more than twice the product's size {self.shape}; lower it."
-            )
-        starts, lo, hi = tile_grid(padded, t, self.inference_stride)
-        own_lo = np.maximum(starts + lo, start)
-        own_hi = np.minimum(starts + hi, start + size)
-        keep = own_lo < own_hi
-        starts, own = starts[keep], np.stack([own_lo[keep], own_hi[keep]], axis=1)
-        read_lo, read_hi = int(starts.min()), int(starts.max()) + t
-        pad = (0, max(read_hi - length, 0))
-        return starts, own, (read_lo, min(read_hi, length)), pad
-
-    def _patch_axis(self, length: int, start: int, size: int):
-        """Every pixel of ``start..start + size`` on one axis, with the patch radius around it
-        (reflect-padded where it leaves the product, as the patch datamodule pads the scene)."""
-        radius = self.patch_size // 2
-        if radius >= length:
-            raise ValueError(
-                f"patch_size={self.patch_size} needs a product larger than {radius} pixels on "
-                f"each side (reflect padding); it is {self.shape}."
-            )
-        centres = np.arange(start, start + size)
-        own = np.stack([centres, centres + 1], axis=1)
-        read_lo, read_hi = start - radius, start + size + radius
-        pad = (max(-read_lo, 0), max(read_hi - length, 0))
-        return centres - radius, own, (max(read_lo, 0), min(read_hi, length)), pad
+        return self.grid.block(index)
 
 
 def _same(product: SensorProduct) -> SensorProduct:
