@@ -15,7 +15,11 @@ pixels. Then each map runs in a process of its own, so that its peak resident me
 
 Both formulations (segmentation tiles; a patch per pixel for classification, up to
 ``--classification-max`` megapixels as it is the slower one), through ``trainer.predict`` with
-the same random-init SpectralGPT model (speed does not depend on the weights).
+the same random-init SpectralGPT model (speed does not depend on the weights). That model is a
+tiny stock TerraTorch one (``EncoderDecoderFactory``, width 16, one block) built here, not a
+shipped experiment file: the study times the product pipeline (read, band route, predict, write),
+and building it from ``configs/experiments`` changes the timed model, so its published runs
+would have to be redone first.
 
     python -m benchmarks.product_scale --sizes 1 4 16 --results-md docs/results.md
     python -m benchmarks.product_scale --sizes 0.25 --workdir /tmp/product_scale
