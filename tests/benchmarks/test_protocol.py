@@ -156,7 +156,9 @@ def test_a_deep_row_builds_the_shipped_experiment_and_chooses_on_validation(shar
     record = protocol.run_row(row, context)
     (experiment,) = tmp_path.rglob("experiment.yaml")
     written = protocol.yaml.safe_load(experiment.read_text())
-    assert written["model"]["init_args"]["model_args"]["spectral_path"] == 64  # the quickstart's
+    shipped = protocol.load_experiment("quickstart")["model"]["init_args"]["model_args"]
+    path = written["model"]["init_args"]["model_args"]["spectral_path"]
+    assert path == shipped["spectral_path"] and path["width"] == 64  # the quickstart's path
     assert written["data"]["init_args"]["split_file"] == str(context.split_file)
     best = max(record["candidates"], key=lambda c: c["val_oa"])
     assert record["chosen"]["val_oa"] == best["val_oa"]
