@@ -177,11 +177,26 @@ def build_datamodule(config: dict[str, Any]) -> Any:
     return datamodule_class(**data.get("init_args", {}))
 
 
+#: The loggers :func:`quiet` turns down while a benchmark builds and fits.
+LOUD_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "terratorch")
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Lightning's banners and per-fit warnings off; the builders' prints go to stderr."""
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "terratorch"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
-        warnings.simplefilter("ignore")
-        yield
+    """Lightning's banners and per-fit warnings off; the builders' prints go to stderr.
+
+    The loggers' levels are restored on exit: the plugin logs through Lightning's
+    ``rank_zero_info``, whose logger sits under ``lightning.pytorch``, and a level left at ERROR
+    would silence it for the rest of the process.
+    """
+    loggers = [logging.getLogger(name) for name in LOUD_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)

@@ -107,3 +107,18 @@ def test_build_datamodule_is_the_shipped_data_with_the_overrides(tmp_path):
     shipped = load_experiment("indian_pines/segmentation/full")["data"]["init_args"]
     assert (datamodule.batch_size, datamodule.tile_size) == (3, shipped["tile_size"])
     assert datamodule.append_spectra is shipped["append_spectra"] is True
+
+
+def test_quiet_restores_the_logger_levels():
+    """Lightning's rank-zero logger carries the plugin's messages: quiet() must not mute it."""
+    import logging
+
+    from benchmarks.experiments import LOUD_LOGGERS, quiet
+
+    before = {name: logging.getLogger(name).level for name in LOUD_LOGGERS}
+    with quiet():
+        assert all(logging.getLogger(n).level == logging.ERROR for n in LOUD_LOGGERS)
+    assert {name: logging.getLogger(name).level for name in LOUD_LOGGERS} == before
+    assert logging.getLogger("lightning.pytorch.utilities.rank_zero").getEffectiveLevel() < (
+        logging.ERROR
+    )
