@@ -105,6 +105,44 @@ MAE_OVERRIDES: dict[str, Any] = {
     "lr": 1e-3,
 }
 
+#: The spectral-transformer rows (the issue's moonshot avenue): the quickstart's encoder on
+#: one-pixel patches of all 200 z-scored bands, i.e. 67 spectral tokens of 3 bands and one
+#: spatial position, without the spectral path (the encoder reads the whole spectrum).
+PIXEL_DATA: dict[str, Any] = {
+    "band_route": "standardize",
+    "patch_size": 1,
+    "img_size": 1,
+    "append_spectra": False,
+}
+PIXEL_MODEL: dict[str, Any] = {
+    "backbone_patch_size": 1,
+    "backbone_img_size": 1,
+    "backbone_num_bands": 200,
+    # TerraTorch pads inputs by reflection to twice the patch size, which one pixel cannot give.
+    "backbone_padding": None,
+}
+#: Epochs of the pixel rows (32 pixels a step, best validation epoch kept): a pixel costs about
+#: a tenth of a 16 x 16 patch, and on draws 0-1 the best validation epoch came as late as 12.
+PIXEL_EPOCHS = 20
+#: Their MAE: the shipped pre-training file on single pixels (every pixel of the training side).
+PIXEL_MAE_STEPS = 1500
+PIXEL_MAE_OVERRIDES: dict[str, Any] = {
+    "data": {
+        "band_route": "standardize",
+        "img_size": 1,
+        "window_size": 1,
+        "stride": 1,
+        "batch_size": 256,
+    },
+    "model_args": {
+        **MAE_OVERRIDES["model_args"],
+        "patch_size": 1,
+        "img_size": 1,
+        "num_bands": 200,
+    },
+    "lr": 1e-3,
+}
+
 log = logging.getLogger("benchmarks.protocol")
 
 
@@ -148,6 +186,7 @@ class Context:
     epochs: int
     mae_steps: int = MAE_STEPS
     mae_encoder: Path | None = None
+    pixel_mae_encoder: Path | None = None
     notes: dict[str, Any] = field(default_factory=dict)
     #: Scene log-probabilities per (training function, lr): rows that differ only in their
     #: windows (``svm`` and ``svm_smoothed``) share one fit.
@@ -269,11 +308,14 @@ def _fitload_experiment(
     model_args: dict[str, Any] | None = None,
     drop_model_args: tuple[str, ...] = (),
     task_args: dict[str, Any] | None = None,
+    data_args: dict[str, Any] | None = None,
+    epochs: int | None = None,
 ) -> np.ndarray:
     """Fit ``configs/experiments/<name>.yaml`` plus overrides; the scene's log-probabilities.
 
     Overrides: the draw's ``split_file``, the protocol's epochs (the cosine's ``T_max`` with
-    them), ``lr``, ``model_args`` updated (``drop_model_args`` removed), ``task_args``; the
+    them), ``lr``, ``model_args`` updated (``drop_model_args`` removed), ``task_args``,
+    ``data_args``, ``epochs`` (default: the protocol's); the
     trainer keeps the checkpoint with the best ``val/OA`` (checked every epoch), which is
     restored before the whole scene is predicted.
     """
@@ -285,8 +327,9 @@ def _fitload_experiment(
     data.pop("num_workers", None)
     task = config["model"]["init_args"]
     task["lr"] = lr
+    epochs = epochs or context.epochs
     if task.get("scheduler") == "CosineAnnealingLR":
-        task["scheduler_hparams"]["T_max"] = context.epochs
+        task["scheduler_hparams"]["T_max"] = epochs
     task.update(task_args or {})
     args = task["model_args"]
     for key in drop_model_args:
@@ -296,10 +339,11 @@ def _fitload_experiment(
         task.pop("aux_loss", None)
         task.pop("lr_overrides", None)
     args.update(model_args or {})
+    data.update(data_args or {})
     config["seed_everything"] = context.draw
     trainer = config["trainer"]
     trainer.update(
-        max_epochs=context.epochs,
+        max_epochs=epochs,
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -362,11 +406,17 @@ def _predict_scene(task: Any, datamodule: Any, context: Context) -> np.ndarray:
     return out.reshape(height, width, -1)
 
 
-def _pretrain_mae(context: Context) -> Path:
-    """The draw's MAE encoder: the shipped pre-training file, inductive (``leave_out_test``)."""
-    target = context.work / "mae" / "encoder.pth"
+def _pretrain_mae(context: Context, pixel: bool = False) -> Path:
+    """The draw's MAE encoder: the shipped pre-training file, inductive (``leave_out_test``).
+
+    ``pixel``: the spectral transformer's encoder (:data:`PIXEL_MAE_OVERRIDES`), else the
+    quickstart's (:data:`MAE_OVERRIDES`).
+    """
+    target = context.work / ("mae_pixel" if pixel else "mae") / "encoder.pth"
     if target.is_file():
         return target
+    overrides = PIXEL_MAE_OVERRIDES if pixel else MAE_OVERRIDES
+    steps = PIXEL_MAE_STEPS if pixel else context.mae_steps
     config = load_experiment("pretraining/indian_pines_mae")
     data = config["data"]["init_args"]
     (source,) = data["scenes"]
@@ -375,12 +425,15 @@ def _pretrain_mae(context: Context) -> Path:
     if context.protocol != "spatially_disjoint":
         source["leave_out_test"] = False  # per-class test pixels are scattered: see the report
     data.update(root=str(context.data_root / "indian_pines"), img_size=16, stride=1, window_size=9)
-    config["model"]["init_args"]["model_args"].update(MAE_OVERRIDES["model_args"])
-    config["optimizer"]["init_args"]["lr"] = MAE_OVERRIDES["lr"]
-    config["lr_scheduler"]["init_args"]["T_max"] = context.mae_steps
+    if pixel:
+        data.pop("num_components", None)
+        data.update(overrides["data"])
+    config["model"]["init_args"]["model_args"].update(overrides["model_args"])
+    config["optimizer"]["init_args"]["lr"] = overrides["lr"]
+    config["lr_scheduler"]["init_args"]["T_max"] = steps
     config["seed_everything"] = context.draw
     config["trainer"].update(
-        max_steps=context.mae_steps,
+        max_steps=steps,
         max_epochs=None,
         logger=False,
         enable_progress_bar=False,
@@ -399,8 +452,10 @@ def _pretrain_mae(context: Context) -> Path:
     with quiet():
         cli = build(config, target.parent)
         cli.trainer.fit(cli.model, cli.datamodule)
-    context.notes["mae_s"] = round(time.time() - started, 1)
-    context.notes["mae_loss"] = float(cli.trainer.callback_metrics.get("train/loss", float("nan")))
+    prefix = "pixel_mae" if pixel else "mae"
+    context.notes[f"{prefix}_s"] = round(time.time() - started, 1)
+    loss = float(cli.trainer.callback_metrics.get("train/loss", float("nan")))
+    context.notes[f"{prefix}_loss"] = loss
     return target
 
 
@@ -423,6 +478,33 @@ def _quickstart(
         drop = () if path else ("spectral_path",)
         task_args = {"freeze_backbone": True} if frozen else None
         return _fitload_experiment(context, "quickstart", tag, lr, model_args, drop, task_args)
+
+    return train
+
+
+def _spectral_transformer(
+    tag: str, mae: bool = False
+) -> Callable[[Context, float | None], np.ndarray]:
+    """A row from the quickstart's file on one-pixel patches (:data:`PIXEL_DATA`)."""
+
+    def train(context: Context, lr: float | None) -> np.ndarray:
+        model_args = dict(PIXEL_MODEL)
+        if mae:
+            if context.pixel_mae_encoder is None:
+                context.pixel_mae_encoder = _pretrain_mae(context, pixel=True)
+            model_args.update(
+                backbone_pretrained=False, backbone_ckpt_path=str(context.pixel_mae_encoder)
+            )
+        return _fitload_experiment(
+            context,
+            "quickstart",
+            tag,
+            lr,
+            model_args,
+            ("spectral_path",),
+            data_args=PIXEL_DATA,
+            epochs=PIXEL_EPOCHS,
+        )
 
     return train
 
@@ -499,6 +581,21 @@ ROWS: dict[str, Row] = {
             )
             for m, label in ADAPTERS.items()
         ],
+        Row(
+            "gpt_pixel_random",
+            "SpectralGPT on 1-pixel patches (spectral transformer), random init, full",
+            "spectralgpt",
+            _spectral_transformer("pixel_random"),
+            LR_FULL,
+        ),
+        Row(
+            "gpt_pixel_mae",
+            "SpectralGPT on 1-pixel patches, pixel-MAE encoder, full",
+            "spectralgpt",
+            _spectral_transformer("pixel_mae", mae=True),
+            LR_FULL,
+            needs_mae=True,
+        ),
     ]
 }
 

@@ -203,6 +203,11 @@ def _comparisons(
         ("gpt_random_full", "gpt_random_nopath"),
         ("gpt_random_full", "gpt_random_frozen"),
         ("gpt_mae_frozen", "gpt_random_frozen"),
+        ("gpt_pixel_random", "path_smoothed"),
+        ("gpt_pixel_mae", "path_smoothed"),
+        ("gpt_pixel_mae", "svm_smoothed"),
+        ("gpt_pixel_mae", "gpt_pixel_random"),
+        ("gpt_pixel_mae", "gpt_mae_full"),
     ):
         if first in labels and second in labels:
             pairs.append((f"{labels[first]} - {labels[second]}", paired(rows, first, second)))
@@ -311,6 +316,13 @@ def _protocol_text(
             "`leave_out_test` on the disjoint split: no window holds a test pixel (inductive). "
             "On the per-class split the test pixels are scattered over the scene and cannot be "
             "left out: those pre-trained rows are transductive (labels never seen).",
+            "- Spectral transformer rows (the issue's moonshot avenue): the same file on "
+            "one-pixel patches of all 200 z-scored bands (`band_route: standardize`, "
+            "`patch_size: 1`, `backbone_patch_size: 1`, `backbone_num_bands: 200`; 67 spectral "
+            "tokens of 3 bands at one position; no spectral path), 20 epochs with the best "
+            "validation epoch kept; their MAE encoder is pre-trained per draw from the same "
+            "pre-training file on single pixels of the training side (`window_size: 1`, "
+            "`leave_out_test`; 1500 steps of 256 pixels, 75% of the spectral tokens masked).",
             "- Path alone: the shipped path's layers (`PixelMLP`, width 64) and a linear head on "
             "each pixel's z-scored 200-band spectrum, no encoder, batches of 32 pixels for the "
             "deep rows' steps, best validation checkpoint.",

@@ -166,6 +166,35 @@ def test_a_deep_row_builds_the_shipped_experiment_and_chooses_on_validation(shar
     assert record["pixels"]["test"] == len(context.split.test)
 
 
+@pytest.mark.slow
+def test_the_spectral_transformer_row_reads_one_pixel_from_its_pixel_mae(
+    shared_data, tmp_path, monkeypatch
+):
+    """The moonshot rows: the quickstart file on 1-pixel patches, from a pixel MAE (inductive)."""
+    monkeypatch.setattr(protocol, "PIXEL_EPOCHS", 1)
+    monkeypatch.setattr(protocol, "PIXEL_MAE_STEPS", 3)
+    context = protocol.draw_context("spatially_disjoint", 0, shared_data, tmp_path)
+    row = protocol.ROWS["gpt_pixel_mae"]
+    record = protocol.run_row(protocol.Row("px", "px", "spectralgpt", row.train, (1e-3,)), context)
+    (mae_file,) = (tmp_path / "spatially_disjoint" / "draw0" / "mae_pixel").rglob("experiment.yaml")
+    mae = protocol.yaml.safe_load(mae_file.read_text())
+    (source,) = mae["data"]["init_args"]["scenes"]
+    assert source["leave_out_test"] and source["split_file"] == str(context.split_file)
+    assert mae["data"]["init_args"]["window_size"] == 1
+    assert mae["model"]["init_args"]["model_args"]["num_bands"] == 200
+    (fit_file,) = (tmp_path / "spatially_disjoint" / "draw0").glob("pixel_mae_lr*/experiment.yaml")
+    fit = protocol.yaml.safe_load(fit_file.read_text())
+    data, args = fit["data"]["init_args"], fit["model"]["init_args"]["model_args"]
+    assert (data["band_route"], data["patch_size"], data["img_size"]) == ("standardize", 1, 1)
+    assert not data["append_spectra"] and "spectral_path" not in args
+    assert (args["backbone_patch_size"], args["backbone_num_bands"]) == (1, 200)
+    assert args["backbone_ckpt_path"] == str(context.pixel_mae_encoder)
+    assert fit["trainer"]["max_epochs"] == 1
+    best = max(record["candidates"], key=lambda c: c["val_oa"])
+    assert record["chosen"]["val_oa"] == best["val_oa"] and record["notes"]["pixel_mae_s"] > 0
+    assert record["pixels"]["test"] == len(context.split.test)
+
+
 def test_the_docs_section_is_the_one_the_stored_runs_generate(tmp_path):
     """Every figure of docs/results.md's protocol section comes from the stored runs file."""
     results = protocol.REPO / "docs" / "results.md"
