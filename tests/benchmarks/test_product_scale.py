@@ -70,3 +70,21 @@ def test_tiny_run_maps_from_disk_and_in_memory_and_writes_the_table(tmp_path):
     assert "--from-json" in again
     assert "| 50x50 (0.0025 Mpx) | int16 | 0.00 | segmentation |" in again
     assert (tmp_path / "again.png").is_file()
+
+
+def test_the_batch_of_eight_figures_in_the_docs_are_the_stored_runs():
+    """docs/results.md quotes each stored 8-tile run's peak RSS and the floor before predict."""
+    import json
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    runs = json.loads((repo / "benchmarks" / "results" / "product_scale_batch8.json").read_text())
+    text = (repo / "docs" / "results.md").read_text()
+    paragraph = text[text.index("Not flat in scene size.") :].split("\n\n")[0]
+    assert {run["disk"]["batch_size"] for run in runs} == {8}
+    for run in runs:
+        assert f"{run['disk']['peak_rss_mib']:,.0f} MiB" in paragraph, run["mpx"]
+        assert f"{run['disk']['rss_before_predict_mib']:,.0f} MiB" in paragraph
+    default = sorted((r["mpx"], r["disk"]["peak_rss_mib"]) for r in runs if "environment" not in r)
+    per_mpx = (default[-1][1] - default[0][1]) / (default[-1][0] - default[0][0])
+    assert f"about {round(per_mpx)} MiB more per Mpx" in paragraph
