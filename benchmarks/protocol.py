@@ -90,6 +90,7 @@ LR_PATH = (3e-3, 1e-2)
 #: MAE pre-training per draw (the quickstart's encoder; windows resized as its patches).
 MAE_STEPS = 600
 MAE_OVERRIDES: dict[str, Any] = {
+    "data": {"img_size": 16, "stride": 1, "window_size": 9},
     "model_args": {
         "pretrained": False,
         "embed_dim": 64,
@@ -185,8 +186,6 @@ class Context:
     data_root: Path
     epochs: int
     mae_steps: int = MAE_STEPS
-    mae_encoder: Path | None = None
-    pixel_mae_encoder: Path | None = None
     notes: dict[str, Any] = field(default_factory=dict)
     #: Scene log-probabilities per (training function, lr): rows that differ only in their
     #: windows (``svm`` and ``svm_smoothed``) share one fit.
@@ -412,8 +411,9 @@ def _pretrain_mae(context: Context, pixel: bool = False) -> Path:
     ``pixel``: the spectral transformer's encoder (:data:`PIXEL_MAE_OVERRIDES`), else the
     quickstart's (:data:`MAE_OVERRIDES`).
     """
+    prefix = "pixel_mae" if pixel else "mae"  # of the notes' keys
     target = context.work / ("mae_pixel" if pixel else "mae") / "encoder.pth"
-    if target.is_file():
+    if target.is_file():  # pre-trained by an earlier row of the draw
         return target
     overrides = PIXEL_MAE_OVERRIDES if pixel else MAE_OVERRIDES
     steps = PIXEL_MAE_STEPS if pixel else context.mae_steps
@@ -424,10 +424,7 @@ def _pretrain_mae(context: Context, pixel: bool = False) -> Path:
     source.update(split_file=str(context.split_file), leave_out_test=True)
     if context.protocol != "spatially_disjoint":
         source["leave_out_test"] = False  # per-class test pixels are scattered: see the report
-    data.update(root=str(context.data_root / "indian_pines"), img_size=16, stride=1, window_size=9)
-    if pixel:
-        data.pop("num_components", None)
-        data.update(overrides["data"])
+    data.update(root=str(context.data_root / "indian_pines"), **overrides["data"])
     config["model"]["init_args"]["model_args"].update(overrides["model_args"])
     config["optimizer"]["init_args"]["lr"] = overrides["lr"]
     config["lr_scheduler"]["init_args"]["T_max"] = steps
@@ -452,17 +449,16 @@ def _pretrain_mae(context: Context, pixel: bool = False) -> Path:
     with quiet():
         cli = build(config, target.parent)
         cli.trainer.fit(cli.model, cli.datamodule)
-    prefix = "pixel_mae" if pixel else "mae"
     context.notes[f"{prefix}_s"] = round(time.time() - started, 1)
     loss = float(cli.trainer.callback_metrics.get("train/loss", float("nan")))
     context.notes[f"{prefix}_loss"] = loss
     return target
 
 
-def _from_mae(context: Context) -> dict[str, Any]:
-    if context.mae_encoder is None:
-        context.mae_encoder = _pretrain_mae(context)
-    return {"backbone_pretrained": False, "backbone_ckpt_path": str(context.mae_encoder)}
+def _from_mae(context: Context, pixel: bool = False) -> dict[str, Any]:
+    """``model_args`` that start the encoder from the draw's MAE (:func:`_pretrain_mae`)."""
+    encoder = _pretrain_mae(context, pixel)
+    return {"backbone_pretrained": False, "backbone_ckpt_path": str(encoder)}
 
 
 def _quickstart(
@@ -488,13 +484,7 @@ def _spectral_transformer(
     """A row from the quickstart's file on one-pixel patches (:data:`PIXEL_DATA`)."""
 
     def train(context: Context, lr: float | None) -> np.ndarray:
-        model_args = dict(PIXEL_MODEL)
-        if mae:
-            if context.pixel_mae_encoder is None:
-                context.pixel_mae_encoder = _pretrain_mae(context, pixel=True)
-            model_args.update(
-                backbone_pretrained=False, backbone_ckpt_path=str(context.pixel_mae_encoder)
-            )
+        model_args = {**PIXEL_MODEL, **(_from_mae(context, pixel=True) if mae else {})}
         return _fitload_experiment(
             context,
             "quickstart",

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from benchmarks.experiments import (
     DELETE,
     EXPERIMENTS,
+    LOUD_LOGGERS,
     build_datamodule,
     build_model,
     encoder_size,
     load_experiment,
     override,
+    quiet,
     spread_layers,
 )
 
@@ -111,10 +115,6 @@ def test_build_datamodule_is_the_shipped_data_with_the_overrides(tmp_path):
 
 def test_quiet_restores_the_logger_levels():
     """Lightning's rank-zero logger carries the plugin's messages: quiet() must not mute it."""
-    import logging
-
-    from benchmarks.experiments import LOUD_LOGGERS, quiet
-
     before = {name: logging.getLogger(name).level for name in LOUD_LOGGERS}
     with quiet():
         assert all(logging.getLogger(n).level == logging.ERROR for n in LOUD_LOGGERS)

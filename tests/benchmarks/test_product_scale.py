@@ -74,12 +74,8 @@ def test_tiny_run_maps_from_disk_and_in_memory_and_writes_the_table(tmp_path):
 
 def test_the_batch_of_eight_figures_in_the_docs_are_the_stored_runs():
     """docs/results.md quotes each stored 8-tile run's peak RSS and the floor before predict."""
-    import json
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[2]
-    runs = json.loads((repo / "benchmarks" / "results" / "product_scale_batch8.json").read_text())
-    text = (repo / "docs" / "results.md").read_text()
+    runs = json.loads((REPO_ROOT / "benchmarks/results/product_scale_batch8.json").read_text())
+    text = (REPO_ROOT / "docs" / "results.md").read_text()
     paragraph = text[text.index("Not flat in scene size.") :].split("\n\n")[0]
     assert {run["disk"]["batch_size"] for run in runs} == {8}
     for run in runs:
