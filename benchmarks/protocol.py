@@ -326,6 +326,8 @@ def _fitload_experiment(
     data.pop("num_workers", None)
     task = config["model"]["init_args"]
     task["lr"] = lr
+    if epochs is not None:  # the run's record holds the protocol's epochs: note the row's own
+        context.notes["epochs"] = epochs
     epochs = epochs or context.epochs
     if task.get("scheduler") == "CosineAnnealingLR":
         task["scheduler_hparams"]["T_max"] = epochs

@@ -189,7 +189,7 @@ def test_the_spectral_transformer_row_reads_one_pixel_from_its_pixel_mae(
     assert not data["append_spectra"] and "spectral_path" not in args
     assert (args["backbone_patch_size"], args["backbone_num_bands"]) == (1, 200)
     assert args["backbone_ckpt_path"] == str(mae_file.parent / "encoder.pth")
-    assert fit["trainer"]["max_epochs"] == 1
+    assert fit["trainer"]["max_epochs"] == record["notes"]["epochs"] == 1
     best = max(record["candidates"], key=lambda c: c["val_oa"])
     assert record["chosen"]["val_oa"] == best["val_oa"] and record["notes"]["pixel_mae_s"] > 0
     assert record["pixels"]["test"] == len(context.split.test)
