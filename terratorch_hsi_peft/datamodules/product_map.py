@@ -36,7 +36,14 @@ from terratorch_hsi_peft.products.base import SensorProduct, Window
 from terratorch_hsi_peft.transforms import BandRoute
 from terratorch_hsi_peft.utils.cli_values import task_model_args
 
-__all__ = ["MAP_KEYS", "BlockGrid", "MapBlock", "ProductMapDataModule", "ProductWindowDataset"]
+__all__ = [
+    "MAP_KEYS",
+    "BlockGrid",
+    "MapBlock",
+    "ProductMapDataModule",
+    "ProductWindowDataset",
+    "auto_block_size",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +51,13 @@ logger = logging.getLogger(__name__)
 GDAL_CACHE_MB = 64
 #: A block's window is read and routed in strips of about this many MB of float32.
 READ_STRIP_MB = 16
+#: With ``block_size: null``, blocks are as large as :data:`MAX_BLOCK_SIZE` allows while a
+#: block's routed window (every band the route outputs, float32, halo included) stays within
+#: this many MB: the window is held whole while its samples are cut, so its size, not the
+#: product's, sets the memory a map adds.
+WINDOW_MB = 32
+#: The largest automatic block side (pixels; GeoTIFF tiles beyond this gain nothing).
+MAX_BLOCK_SIZE = 512
 
 #: The training datamodule whose checkpoint state holds each formulation's band route.
 _TRAINED_WITH = {
@@ -236,7 +250,8 @@ class ProductWindowDataset(torch.utils.data.IterableDataset):
         mine = self.blocks if info is None else self.blocks[info.id :: info.num_workers]
         # Each window is read once, so GDAL's block cache (5% of the RAM by default) would only
         # fill up with pixels never read again: peak memory would grow with the product.
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        # rasterio passes GDAL_CACHEMAX to GDALSetCacheMax64 as bytes: 64 alone would be 64 bytes.
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 2**20):
             product = self.open_product()
             try:
                 yield from self._batches(product, mine)
@@ -361,7 +376,10 @@ class ProductMapDataModule(LightningDataModule):
         formulation: ``segmentation`` (tiles, for ``SemanticSegmentationTask``) or
             ``classification`` (a patch per pixel, for ``ClassificationTask``).
         block_size: side of the blocks the product is read and written in (a multiple of 16, the
-            GeoTIFF's tile size).
+            GeoTIFF's tile size). ``None``: the largest multiple of 16 up to 512 whose routed
+            window (halo included) holds at most :data:`WINDOW_MB` MB, from the checkpoint's
+            band route: 512 for a 12-band route, 176 when 224 appended spectra follow (a
+            spectral path). A block's routed window is held whole, so it sets the memory.
         tile_size, inference_stride: the tiles (segmentation), as in
             ``HyperspectralSceneDataModule`` (the training run's ``tile_size``).
         patch_size, img_size, interpolation: the patches (classification), as in
@@ -378,7 +396,7 @@ class ProductMapDataModule(LightningDataModule):
         reader: str | None = None,
         reader_options: dict[str, Any] | None = None,
         formulation: Literal["segmentation", "classification"] = "segmentation",
-        block_size: int = 256,
+        block_size: int | None = None,
         tile_size: int = 32,
         inference_stride: int | None = None,
         patch_size: int = 9,
@@ -394,7 +412,7 @@ class ProductMapDataModule(LightningDataModule):
                 f"formulation={formulation!r}: use 'segmentation' (tiles) or 'classification' "
                 "(a patch per pixel), the formulation the checkpoint was trained in."
             )
-        if block_size < 16 or block_size % 16:
+        if block_size is not None and (block_size < 16 or block_size % 16):
             raise ValueError(
                 f"block_size={block_size} must be a positive multiple of 16 (GeoTIFF tiles)."
             )
@@ -414,7 +432,7 @@ class ProductMapDataModule(LightningDataModule):
         self.reader = reader
         self.reader_options = dict(reader_options or {})
         self.formulation = formulation
-        self.block_size = block_size
+        self._block_size = block_size
         self.tile_size = tile_size
         self.inference_stride = stride
         self.patch_size = patch_size
@@ -625,6 +643,18 @@ class ProductMapDataModule(LightningDataModule):
     # -- the block grid -------------------------------------------------------------------------
 
     @property
+    def block_size(self) -> int:
+        """The blocks' side: as given, or chosen from the band route (see ``block_size``)."""
+        if self._block_size is None:
+            self._block_size = auto_block_size(self.route.num_bands_out, self._reach)
+        return self._block_size
+
+    @property
+    def _reach(self) -> int:
+        """How far a block's window reaches past the block (on both sides together)."""
+        return self.tile_size if self.formulation == "segmentation" else self.patch_size - 1
+
+    @property
     def grid(self) -> BlockGrid:
         """The product's block grid, with the samples of each block."""
         height, width = self.shape
@@ -655,6 +685,15 @@ class ProductMapDataModule(LightningDataModule):
     def block(self, index: int) -> MapBlock:
         """Block ``index`` with the window it reads and its samples."""
         return self.grid.block(index)
+
+
+def auto_block_size(bands: int, reach: int, window_mb: float | None = None) -> int:
+    """The largest multiple of 16, at most :data:`MAX_BLOCK_SIZE` and at least 16, whose window
+    (the block plus ``reach`` pixels) of ``bands`` float32 bands holds at most ``window_mb``
+    (default :data:`WINDOW_MB`) MB."""
+    budget = (WINDOW_MB if window_mb is None else window_mb) * 2**20
+    side = math.isqrt(int(budget // (4 * max(bands, 1)))) - reach
+    return max(16, min(MAX_BLOCK_SIZE, side // 16 * 16))
 
 
 def _same(product: SensorProduct) -> SensorProduct:

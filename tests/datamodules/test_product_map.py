@@ -27,7 +27,13 @@ from terratorch_hsi_peft.datamodules import (
     ProductMapDataModule,
     product_map,
 )
-from terratorch_hsi_peft.datamodules.product_map import GDAL_CACHE_MB, ProductWindowDataset
+from terratorch_hsi_peft.datamodules.product_map import (
+    GDAL_CACHE_MB,
+    MAX_BLOCK_SIZE,
+    WINDOW_MB,
+    ProductWindowDataset,
+    auto_block_size,
+)
 from terratorch_hsi_peft.datasets import HyperspectralScene
 from terratorch_hsi_peft.products import SensorProduct, open_product
 from terratorch_hsi_peft.transforms import BandRoute
@@ -138,7 +144,8 @@ class CountingProduct(SensorProduct):
 
     def _read_stored(self, window, bands):
         self.windows.append(window)
-        self.gdal_cache.add(rasterio.env.getenv().get("GDAL_CACHEMAX"))
+        # GDAL's own limit, in bytes (rasterio's Env passes the option to GDALSetCacheMax64).
+        self.gdal_cache.add(rasterio.env.get_gdal_config("GDAL_CACHEMAX"))
         return self.inner._read_stored(window, bands)
 
 
@@ -193,7 +200,7 @@ def test_block_wise_map_equals_the_in_memory_map_on_the_product_grid(
     assert sum(w.height * w.width for w in counting.windows) < 2.5 * SHAPE[0] * SHAPE[1]
     # GDAL's block cache kept small: windows read once would only fill it (memory growing with
     # the product: +741 MiB over 1 Mpx in benchmarks/product_scale.py's product, +349 with it).
-    assert counting.gdal_cache == {GDAL_CACHE_MB}
+    assert counting.gdal_cache == {GDAL_CACHE_MB * 2**20}
     assert list(path.parent.iterdir()) == [path]  # no temporary file left
 
 
@@ -413,3 +420,41 @@ def test_two_loader_workers_write_the_same_map(product, tmp_path):
             maps[workers] = written.read(1)
     assert (maps[0][~fake.nodata_mask] > 0).all()
     np.testing.assert_array_equal(maps[2], maps[0])
+
+
+@pytest.mark.parametrize(("bands", "reach"), [(12, 32), (236, 8), (212, 32), (5000, 8), (1, 0)])
+def test_auto_block_size_is_the_largest_window_within_the_budget(bands, reach):
+    size = auto_block_size(bands, reach)
+    assert size % 16 == 0 and 16 <= size <= MAX_BLOCK_SIZE
+
+    def window_bytes(side: int) -> int:
+        return (side + reach) ** 2 * bands * 4
+
+    if size > 16:  # fits, unless only the smallest block is left
+        assert window_bytes(size) <= WINDOW_MB * 2**20
+    if size < MAX_BLOCK_SIZE:  # the next multiple of 16 would not fit
+        assert window_bytes(size + 16) > WINDOW_MB * 2**20
+    # The cases the docs quote: a 12-band route, and a 224-band spectral path after 12 bands.
+    assert auto_block_size(12, 32) == 512 and auto_block_size(236, 8) == 176
+
+
+def test_without_block_size_the_block_follows_the_route_width(product, tmp_path):
+    """block_size null: the checkpoint route's output bands choose the block (and the GeoTIFF
+    tile); a route with appended spectra gets smaller blocks, so its window stays in budget."""
+    fake, cube, _, _ = product
+    valid = ~np.isnan(cube).any(axis=0)
+    for append, budget in ((False, 1.0), (True, 0.05)):
+        route = BandRoute.fit("pca", cube[:, valid].T, num_components=5, append_spectra=append)
+        state = {"band_route": route.state_dict(), "class_names": '["a", "b", "c"]'}
+        with open_product(fake.path) as opened:
+            dm = ProductMapDataModule.from_product(opened, tile_size=8, inference_stride=4)
+            dm.load_state_dict(state)
+            assert dm.block_size == auto_block_size(route.num_bands_out, 8)
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(product_map, "WINDOW_MB", budget)
+                fresh = ProductMapDataModule.from_product(opened, tile_size=8, inference_stride=4)
+                fresh.load_state_dict(state)
+                side = fresh.block_size
+        assert side == auto_block_size(route.num_bands_out, 8, budget)
+        assert (side + 8) ** 2 * route.num_bands_out * 4 <= budget * 2**20 or side == 16
+    assert auto_block_size(route.num_bands_out, 8, 0.05) < auto_block_size(5, 8, 0.05)
