@@ -14,12 +14,16 @@ pixels. Then each map runs in a process of its own, so that its peak resident me
   is a column of its own).
 
 Both formulations (segmentation tiles; a patch per pixel for classification, up to
-``--classification-max`` megapixels as it is the slower one), through ``trainer.predict`` with
-the same random-init SpectralGPT model (speed does not depend on the weights). That model is a
-tiny stock TerraTorch one (``EncoderDecoderFactory``, width 16, one block) built here, not a
-shipped experiment file: the study times the product pipeline (read, band route, predict, write),
-and building it from ``configs/experiments`` changes the timed model, so its published runs
-would have to be redone first.
+``--classification-max`` megapixels as it is the slower one) run through ``trainer.predict``
+with models built from the shipped experiment files plus overrides (:func:`experiment_config`):
+segmentation from ``configs/experiments/indian_pines/segmentation_linear/full.yaml`` with the
+quickstart's encoder size, classification from ``configs/experiments/quickstart.yaml``; random
+weights (speed does not depend on them), and the quickstart's spectral path reading all 224
+bands. On disk, the datamodule and the writer are those of
+``configs/products/predict_envi.yaml`` (its batch size unless ``--batch-size`` or
+``--patch-batch-size``); in memory, the experiment's own datamodule. Each run records the
+experiment, its parameter count, torch's threads and the allocator and GDAL environment
+variables set.
 
     python -m benchmarks.product_scale --sizes 1 4 16 --results-md docs/results.md
     python -m benchmarks.product_scale --sizes 0.25 --workdir /tmp/product_scale
@@ -41,14 +45,42 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 BANDS = 224
-CLASSES = 8
+#: the shipped experiments' classes (Indian Pines; the class names the route file carries).
+CLASSES = 16
 #: spectra are mixtures of this many random endmembers (enough variance for 12 components).
 ENDMEMBERS = 16
-#: the SpectralGPT encoder of the runs: one block, as in the tests' tiny models.
-GEOMETRY = {"embed_dim": 16, "depth": 1, "num_heads": 2, "tile_size": 32, "img_size": 16}
-PATCH_SIZE = 9
+#: The shipped experiment each formulation's model (and in-memory datamodule) is built from.
+EXPERIMENTS = {
+    "segmentation": "indian_pines/segmentation_linear/full",
+    "classification": "quickstart",
+}
+#: The shipped file that maps a product: ProductMapDataModule and GeoTiffMapWriter.
+PRODUCT_CONFIG = "configs/products/predict_envi.yaml"
+#: The segmentation encoder's size: the quickstart's (ViT-Base would take hours per map here).
+ENCODER = {"embed_dim": 64, "depth": 4, "num_heads": 2, "patch_size": 4}
+#: The experiment's data settings that give the samples' shape, per formulation.
+SHAPE_KEYS = {"segmentation": ("tile_size",), "classification": ("patch_size", "img_size")}
+#: The experiment's data settings an in-memory datamodule keeps (not its scene, root or split).
+MEMORY_KEYS = (
+    "band_route",
+    "num_components",
+    "append_spectra",
+    *SHAPE_KEYS["segmentation"],
+    *SHAPE_KEYS["classification"],
+    "inference_stride",
+)
+#: Environment variables that change a map's memory or speed, recorded with each run.
+ENVIRONMENT = (
+    "MALLOC_ARENA_MAX",
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "GDAL_CACHEMAX",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,12 +90,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--formulations", nargs="+", default=["segmentation", "classification"])
     parser.add_argument("--in-memory-max", type=float, default=4, help="largest in-memory Mpx")
     parser.add_argument("--classification-max", type=float, default=16, help="largest Mpx")
-    # 512-pixel blocks: one tile row and column in 33 is predicted twice (by both blocks it
-    # reaches into), 1 in 17 with 256; the window is read in strips, so its memory stays small.
-    parser.add_argument("--block-size", type=int, default=512)
-    # 16 tiles: the FCN decoder's activations are about 14 MB a 32 x 32 tile (900 MB at 64).
-    parser.add_argument("--batch-size", type=int, default=16, help="tiles per batch")
-    parser.add_argument("--patch-batch-size", type=int, default=1024, help="patches per batch")
+    # Default: the product file's (null: chosen from the route, at most 512 pixels).
+    parser.add_argument("--block-size", type=int, help="block side (default: the product file's)")
+    parser.add_argument(
+        "--batch-size", type=int, help=f"tiles per batch (default: {PRODUCT_CONFIG}'s)"
+    )
+    parser.add_argument(
+        "--patch-batch-size", type=int, help=f"patches per batch (default: {PRODUCT_CONFIG}'s)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="paired on-disk/in-memory maps per product that fits in memory (order alternating)",
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/product_scale"))
     parser.add_argument("--keep", action="store_true", help="keep the generated products")
     parser.add_argument("--results-md", type=Path, help="write the table into this file")
@@ -122,8 +162,12 @@ def write_product(path: Path, side: int, dtype: str, seed: int = 0) -> Path:
     return hdr
 
 
-def fit_route(hdr: Path, out: Path) -> None:
-    """A 12-component PCA route fitted on a 64 x 64 window (at most), saved for the maps."""
+def fit_route(hdr: Path, out: Path, append_spectra: bool = False) -> None:
+    """A 12-component PCA route fitted on a 64 x 64 window (at most), saved for the maps.
+
+    ``append_spectra``: also append every band, z-scored, for a model with a spectral path (as
+    the experiment's datamodule does when it is trained on the sensor).
+    """
     import torch
 
     from terratorch_hsi_peft.products import Window, open_product
@@ -132,54 +176,78 @@ def fit_route(hdr: Path, out: Path) -> None:
     with open_product(hdr) as product:
         side = min(64, product.metadata.height, product.metadata.width)
         sample = product.read(Window(0, 0, side, side)).reshape(BANDS, -1).T
-    route = BandRoute.fit("pca", sample, num_components=12)
+    route = BandRoute.fit("pca", sample, num_components=12, append_spectra=append_spectra)
     names = json.dumps([f"class_{k}" for k in range(1, CLASSES + 1)])
     torch.save({"band_route": route.state_dict(), "class_names": names}, out)
 
 
-# -- one map, in a process of its own -----------------------------------------------------------
+# -- the model and data: shipped files plus overrides ---------------------------------------------
 
 
-def build_task(formulation: str) -> Any:
-    from lightning import seed_everything
-    from terratorch.tasks import ClassificationTask, SemanticSegmentationTask
+def experiment_config(formulation: str) -> dict[str, Any]:
+    """The formulation's shipped experiment (:data:`EXPERIMENTS`) with this study's overrides.
 
-    seed_everything(0)
-    g = GEOMETRY
-    backbone = {
-        "backbone": "spectralgpt_vit_base",
-        "backbone_num_bands": 12,
-        "backbone_embed_dim": g["embed_dim"],
-        "backbone_depth": g["depth"],
-        "backbone_num_heads": g["num_heads"],
-    }
+    Segmentation gets the quickstart's encoder size (:data:`ENCODER`), so that both
+    formulations map with one encoder; both get random weights (speed does not depend on
+    them); a spectral path reads every product band (:data:`BANDS`, appended by the route).
+    """
+    from benchmarks.experiments import encoder_size, load_experiment, override
+
+    config = load_experiment(EXPERIMENTS[formulation])
+    args = "model.init_args.model_args"
     if formulation == "segmentation":
-        return SemanticSegmentationTask(
-            model_factory="EncoderDecoderFactory",
-            loss="ce",
-            ignore_index=-1,
-            model_args={
-                **backbone,
-                "backbone_img_size": g["tile_size"],
-                "necks": [
-                    {"name": "SelectIndices", "indices": [-1]},
-                    {"name": "ReshapeTokensToImage"},
-                ],
-                "decoder": "FCNDecoder",
-                "num_classes": CLASSES,
-            },
-        )
-    return ClassificationTask(
-        model_factory="EncoderDecoderFactory",
-        model_args={
-            **backbone,
-            "backbone_img_size": g["img_size"],
-            "backbone_out_indices": [-1],
-            "necks": [{"name": "AggregateTokens", "pooling": "mean"}],
-            "decoder": "IdentityDecoder",
-            "num_classes": CLASSES,
-        },
-    )
+        encoder_size(config, **ENCODER)
+    changes: dict[str, Any] = {f"{args}.backbone_pretrained": False}
+    if "spectral_path" in config["model"]["init_args"]["model_args"]:
+        changes[f"{args}.spectral_path.bands"] = BANDS
+    return override(config, changes)
+
+
+def appends_spectra(config: dict[str, Any]) -> bool:
+    """Whether the experiment's datamodule appends the z-scored spectra to the routed bands."""
+    return bool(config["data"]["init_args"].get("append_spectra", False))
+
+
+def disk_datamodule(config: dict[str, Any], spec: dict[str, Any]) -> tuple[Any, list[Any]]:
+    """``ProductMapDataModule`` and ``GeoTiffMapWriter`` as :data:`PRODUCT_CONFIG` gives them,
+    with the experiment's sample shape and this run's product, block size and batch size."""
+    from benchmarks.experiments import REPO, override
+    from terratorch_hsi_peft.callbacks import GeoTiffMapWriter
+    from terratorch_hsi_peft.datamodules import ProductMapDataModule
+
+    product = yaml.safe_load((REPO / PRODUCT_CONFIG).read_text())
+    data = config["data"]["init_args"]
+    changes = {
+        "product": str(spec["product"]),
+        "formulation": spec["formulation"],
+        "batch_size": spec["batch_size"],
+        **{key: data[key] for key in SHAPE_KEYS[spec["formulation"]]},
+    }
+    if spec.get("block_size") is not None:
+        changes["block_size"] = spec["block_size"]
+    init = override(product["data"]["init_args"], changes)
+    (writer,) = product["trainer"]["callbacks"]
+    callback = GeoTiffMapWriter(**{**writer.get("init_args", {}), "output_dir": str(spec["out"])})
+    return ProductMapDataModule(**init), [callback]
+
+
+def memory_datamodule(config: dict[str, Any], scene: Any, batch_size: int) -> Any:
+    """The experiment's own datamodule over the in-memory ``scene``: its band route (restored
+    from the route file), sample shape and appended spectra."""
+    import importlib
+
+    data = config["data"]
+    module, _, name = data["class_path"].rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    keep = {key: value for key, value in data["init_args"].items() if key in MEMORY_KEYS}
+    return cls(scene=scene, **{**keep, "batch_size": batch_size})
+
+
+def count_parameters(task: Any) -> int:
+    return sum(p.numel() for p in task.parameters())
+
+
+# -- one map, in a process of its own -----------------------------------------------------------
 
 
 def peak_rss_mib() -> float:
@@ -208,13 +276,8 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     from lightning import Trainer
     from lightning.pytorch.callbacks import BasePredictionWriter
 
-    from terratorch_hsi_peft.callbacks import GeoTiffMapWriter
+    from benchmarks.experiments import build_model
     from terratorch_hsi_peft.callbacks.class_map_writer import _class_indices
-    from terratorch_hsi_peft.datamodules import (
-        HyperspectralPatchDataModule,
-        HyperspectralSceneDataModule,
-        ProductMapDataModule,
-    )
     from terratorch_hsi_peft.datasets import HyperspectralScene
     from terratorch_hsi_peft.products import open_product
 
@@ -223,25 +286,13 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     warnings.filterwarnings("ignore")
     torch.set_float32_matmul_precision("highest")
     state = torch.load(spec["route"], weights_only=True)
-    formulation = spec["formulation"]
-    task = build_task(formulation)
-    seg = formulation == "segmentation"
-    batch = spec["batch_size"] if seg else spec["patch_batch_size"]
-    shape = {"tile_size": GEOMETRY["tile_size"]} if seg else {"patch_size": PATCH_SIZE}
-    if not seg:
-        shape["img_size"] = GEOMETRY["img_size"]
+    config = experiment_config(spec["formulation"])
+    task = build_model(config)
     options = {"accelerator": "cpu", "logger": False, "enable_progress_bar": False}
     read_seconds = 0.0
     if spec["mode"] == "disk":
-        dm = ProductMapDataModule(
-            str(spec["product"]),
-            formulation=formulation,
-            block_size=spec["block_size"],
-            batch_size=batch,
-            **shape,
-        )
+        dm, callbacks = disk_datamodule(config, spec)
         dm.load_state_dict(state)
-        callbacks = [GeoTiffMapWriter(output_dir=str(spec["out"]))]
     else:
         start = time.perf_counter()
         with open_product(spec["product"]) as product:
@@ -249,8 +300,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         scene = HyperspectralScene(cube.transpose(1, 2, 0), name="scene")
         del cube
         read_seconds = time.perf_counter() - start
-        cls = HyperspectralSceneDataModule if seg else HyperspectralPatchDataModule
-        dm = cls(scene=scene, band_route="pca", num_components=12, batch_size=batch, **shape)
+        dm = memory_datamodule(config, scene, spec["batch_size"])
         dm.load_state_dict(state)
 
         class Paste(BasePredictionWriter):  # the in-memory map, nothing written
@@ -281,7 +331,12 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mib": peak_rss_mib(),
         "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_before_predict_mib": before,
+        "block_size": dm.block_size if spec["mode"] == "disk" else None,
         "load": [load_before, os.getloadavg()[0]],
+        "experiment": EXPERIMENTS[spec["formulation"]],
+        "parameters": count_parameters(task),
+        "torch_threads": torch.get_num_threads(),
+        "environment": {k: os.environ[k] for k in ENVIRONMENT if k in os.environ},
     }
 
 
@@ -309,17 +364,47 @@ def _mib(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def _peak(run: dict[str, Any]) -> str:
-    """Peak RSS; ``*`` marks a run measured with ``ru_maxrss`` (before ``VmHWM`` was used):
-    the larger of its own peak and its parent's, an upper bound."""
-    return f"{run['peak_rss_mib']:,.0f}" + ("" if "ru_maxrss_mib" in run else "*")
+def _peak(row: dict[str, Any], route: str) -> str:
+    """A route's peak RSS (MiB), the largest over the paired rounds."""
+    runs = [runs[route] for runs in row.get("rounds") or [row]]
+    return f"{max(run['peak_rss_mib'] for run in runs):,.0f}"
 
 
-def _cpu_ratio(disk: dict[str, Any], memory: dict[str, Any] | None) -> str:
-    """Pixels per CPU second on disk over in memory (``-`` if not recorded)."""
-    if not memory or "cpu_seconds" not in disk or "cpu_seconds" not in memory:
-        return "-"
-    return f"{memory['cpu_seconds'] / disk['cpu_seconds']:.2f}"
+def paired_rounds(spec: dict[str, Any], rounds: int) -> dict[str, Any]:
+    """``rounds`` on-disk and in-memory maps of one product, taking turns (the order alternates,
+    so a change in the machine's load falls on both routes alike).
+
+    ``rounds`` keeps every round's two runs; ``disk`` and ``memory`` are those of the median
+    round (by the wall-time ratio). The table gives each ratio's median over the rounds and the
+    largest peak RSS.
+    """
+    pairs = []
+    for index in range(rounds):
+        order = ("disk", "memory") if index % 2 == 0 else ("memory", "disk")
+        pairs.append({mode: measure({**spec, "mode": mode}) for mode in order})
+    median = sorted(pairs, key=lambda runs: round_ratios(runs)[0])[(rounds - 1) // 2]
+    return {"disk": median["disk"], "memory": median["memory"], "rounds": pairs}
+
+
+def round_ratios(runs: dict[str, dict[str, Any]]) -> tuple[float, float, float]:
+    """On-disk px/s over in-memory px/s: by wall time, by CPU time, and end to end (the
+    in-memory route's reading of the whole product counted too; the on-disk time includes its
+    reading and writing)."""
+    disk, memory = runs["disk"], runs["memory"]
+    return (
+        memory["seconds"] / disk["seconds"],
+        memory["cpu_seconds"] / disk["cpu_seconds"],
+        (memory["seconds"] + memory["read_seconds"]) / disk["seconds"],
+    )
+
+
+def _ratio(row: dict[str, Any], key: int) -> str:
+    """One of :func:`round_ratios` (``key``): the median over the paired rounds with their
+    range, or the one pair's."""
+    values = sorted(round_ratios(runs)[key] for runs in row.get("rounds") or [row])
+    middle = values[(len(values) - 1) // 2]
+    spread = f" ({values[0]:.2f}-{values[-1]:.2f})" if len(values) > 1 else ""
+    return f"{middle:.2f}{spread}"
 
 
 def _load(run: dict[str, Any] | None) -> str:
@@ -330,7 +415,7 @@ def _load(run: dict[str, Any] | None) -> str:
 
 
 def _order(row: dict[str, Any]) -> tuple:
-    return row["formulation"], row["dtype"], row["mpx"]
+    return row["formulation"], row["dtype"], row["mpx"], row["disk"].get("block_size") or 0
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -341,20 +426,22 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     speed, memory = fig.subplots(1, 2)
-    lines: dict[tuple[str, str, str], list[tuple[float, float, float]]] = {}
+    lines: dict[tuple[str, str, str, int], list[tuple[float, float, float]]] = {}
     for row in sorted(rows, key=_order):
         for route in ("disk", "memory"):
             run = row.get(route)
             if run:
-                key = (row["formulation"], row["dtype"], route)
+                key = (row["formulation"], row["dtype"], route, row["disk"].get("block_size") or 0)
                 rate = run["pixels"] / run["seconds"]
-                lines.setdefault(key, []).append((row["mpx"], rate, run["peak_rss_mib"] / 1024))
-    for (formulation, dtype, route), points in lines.items():
+                peak = max(runs[route]["peak_rss_mib"] for runs in row.get("rounds") or [row])
+                lines.setdefault(key, []).append((row["mpx"], rate, peak / 1024))
+    for (formulation, dtype, route, block), points in lines.items():
         mpx, rate, rss = zip(*points, strict=True)
+        where = "in memory" if route == "memory" else f"on disk, blocks {block or '?'}"
         style = {
             "marker": "o" if formulation == "segmentation" else "s",
             "linestyle": "-" if route == "disk" else "--",
-            "label": f"{formulation}, {dtype}, {'on disk' if route == 'disk' else 'in memory'}",
+            "label": f"{formulation}, {dtype}, {where}",
         }
         speed.plot(mpx, rate, **style)
         memory.plot(mpx, rss, **style)
@@ -375,11 +462,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| scene | dtype | on disk (GB) | formulation | on-disk px/s | in-memory px/s | "
-        "on-disk / in-memory | same, by CPU time | on-disk peak RSS (MiB) | "
+        "| scene | dtype | on disk (GB) | formulation | block | on-disk px/s | in-memory px/s | "
+        "on-disk / in-memory | same, by CPU time | same, in-memory read counted | "
+        "on-disk peak RSS (MiB) | "
         "of which before predict (MiB) | "
         "in-memory peak RSS (MiB) | in-memory read (s) | load (on disk; in memory) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         disk, memory = row["disk"], row.get("memory")
@@ -388,11 +476,18 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         mem_rate = memory["pixels"] / memory["seconds"] if memory else None
         lines.append(
             f"| {side}x{side} ({row['mpx']:g} Mpx) | {row['dtype']} | {row['gb']:.2f} | "
-            f"{row['formulation']} | {rate:,.0f} | "
-            + (f"{mem_rate:,.0f} | {rate / mem_rate:.2f} | " if memory else "- | - | ")
-            + f"{_cpu_ratio(disk, memory)} | "
-            + f"{_peak(disk)} | {_mib(disk.get('rss_before_predict_mib'))} | "
-            + (f"{_peak(memory)} | {memory['read_seconds']:.1f} | " if memory else "- | - | ")
+            f"{row['formulation']} | {disk.get('block_size') or '-'} | {rate:,.0f} | "
+            + (
+                f"{mem_rate:,.0f} | {_ratio(row, 0)} | {_ratio(row, 1)} | {_ratio(row, 2)} | "
+                if memory
+                else "- | - | - | - | "
+            )
+            + f"{_peak(row, 'disk')} | {_mib(disk.get('rss_before_predict_mib'))} | "
+            + (
+                f"{_peak(row, 'memory')} | {memory['read_seconds']:.1f} | "
+                if memory
+                else "- | - | "
+            )
             + f"{_load(disk)}; {_load(memory)} |"
         )
     return "\n".join(lines)
@@ -426,27 +521,27 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             hdr = write_product(folder / "product.bil", side, dtype)
             made = time.perf_counter() - start
-            route = folder / "route.pt"
-            fit_route(hdr, route)
             gb = (folder / "product.bil").stat().st_size / 1e9
             print(f"{dtype} {side}x{side}: {gb:.2f} GB written in {made:.0f} s", flush=True)
             for formulation in args.formulations:
                 if formulation == "classification" and mpx > args.classification_max:
                     continue
+                route = folder / f"route_{formulation}.pt"
+                fit_route(hdr, route, appends_spectra(experiment_config(formulation)))
                 spec = {
                     "product": hdr,
                     "route": route,
                     "formulation": formulation,
                     "block_size": args.block_size,
-                    "batch_size": args.batch_size,
-                    "patch_batch_size": args.patch_batch_size,
+                    "batch_size": batch_size(args, formulation),
                     "out": folder / f"maps_{formulation}",
                 }
                 row = {"dtype": dtype, "mpx": mpx, "gb": gb, "formulation": formulation}
                 row["command"] = _command(argv)
-                row["disk"] = measure({**spec, "mode": "disk"})
                 if mpx <= args.in_memory_max:
-                    row["memory"] = measure({**spec, "mode": "memory"})
+                    row.update(paired_rounds(spec, args.rounds))
+                else:
+                    row["disk"] = measure({**spec, "mode": "disk"})
                 rows.append(row)
                 print(markdown_table([row]).splitlines()[-1], flush=True)
             if not args.keep:
@@ -457,8 +552,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def batch_size(args: argparse.Namespace, formulation: str) -> int:
+    """Tiles (``--batch-size``) or patches (``--patch-batch-size``) per batch; by default the
+    product file's ``batch_size``."""
+    given = args.patch_batch_size if formulation == "classification" else args.batch_size
+    if given is not None:
+        return given
+    from benchmarks.experiments import REPO
+
+    product = yaml.safe_load((REPO / PRODUCT_CONFIG).read_text())
+    return product["data"]["init_args"]["batch_size"]
+
+
 def _command(argv: list[str] | None) -> str:
     return "python -m benchmarks.product_scale " + " ".join(argv or sys.argv[1:])
+
+
+def models_sentence() -> str:
+    """Where the timed models come from, for the report."""
+    seg, cls = (f"`configs/experiments/{EXPERIMENTS[f]}.yaml`" for f in EXPERIMENTS)
+    size = ", ".join(f"{key} {value}" for key, value in ENCODER.items())
+    return (
+        f"Models: segmentation from {seg} with the quickstart's encoder size ({size}), "
+        f"classification from {cls}, both with random weights and a PCA route to 12 bands "
+        f"(the quickstart's spectral path reads all {BANDS} bands); on disk, the datamodule and "
+        f"writer of `{PRODUCT_CONFIG}` (`python -m benchmarks.product_scale --help`)."
+    )
 
 
 def write_results(args: argparse.Namespace, rows: list[dict[str, Any]], argv: Any) -> None:
@@ -482,17 +601,18 @@ def write_results(args: argparse.Namespace, rows: list[dict[str, Any]], argv: An
         "".join(f"`{command}`\n\n" for command in commands) + f"{table}\n\n{figure}"
         "Each map runs in a process of its own. On disk: `ProductMapDataModule` reads one block "
         "(plus the tiles' or patches' halo) at a time and `GeoTiffMapWriter` writes the tiled "
-        "GeoTIFF block by block (its time includes the writing). In memory: the whole product "
-        "is read into a scene (the read column), then the scene/patch datamodule maps it into an "
-        "in-memory class map, nothing written. Load is the machine's 1-minute load average "
-        "before and after each map (the runs share the cores with other jobs; the ratio by CPU "
-        "time, all threads of the process, is less sensitive to them). Peak RSS is the "
-        "process's own high-water mark (`VmHWM`); the column before it is the same process "
-        "before `predict` (Python, torch, TerraTorch, the model): what mapping adds is the "
-        "difference; * marks runs measured with `ru_maxrss`, which a child started by `vfork` "
-        "inherits from its parent (the benchmark writing the product): an upper bound. Same "
-        "random-init one-block SpectralGPT model, PCA route to 12 bands, 32x32 tiles every 16 "
-        "pixels, 9x9 patches resized to 16.\n"
+        "GeoTIFF block by block (its time includes reading and writing); block is the block "
+        "side it used. In memory: the whole product is read into a scene (the read column, "
+        "not in its px/s), then the scene/patch datamodule maps it into an in-memory class map, "
+        "nothing written. Products that fit in memory are mapped in paired rounds, the two "
+        "routes taking turns in alternating order; the ratios are the median over the rounds "
+        "(range in brackets), by wall time, by CPU time (all threads of the process, less "
+        "sensitive to other jobs on the cores) and with the in-memory route's reading counted. "
+        "Load is the machine's 1-minute load average before and after the median round's maps. "
+        "Peak RSS is the process's own high-water mark (`VmHWM`), the largest over the rounds; "
+        "the column after it is the same process before `predict` (Python, torch, TerraTorch, "
+        "the model): what mapping adds is the difference. "
+        f"{models_sentence()}\n"
     )
     update_markdown_section(args.results_md, "product-scale", "## Products on disk", body)
 
