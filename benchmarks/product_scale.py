@@ -2,9 +2,11 @@
 
 Generates ENVI products (BIL, 224 bands; ``int16`` with gain 1e-4 like an AVIRIS-NG or EnMAP
 file, and ``float32``) of ``--sizes`` megapixels, square, their spectra mixtures of 16 random
-endmembers, written row by row. A PCA band route (12 components) is fitted once on a sample of
-pixels. Then each map runs in a process of its own, so that its peak resident memory
-(``VmHWM``) is its own:
+endmembers, written row by row. A PCA band route (12 components; with the z-scored spectra
+appended for a model with a spectral path) is fitted once per product and formulation on a
+sample of pixels. Then each map runs in a process of its own, so that its peak resident memory
+(``VmHWM``) is its own; products that fit in memory are mapped ``--rounds`` times by each
+route, the two taking turns:
 
 - on disk: ``ProductMapDataModule`` reads the product block by block (``--block-size``) and
   ``GeoTiffMapWriter`` writes the tiled GeoTIFF block by block (the time includes the writing);
