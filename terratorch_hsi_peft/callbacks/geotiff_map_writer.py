@@ -19,6 +19,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window as RasterWindow
 
 from terratorch_hsi_peft.callbacks.class_map_writer import _class_indices, class_colours
+from terratorch_hsi_peft.products.emit import emit_orthorectify
 from terratorch_hsi_peft.terratorch_compat import remove_terratorch_writers
 
 __all__ = ["GeoTiffMapWriter"]
@@ -34,7 +35,9 @@ class GeoTiffMapWriter(BasePredictionWriter):
     Each block's predictions are held until all its samples are in, then written into
     ``<product>_class_map.tif``: a tiled (``block_size`` tiles), deflate-compressed GeoTIFF with
     the product's CRS and transform, raw labels 1..K (class index + 1), 0 (the nodata value) for
-    unclassified pixels (the product's nodata), a colour table and the class names as tags. With
+    unclassified pixels (the product's nodata), a colour table and the class names as tags. A
+    swath with a geometry lookup table instead of a grid (EMIT L2A) also gets
+    ``<product>_class_map_ortho.tif``, the class map on the lookup table's grid. With
     ``probabilities`` the class probabilities go into ``<product>_probabilities.tif`` (K bands).
     Only the blocks a batch reaches into are held in memory (a batch may end one block and start
     the next); ``trainer.predict`` returns nothing (Lightning would otherwise keep every batch's
@@ -200,6 +203,9 @@ class GeoTiffMapWriter(BasePredictionWriter):
             os.replace(self._temp[kind], final)
             self.written.append(final)
         self._temp = {}
+        ortho = self._write_ortho(dm)
+        if ortho is not None:
+            self.written.append(ortho)
         print(f"Map of {dm.name} written: {', '.join(str(p) for p in self.written)}")
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: Any) -> None:
@@ -257,6 +263,46 @@ class GeoTiffMapWriter(BasePredictionWriter):
             if self.probabilities == "uint8":
                 probs = np.where(np.isnan(probs), 255, np.round(np.nan_to_num(probs) * 254))
             target.write(probs.astype(target.dtypes[0]), window=window)
+
+    def _write_ortho(self, dm: Any) -> Path | None:
+        """For a swath without a map grid but with a geometry lookup table (EMIT L2A), the class
+        map on the GLT's grid too: ``<product>_class_map_ortho.tif``, in the GLT's CRS and
+        transform (cells no swath pixel maps to are 0, nodata). The swath map is one byte per
+        pixel, read back whole; written under a temporary name and renamed, as the map."""
+        meta = dm.product.metadata
+        extra = meta.extra or {}
+        if meta.transform is not None or not {"glt_x", "glt_y", "ortho_transform"} <= set(extra):
+            return None
+        swath_path = self._final["class_map"]
+        with rasterio.open(swath_path) as swath:
+            class_map = swath.read(1)
+        ortho = emit_orthorectify(class_map, extra["glt_x"], extra["glt_y"], fill=0)
+        final = swath_path.with_name(f"{swath_path.stem}_ortho.tif")
+        temp = final.with_name(f".{final.name}.{self._token}.part")
+        profile = {
+            "driver": "GTiff",
+            "height": ortho.shape[0],
+            "width": ortho.shape[1],
+            "count": 1,
+            "dtype": class_map.dtype.name,
+            "nodata": 0,
+            "crs": extra.get("ortho_crs"),
+            "transform": extra["ortho_transform"],
+            "tiled": True,
+            "blockxsize": dm.block_size,
+            "blockysize": dm.block_size,
+            "compress": "deflate",
+            "BIGTIFF": "IF_SAFER",
+        }
+        try:
+            with rasterio.open(temp, "w", **profile) as out:
+                _add_legend(out, self._class_names)
+                out.write(ortho[None])
+            os.replace(temp, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+        return final
 
     def _assemble(self, dm: Any, world: int) -> None:
         """Copy every rank's blocks into rank zero's file, one block at a time."""

@@ -7,6 +7,7 @@ cube through the same model and band route; the reads are counted through a wrap
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import tracemalloc
 import warnings
@@ -36,6 +37,7 @@ from terratorch_hsi_peft.datamodules.product_map import (
 )
 from terratorch_hsi_peft.datasets import HyperspectralScene
 from terratorch_hsi_peft.products import SensorProduct, open_product
+from terratorch_hsi_peft.products.emit import emit_orthorectify
 from terratorch_hsi_peft.transforms import BandRoute
 
 _FAKES = Path(__file__).resolve().parents[1] / "data" / "make_fake_products.py"
@@ -458,3 +460,46 @@ def test_without_block_size_the_block_follows_the_route_width(product, tmp_path)
         assert side == auto_block_size(route.num_bands_out, 8, budget)
         assert (side + 8) ** 2 * route.num_bands_out * 4 <= budget * 2**20 or side == 16
     assert auto_block_size(route.num_bands_out, 8, 0.05) < auto_block_size(5, 8, 0.05)
+
+
+@pytest.mark.parametrize("maker", ["make_emit", "make_enmap", "make_prisma", "make_geotiff"])
+def test_every_format_maps_block_by_block_as_in_memory_on_its_grid(maker, fakes, tmp_path):
+    """The block-wise route reads each format through its reader: the same map as the in-memory
+    route, on the product's grid; EMIT's swath also on its geometry lookup table's grid."""
+    fake = getattr(fakes, maker)(tmp_path / "product")
+    with open_product(fake.path) as opened:
+        meta = opened.metadata
+    cube = fake.expected[meta.good_bands]
+    valid = ~np.isnan(cube).any(axis=0)
+    route = BandRoute.fit("pca", cube[:, valid].T, num_components=5)
+    state = {"band_route": route.state_dict(), "class_names": json.dumps(CLASSES)}
+    task = _segmentation_task()
+    expected = _in_memory_map("segmentation", cube, route, state, task, tmp_path / "in_memory")
+    dm = ProductMapDataModule(str(fake.path), tile_size=8, inference_stride=4, block_size=16)
+    dm.load_state_dict(state)
+    writer = GeoTiffMapWriter(output_dir=str(tmp_path / "map"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the EMIT swath is not georeferenced
+        _trainer([writer]).predict(task, dm)
+    with rasterio.open(writer.written[0]) as written:
+        raw = written.read(1)
+        if meta.transform is not None:
+            assert written.crs == meta.crs and written.transform == meta.transform
+    np.testing.assert_array_equal(raw[valid], expected[valid] + 1)
+    assert (raw[~valid] == 0).all()
+    if maker != "make_emit":
+        assert len(writer.written) == 1
+        return
+    ortho_path = writer.written[-1]
+    assert ortho_path.name == f"{dm.name}_class_map_ortho.tif"
+    with rasterio.open(ortho_path) as ortho:
+        assert ortho.crs == meta.extra["ortho_crs"]
+        assert ortho.transform == meta.extra["ortho_transform"]
+        assert ortho.nodata == 0 and ortho.tags()["class_2"] == "b"
+        np.testing.assert_array_equal(
+            ortho.read(1),
+            emit_orthorectify(raw, meta.extra["glt_x"], meta.extra["glt_y"], fill=0),
+        )
+    assert sorted(p.name for p in ortho_path.parent.iterdir()) == sorted(
+        p.name for p in writer.written
+    )  # no temporary file left
