@@ -210,14 +210,21 @@ def appends_spectra(config: dict[str, Any]) -> bool:
     return bool(config["data"]["init_args"].get("append_spectra", False))
 
 
+def product_config() -> dict[str, Any]:
+    """The shipped product-map file (:data:`PRODUCT_CONFIG`) as a dict."""
+    from benchmarks.experiments import REPO
+
+    return yaml.safe_load((REPO / PRODUCT_CONFIG).read_text())
+
+
 def disk_datamodule(config: dict[str, Any], spec: dict[str, Any]) -> tuple[Any, list[Any]]:
     """``ProductMapDataModule`` and ``GeoTiffMapWriter`` as :data:`PRODUCT_CONFIG` gives them,
     with the experiment's sample shape and this run's product, block size and batch size."""
-    from benchmarks.experiments import REPO, override
+    from benchmarks.experiments import override
     from terratorch_hsi_peft.callbacks import GeoTiffMapWriter
     from terratorch_hsi_peft.datamodules import ProductMapDataModule
 
-    product = yaml.safe_load((REPO / PRODUCT_CONFIG).read_text())
+    product = product_config()
     data = config["data"]["init_args"]
     changes = {
         "product": str(spec["product"]),
@@ -236,13 +243,12 @@ def disk_datamodule(config: dict[str, Any], spec: dict[str, Any]) -> tuple[Any, 
 def memory_datamodule(config: dict[str, Any], scene: Any, batch_size: int) -> Any:
     """The experiment's own datamodule over the in-memory ``scene``: its band route (restored
     from the route file), sample shape and appended spectra."""
-    import importlib
+    from benchmarks.experiments import build_datamodule
 
     data = config["data"]
-    module, _, name = data["class_path"].rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
     keep = {key: value for key, value in data["init_args"].items() if key in MEMORY_KEYS}
-    return cls(scene=scene, **{**keep, "batch_size": batch_size})
+    init_args = {**keep, "scene": scene, "batch_size": batch_size}
+    return build_datamodule({"data": {"class_path": data["class_path"], "init_args": init_args}})
 
 
 def count_parameters(task: Any) -> int:
@@ -560,10 +566,7 @@ def batch_size(args: argparse.Namespace, formulation: str) -> int:
     given = args.patch_batch_size if formulation == "classification" else args.batch_size
     if given is not None:
         return given
-    from benchmarks.experiments import REPO
-
-    product = yaml.safe_load((REPO / PRODUCT_CONFIG).read_text())
-    return product["data"]["init_args"]["batch_size"]
+    return product_config()["data"]["init_args"]["batch_size"]
 
 
 def _command(argv: list[str] | None) -> str:

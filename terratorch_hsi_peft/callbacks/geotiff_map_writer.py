@@ -279,20 +279,13 @@ class GeoTiffMapWriter(BasePredictionWriter):
         ortho = emit_orthorectify(class_map, extra["glt_x"], extra["glt_y"], fill=0)
         final = swath_path.with_name(f"{swath_path.stem}_ortho.tif")
         temp = final.with_name(f".{final.name}.{self._token}.part")
+        # The map's own profile (dtype, nodata, tiling, compression) on the GLT's grid.
         profile = {
-            "driver": "GTiff",
+            **self._profile(dm, "class_map"),
             "height": ortho.shape[0],
             "width": ortho.shape[1],
-            "count": 1,
-            "dtype": class_map.dtype.name,
-            "nodata": 0,
             "crs": extra.get("ortho_crs"),
             "transform": extra["ortho_transform"],
-            "tiled": True,
-            "blockxsize": dm.block_size,
-            "blockysize": dm.block_size,
-            "compress": "deflate",
-            "BIGTIFF": "IF_SAFER",
         }
         try:
             with rasterio.open(temp, "w", **profile) as out:
